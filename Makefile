@@ -1,0 +1,80 @@
+# chan - the one build entry.  Components add themselves through fragments
+# (c/c.mk, tools/tools.mk, conformance/conformance.mk, ...) so that each part
+# of the tree owns its own rules.  Targets:
+#   all        library, tools (default)
+#   test       every test suite (CUnit, interop, conformance, ...); non-zero on failure
+#   demo       the main job: producers, a consumer and nested futures across processes
+#   install    PREFIX=/usr/local DESTDIR= : header, libchan.a/.so, chan.pc, chancodec, man page
+#   clean
+# Options: SANITIZE=1 builds everything with ASan+UBSan into build/asan.
+# Missing Debian packages are installed when run as root, and named otherwise.
+
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CC      ?= cc
+OPT     ?= -O2 -g
+CSTD    := -std=c11 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD   ?= build/asan
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD   ?= build
+SANFLAGS :=
+endif
+CFLAGS  ?= $(OPT)
+ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(SANFLAGS) -Ic/include -I$(BUILD)/gen -Ic/src
+LDFLAGS ?=
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
+
+# Debian packages needed to build and test; fragments append to this.
+DEB_PACKAGES := build-essential pkg-config libprotobuf-c-dev protobuf-c-compiler \
+	libcunit1-dev protobuf-compiler
+
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all test demo install uninstall clean deps check
+all:
+
+# Install what is missing (as root) or name it (otherwise).  The stamp records
+# the package list, so adding a package re-runs the check.
+$(DEPS_STAMP): Makefile $(wildcard */*.mk c/*.mk)
+	@mkdir -p $(dir $@)
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+		else \
+			echo "missing Debian packages:$$missing"; \
+			echo "run: sudo apt-get install$$missing"; exit 1; \
+		fi; \
+	fi
+	@echo "$(DEB_PACKAGES)" > $@
+deps: $(DEPS_STAMP)
+
+TEST_TARGETS :=
+DEMO_TARGETS :=
+INSTALL_TARGETS :=
+CLEAN_DIRS := build
+
+include $(sort $(wildcard c/*.mk */*.mk))
+
+all:
+test: $(TEST_TARGETS)
+	@echo "make test: all suites passed"
+demo: $(DEMO_TARGETS)
+install: $(INSTALL_TARGETS)
+check: test
+clean:
+	rm -rf $(CLEAN_DIRS)

@@ -1,0 +1,410 @@
+/*
+ * chan.h - the whole public API of libchan, the reference implementation of
+ * the chan/1 wire protocol (SPEC.md).
+ *
+ * Ownership rules, stated once here and repeated at each prototype:
+ *
+ *  - A chan_msg owns every value in it (one arena per message) and every file
+ *    descriptor held by its handle values.  chan_msg_free() closes the fds it
+ *    still owns.
+ *  - Adding a handle to a message (chan_handle()) DUPLICATES the caller's fd
+ *    (F_DUPFD_CLOEXEC): the caller keeps its own fd and must close it as usual.
+ *  - Taking a handle out of a message (chan_value_take_fd(),
+ *    chan_conn_from_value()) MOVES the fd: the message forgets it.
+ *  - Decoding (chan_decode()) and receiving (chan_conn_recv()) hand the frame's
+ *    fds to the new message; on ANY error every fd of the frame is closed
+ *    exactly once before the call returns.
+ *  - A call that fails steals nothing from the caller and leaks nothing.
+ *  - Out-parameters named ret_* are written only on success.
+ *
+ * Errors: every function that can fail returns 0 (or a size) on success and a
+ * negative CHAN_E_* code on failure.  The codes mirror spec/errors.tsv:
+ * CHAN_E_<NAME> == -code.  chan_errname() gives the NAME, chan_strerror() a
+ * sentence.  CHAN_E_SYSTEM leaves errno set by the failing system call.
+ *
+ * Threading: a chan_msg is not thread-safe; use it from one thread at a time.
+ * A chan_conn may be used by several threads at once: sends are serialised by
+ * a send lock (frames never interleave), receives by a receive lock.
+ *
+ * Every fd libchan creates is close-on-exec from birth.  libchan never prints.
+ */
+#ifndef CHAN_H
+#define CHAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CHAN_EXPORT __attribute__((visibility("default")))
+#else
+#define CHAN_EXPORT
+#endif
+
+#define CHAN_VERSION_MAJOR 0
+#define CHAN_VERSION_MINOR 1
+#define CHAN_VERSION_PATCH 0
+#define CHAN_VERSION_STRING "0.1.0"
+
+/* The wire version this library speaks (SPEC.md §5.2). */
+#define CHAN_WIRE_VERSION 1
+
+/* Frame header size in bytes (SPEC.md §5.1). */
+#define CHAN_HEADER_SIZE 16
+
+/* Limits (SPEC.md §8, spec/limits.tsv). */
+#define CHAN_DEFAULT_MAX_PAYLOAD (16u * 1024u * 1024u)
+#define CHAN_HARD_MAX_PAYLOAD (1024u * 1024u * 1024u)
+#define CHAN_DEFAULT_MAX_HANDLES 64u
+#define CHAN_HARD_MAX_HANDLES 253u
+#define CHAN_DEFAULT_MAX_DEPTH 32u
+#define CHAN_HARD_MAX_DEPTH 32u
+
+/* ------------------------------------------------------------------------ */
+/* Errors (SPEC.md §9, spec/errors.tsv).  X(NAME, code)                      */
+
+#define CHAN_ERRORS(X)                                                         \
+	X(BAD_MAGIC, 1)                                                        \
+	X(UNSUPPORTED_VERSION, 2)                                              \
+	X(PAYLOAD_TOO_LARGE, 3)                                                \
+	X(TRUNCATED, 4)                                                        \
+	X(RESERVED_FIELD_NONZERO, 5)                                           \
+	X(HANDLE_LIMIT_EXCEEDED, 6)                                            \
+	X(TOO_FEW_HANDLES, 7)                                                  \
+	X(TOO_MANY_HANDLES, 8)                                                 \
+	X(MALFORMED, 9)                                                        \
+	X(UNKNOWN_FIELD, 10)                                                   \
+	X(NONCANONICAL, 11)                                                    \
+	X(EMPTY_VALUE, 12)                                                     \
+	X(DEPTH_EXCEEDED, 13)                                                  \
+	X(INVALID_UTF8, 14)                                                    \
+	X(DUPLICATE_KEY, 15)                                                   \
+	X(UNKNOWN_HANDLE_KIND, 16)                                             \
+	X(WRONG_HANDLE_KIND, 17)                                               \
+	X(HANDLE_INDEX_OUT_OF_RANGE, 18)                                       \
+	X(HANDLE_INDEX_OUT_OF_ORDER, 19)                                       \
+	X(UNREFERENCED_HANDLE, 20)                                             \
+	X(HANDLES_TRUNCATED, 21)                                               \
+	X(MISATTACHED_HANDLES, 22)                                             \
+	X(SELF_SEND, 23)                                                       \
+	X(CONNECTION_CLOSED, 24)                                               \
+	X(TIMEOUT, 25)                                                         \
+	X(WOULD_BLOCK, 26)                                                     \
+	X(NO_MEMORY, 27)                                                       \
+	X(SYSTEM, 28)                                                          \
+	X(INVALID_ARGUMENT, 29)                                                \
+	X(BUFFER_TOO_SMALL, 30)
+
+enum chan_error {
+	CHAN_OK = 0,
+#define CHAN__ERROR_ENUM(name, code) CHAN_E_##name = -(code),
+	CHAN_ERRORS(CHAN__ERROR_ENUM)
+#undef CHAN__ERROR_ENUM
+};
+
+/* Scope of an error (SPEC.md §9.2). */
+enum chan_error_scope {
+	CHAN_SCOPE_NONE = 0,  /* not an error code */
+	CHAN_SCOPE_FATAL = 1, /* the connection is unusable; free it */
+	CHAN_SCOPE_FRAME = 2, /* one frame rejected; the connection is in sync */
+	CHAN_SCOPE_LOCAL = 3, /* nothing reached or left the wire */
+};
+
+/* "MALFORMED" for CHAN_E_MALFORMED; "OK" for 0; NULL for unknown codes. */
+CHAN_EXPORT const char *chan_errname(int err);
+/* A one-line English description; never NULL. */
+CHAN_EXPORT const char *chan_strerror(int err);
+/* The scope the registry assigns to err. */
+CHAN_EXPORT enum chan_error_scope chan_error_scope(int err);
+/* Code for a registry NAME ("MALFORMED" -> CHAN_E_MALFORMED), 0 if unknown. */
+CHAN_EXPORT int chan_error_from_name(const char *name);
+
+CHAN_EXPORT const char *chan_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Allocation and limits                                                    */
+
+/*
+ * A custom allocator.  NULL everywhere means malloc/free.  alloc must return
+ * NULL on failure; libchan then reports CHAN_E_NO_MEMORY (never MALFORMED).
+ * The allocator must outlive every object created with it.
+ */
+struct chan_allocator {
+	void *(*alloc)(void *ctx, size_t size);
+	void (*free)(void *ctx, void *ptr);
+	void *ctx;
+};
+
+/* Receive-side limits (SPEC.md §8).  Zero fields mean "the default". */
+struct chan_limits {
+	uint32_t max_payload; /* bytes, <= CHAN_HARD_MAX_PAYLOAD */
+	uint32_t max_handles; /* <= CHAN_HARD_MAX_HANDLES */
+	uint32_t max_depth;   /* <= CHAN_HARD_MAX_DEPTH */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Values and messages (SPEC.md §4)                                          */
+
+typedef struct chan_msg chan_msg;     /* opaque; owns its values and fds */
+typedef struct chan_value chan_value; /* opaque; lives in its message's arena */
+
+enum chan_type {
+	CHAN_NULL = 1,
+	CHAN_BOOL = 2,
+	CHAN_INT = 3,
+	CHAN_FLOAT = 4,
+	CHAN_STRING = 5,
+	CHAN_BYTES = 6,
+	CHAN_LIST = 7,
+	CHAN_MAP = 8,
+	CHAN_HANDLE = 9,
+};
+
+/* Handle kinds (SPEC.md §4.2, spec/handle-kinds.tsv). */
+enum chan_kind {
+	CHAN_KIND_FD = 1,   /* any descriptor */
+	CHAN_KIND_CONN = 2, /* a chan connection endpoint (AF_UNIX SOCK_STREAM) */
+};
+
+/* "null", "bool", ... ; "fd", "conn".  NULL if unknown. */
+CHAN_EXPORT const char *chan_type_name(enum chan_type type);
+CHAN_EXPORT const char *chan_kind_name(enum chan_kind kind);
+
+/* A new, empty message (its root is unset).  NULL on out-of-memory. */
+CHAN_EXPORT chan_msg *chan_msg_new(const struct chan_allocator *allocator);
+/* Frees the message, its values, and closes every fd it still owns.
+ * NULL-safe; returns NULL. */
+CHAN_EXPORT chan_msg *chan_msg_free(chan_msg *msg);
+
+/*
+ * Value constructors.  Each allocates a detached value in msg's arena and
+ * returns it, or NULL on failure; a failure also poisons msg: every later
+ * chan_list_append/chan_map_put/chan_msg_set_root/encode on msg returns the
+ * first error (so a builder may chain calls and check once at the end).
+ * Strings are copied and must be valid UTF-8 (else CHAN_E_INVALID_UTF8).
+ */
+CHAN_EXPORT chan_value *chan_null(chan_msg *msg);
+CHAN_EXPORT chan_value *chan_bool(chan_msg *msg, int b);
+CHAN_EXPORT chan_value *chan_int(chan_msg *msg, int64_t i);
+CHAN_EXPORT chan_value *chan_float(chan_msg *msg, double f);
+CHAN_EXPORT chan_value *chan_string(chan_msg *msg, const char *nul_terminated);
+CHAN_EXPORT chan_value *chan_string_n(chan_msg *msg, const char *s, size_t len);
+CHAN_EXPORT chan_value *chan_bytes(chan_msg *msg, const void *p, size_t len);
+CHAN_EXPORT chan_value *chan_list(chan_msg *msg);
+CHAN_EXPORT chan_value *chan_map(chan_msg *msg);
+/*
+ * A handle value of the given kind holding a DUPLICATE of fd (F_DUPFD_CLOEXEC);
+ * the caller keeps fd.  For CHAN_KIND_CONN, fd must be an AF_UNIX
+ * SOCK_STREAM socket (else CHAN_E_WRONG_HANDLE_KIND).  If the value is never
+ * attached to the tree, the duplicate is still closed by chan_msg_free().
+ */
+CHAN_EXPORT chan_value *chan_handle(chan_msg *msg, enum chan_kind kind, int fd);
+
+/*
+ * Attach a detached value.  A value can be attached once (no sharing, no
+ * cycles): attaching an attached value is CHAN_E_INVALID_ARGUMENT.  A NULL
+ * item (a failed constructor) returns the message's poison error.
+ * chan_map_put fails with CHAN_E_DUPLICATE_KEY if key is present and with
+ * CHAN_E_INVALID_UTF8 if key is not UTF-8.  Key is copied.
+ */
+CHAN_EXPORT int chan_list_append(chan_value *list, chan_value *item);
+CHAN_EXPORT int chan_map_put(chan_value *map, const char *key, chan_value *v);
+CHAN_EXPORT int chan_map_put_n(chan_value *map, const char *key, size_t key_len,
+			       chan_value *v);
+/* Make v the message's root value (replacing nothing: the root is set once). */
+CHAN_EXPORT int chan_msg_set_root(chan_msg *msg, chan_value *v);
+/* The root value, NULL if unset. */
+CHAN_EXPORT chan_value *chan_msg_root(const chan_msg *msg);
+/* 0, or the first error a constructor hit (the poison). */
+CHAN_EXPORT int chan_msg_error(const chan_msg *msg);
+
+/* Readers.  Calling a reader on a value of another type returns 0/NULL. */
+CHAN_EXPORT enum chan_type chan_value_type(const chan_value *v);
+CHAN_EXPORT int chan_value_bool(const chan_value *v);
+CHAN_EXPORT int64_t chan_value_int(const chan_value *v);
+CHAN_EXPORT double chan_value_float(const chan_value *v);
+/* String and bytes contents: a pointer into the message (NUL-terminated as a
+ * convenience; strings may also contain U+0000, so use *ret_len). */
+CHAN_EXPORT const char *chan_value_string(const chan_value *v, size_t *ret_len);
+CHAN_EXPORT const void *chan_value_bytes(const chan_value *v, size_t *ret_len);
+/* Number of items of a list or entries of a map; 0 for other types. */
+CHAN_EXPORT size_t chan_value_count(const chan_value *v);
+/* Item i of a list, value of entry i of a map; NULL if out of range. O(1). */
+CHAN_EXPORT chan_value *chan_value_at(const chan_value *v, size_t i);
+/* Key of entry i of a map (NUL-terminated; *ret_len if not NULL). */
+CHAN_EXPORT const char *chan_map_key_at(const chan_value *map, size_t i,
+					size_t *ret_len);
+/* The value under key, NULL if absent. O(1) expected. */
+CHAN_EXPORT chan_value *chan_map_get(const chan_value *map, const char *key);
+CHAN_EXPORT chan_value *chan_map_get_n(const chan_value *map, const char *key,
+				       size_t key_len);
+/* Handle kind (0 if not a handle). */
+CHAN_EXPORT enum chan_kind chan_value_kind(const chan_value *v);
+/* Handle index in the frame's handle table (assigned by encode/decode). */
+CHAN_EXPORT uint32_t chan_value_handle_index(const chan_value *v);
+/* The fd a handle value holds, still owned by the message; -1 if taken or
+ * detached (decoded without fds). */
+CHAN_EXPORT int chan_value_fd(const chan_value *v);
+/* MOVE the handle's fd to the caller (*ret_fd); the message forgets it.
+ * CHAN_E_INVALID_ARGUMENT if v is not a handle or its fd was already taken. */
+CHAN_EXPORT int chan_value_take_fd(chan_value *v, int *ret_fd);
+
+/* ------------------------------------------------------------------------ */
+/* Codec (SPEC.md §5-§7): frames in memory                                   */
+
+/* A parsed frame header (SPEC.md §5.1). */
+struct chan_header {
+	uint8_t version;
+	uint8_t flags;
+	uint16_t handle_count;
+	uint32_t channel;
+	uint32_t payload_length;
+};
+
+/*
+ * Parse the 16 header bytes at p (len >= CHAN_HEADER_SIZE, else
+ * CHAN_E_TRUNCATED).  Checks, in order: magic (BAD_MAGIC), version
+ * (UNSUPPORTED_VERSION).  Fills *ret even when it fails after the magic, so
+ * tools can show what they read.  Limits are checked by chan_header_check().
+ */
+CHAN_EXPORT int chan_header_parse(const void *p, size_t len,
+				  struct chan_header *ret);
+/* Frame-level checks of a parsed header against limits (NULL = defaults), in
+ * the order of SPEC.md §9.3: PAYLOAD_TOO_LARGE, RESERVED_FIELD_NONZERO,
+ * HANDLE_LIMIT_EXCEEDED. */
+CHAN_EXPORT int chan_header_check(const struct chan_header *h,
+				  const struct chan_limits *limits);
+
+/*
+ * Encode msg as one frame (header + canonical payload) into buf.
+ * Returns 0 and sets *ret_len; if cap is too small returns
+ * CHAN_E_BUFFER_TOO_SMALL and still sets *ret_len to the size needed.
+ * Encode errors: the poison error, EMPTY_VALUE (no root), DEPTH_EXCEEDED,
+ * HANDLE_LIMIT_EXCEEDED (> 253 handles), PAYLOAD_TOO_LARGE (> hard max).
+ * Afterwards chan_msg_handles() lists the fds in wire order.
+ * The message keeps ownership of all its fds.
+ */
+CHAN_EXPORT int chan_encode(chan_msg *msg, void *buf, size_t cap,
+			    size_t *ret_len);
+/* Size of the frame chan_encode would write (header included). */
+CHAN_EXPORT int chan_encoded_size(chan_msg *msg, size_t *ret_len);
+/* After a successful encode: the handle table in wire order.  The fds stay
+ * owned by the message (borrowed; -1 for a taken or detached handle). */
+CHAN_EXPORT const int *chan_msg_handles(const chan_msg *msg, size_t *ret_count);
+
+/* Flags for chan_decode. */
+enum chan_decode_flags {
+	/* Decode without descriptors: nfds must be 0 and handle values get
+	 * fd -1, but every index rule is still checked against the header's
+	 * handle count.  For tools that read captured frames. */
+	CHAN_DECODE_DETACHED = 1u << 0,
+};
+
+/*
+ * Decode exactly one frame from the start of buf.  fds/nfds are the
+ * descriptors that arrived with it; chan_decode TAKES ALL OF THEM: on success
+ * they belong to *ret_msg, on any error they have all been closed.
+ * Every rule of SPEC.md §5-§8 is checked before *ret_msg is set; the error is
+ * the first one in the order of SPEC.md §9.3.  *ret_consumed (may be NULL) is
+ * set to the frame's size on success; bytes after the frame are not read.
+ * Handles of kind conn are verified (getsockopt) unless DETACHED.
+ * Decoding costs O(1) allocations whatever the payload.
+ */
+CHAN_EXPORT int chan_decode(const void *buf, size_t len, int *fds, size_t nfds,
+			    unsigned flags, const struct chan_limits *limits,
+			    const struct chan_allocator *allocator,
+			    chan_msg **ret_msg, size_t *ret_consumed);
+
+/* ------------------------------------------------------------------------ */
+/* Connections (SPEC.md §10)                                                 */
+
+typedef struct chan_conn chan_conn;         /* opaque; owns its socket */
+typedef struct chan_listener chan_listener; /* opaque; owns its socket */
+
+/* Timeouts in milliseconds: -1 waits forever, 0 never waits. */
+
+/* Two connected endpoints (socketpair). */
+CHAN_EXPORT int chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b);
+/*
+ * Listen on a filesystem path, or on a Linux abstract name when path starts
+ * with '@' ("@name").  The listener unlinks a filesystem path it bound when
+ * freed.  An existing socket file at path is not removed (CHAN_E_SYSTEM,
+ * errno EADDRINUSE).
+ */
+CHAN_EXPORT int chan_listen(const char *path, chan_listener **ret);
+CHAN_EXPORT int chan_listener_accept(chan_listener *l, int timeout_ms,
+				     chan_conn **ret);
+CHAN_EXPORT int chan_listener_fd(const chan_listener *l);
+CHAN_EXPORT chan_listener *chan_listener_free(chan_listener *l);
+/* Connect to a listener at path ('@name' for abstract). */
+CHAN_EXPORT int chan_connect(const char *path, chan_conn **ret);
+/* Wrap an AF_UNIX SOCK_STREAM socket; TAKES fd on success only. */
+CHAN_EXPORT int chan_conn_from_fd(int fd, chan_conn **ret);
+/* Turn a received handle of kind conn into a connection: MOVES its fd out of
+ * the message (the nested case).  CHAN_E_WRONG_HANDLE_KIND if v is not a
+ * conn handle. */
+CHAN_EXPORT int chan_conn_from_value(chan_value *v, chan_conn **ret);
+/* Closes the socket and drops any unsent or partly received data (their fds
+ * closed).  NULL-safe; returns NULL. */
+CHAN_EXPORT chan_conn *chan_conn_free(chan_conn *c);
+
+/* The socket, for poll/epoll.  Owned by the connection: do not close or read
+ * it.  libchan never sets O_NONBLOCK on it (that flag is shared with every
+ * copy of the socket): it uses MSG_DONTWAIT. */
+CHAN_EXPORT int chan_conn_fd(const chan_conn *c);
+/* Receive limits for this connection; NULL restores the defaults. */
+CHAN_EXPORT int chan_conn_set_limits(chan_conn *c,
+				     const struct chan_limits *limits);
+/* Allocator for received messages (NULL = malloc). */
+CHAN_EXPORT void chan_conn_set_allocator(chan_conn *c,
+					 const struct chan_allocator *a);
+
+struct chan_peer_cred {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+};
+/* Credentials of the peer process at connect time (SO_PEERCRED). */
+CHAN_EXPORT int chan_conn_peer_cred(const chan_conn *c,
+				    struct chan_peer_cred *ret);
+
+/*
+ * Send msg as one frame.  The message keeps ownership of its fds (the kernel
+ * passes references); free it afterwards as usual.  The frame's fds ride with
+ * its first byte, exactly once.
+ *
+ * If the whole frame is written, returns 0.  If the first byte went out but
+ * not the rest before the timeout, the remainder is kept inside the connection
+ * and 0 is returned: the frame is committed; chan_conn_flush() (or the next
+ * send) writes the rest.  If nothing could be written in time: CHAN_E_TIMEOUT
+ * (or CHAN_E_WOULD_BLOCK with timeout 0) and nothing was sent.
+ * Errors: encode errors, SELF_SEND (a conn handle is this connection or its
+ * peer), CONNECTION_CLOSED (EPIPE), SYSTEM.
+ */
+CHAN_EXPORT int chan_conn_send(chan_conn *c, chan_msg *msg, int timeout_ms);
+/* Write buffered remainder of a committed frame.  0 when nothing is pending. */
+CHAN_EXPORT int chan_conn_flush(chan_conn *c, int timeout_ms);
+/* Non-zero if a committed frame still has bytes to write (poll for POLLOUT). */
+CHAN_EXPORT int chan_conn_pending(const chan_conn *c);
+
+/*
+ * Receive one frame.  On success *ret_msg owns the frame's values and fds
+ * (all CLOEXEC).  Partial data is buffered inside the connection across calls
+ * (non-blocking use: timeout 0 and CHAN_E_WOULD_BLOCK).
+ * Frame-scope errors (chan_error_scope() == CHAN_SCOPE_FRAME) reject this
+ * frame only, with all its fds closed; the next call reads the next frame.
+ * Fatal errors stick: every later call returns the same error.
+ * CHAN_E_CONNECTION_CLOSED: the peer closed at a frame boundary.
+ */
+CHAN_EXPORT int chan_conn_recv(chan_conn *c, chan_msg **ret_msg,
+			       int timeout_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CHAN_H */
