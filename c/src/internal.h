@@ -1,0 +1,172 @@
+/*
+ * internal.h - declarations shared by libchan's sources.  Never installed.
+ *
+ * Memory: every chan_msg owns one arena (a list of chunks).  Values, their
+ * strings and container arrays live in it and die with the message.  A
+ * decoded message is one single chunk sized exactly by the validation pass,
+ * so decoding costs one allocation whatever the payload.
+ *
+ * fds: a message owns the fd of every handle value created in it or decoded
+ * into it, attached to the tree or not; they are linked on msg->handles_head
+ * and closed by chan_msg_free() unless taken (fd == -1).
+ */
+#ifndef CHAN_INTERNAL_H
+#define CHAN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chan.h"
+
+#define CHAN_HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- wire constants (SPEC.md §5, §7) ---- */
+#define CHAN_MAGIC0 0x43 /* 'C' */
+#define CHAN_MAGIC1 0x48 /* 'H' */
+#define CHAN_MAGIC2 0x41 /* 'A' */
+#define CHAN_MAGIC3 0x4e /* 'N' */
+
+enum { WT_VARINT = 0, WT_FIXED64 = 1, WT_LEN = 2 };
+
+/* Value field numbers equal enum chan_type (chan.proto's oneof). */
+enum {
+	F_LIST_ITEMS = 1,
+	F_MAP_ENTRIES = 1,
+	F_ENTRY_KEY = 1,
+	F_ENTRY_VALUE = 2,
+	F_HANDLE_INDEX = 1,
+	F_HANDLE_KIND = 2,
+};
+
+#define CHAN_CANONICAL_NAN_BITS UINT64_C(0x7ff8000000000000)
+
+/* Maps with more entries than this get a hash index for lookups and
+ * duplicate detection; smaller ones are scanned. */
+#define CHAN_MAP_INDEX_MIN 8u
+
+/* ---- arena ---- */
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t size; /* usable bytes after the header */
+	size_t used;
+};
+
+struct arena {
+	struct arena_chunk *head; /* chunk allocations are served from */
+	struct chan_allocator allocator;
+	size_t next_chunk;
+};
+
+CHAN_HIDDEN void *chan__alloc(const struct chan_allocator *a, size_t size);
+CHAN_HIDDEN void chan__free(const struct chan_allocator *a, void *p);
+CHAN_HIDDEN void *arena_alloc(struct arena *arena, size_t size);
+CHAN_HIDDEN void arena_release(struct arena *arena, struct arena_chunk *keep);
+
+static inline size_t
+align8(size_t n)
+{
+	return (n + 7u) & ~(size_t)7u;
+}
+
+/* ---- values ---- */
+struct map_index {
+	uint32_t mask;    /* slots - 1 */
+	uint32_t *slots;  /* item position + 1, 0 = empty */
+};
+
+struct chan_value {
+	uint8_t type;     /* enum chan_type */
+	uint8_t kind;     /* enum chan_kind, for handles */
+	uint8_t attached; /* linked into a container or the root */
+	uint8_t pad_;
+	uint32_t key_len; /* as a map entry's value: its key */
+	const char *key;
+	chan_msg *msg;
+	size_t enc_size;  /* encoded size of the Value body, set by encode */
+	union {
+		int64_t i;
+		double f;
+		int b;
+		struct {
+			const char *p;
+			size_t n;
+		} s;
+		struct {
+			chan_value **items;
+			uint32_t count;
+			uint32_t cap;
+			struct map_index *index;
+		} c;
+		struct {
+			int fd;
+			uint32_t index;
+			chan_value *next; /* msg->handles_head list */
+		} h;
+	} u;
+};
+
+struct chan_msg {
+	struct arena arena;
+	chan_value *root;
+	int error;                /* poison: first failure of a builder call */
+	chan_value *handles_head; /* every handle value, for chan_msg_free */
+	chan_value *handles_tail;
+	int *handle_fds;          /* wire-order table after encode/decode */
+	uint32_t handle_count;
+	uint32_t handle_cap;
+};
+
+CHAN_HIDDEN void msg_init(chan_msg *msg, const struct chan_allocator *a);
+CHAN_HIDDEN void msg_add_handle(chan_msg *msg, chan_value *v);
+CHAN_HIDDEN int map_index_build(chan_msg *msg, chan_value *map);
+CHAN_HIDDEN uint64_t chan__hash(const char *p, size_t n);
+
+/* ---- helpers ---- */
+/* Limits with defaults filled in and hard maxima applied. */
+CHAN_HIDDEN struct chan_limits chan__limits(const struct chan_limits *l);
+CHAN_HIDDEN bool chan__utf8_valid(const uint8_t *p, size_t n);
+/* 0 if fd is an AF_UNIX SOCK_STREAM socket, CHAN_E_WRONG_HANDLE_KIND if it
+ * is something else, CHAN_E_SYSTEM if fd is not open. */
+CHAN_HIDDEN int chan__check_conn_fd(int fd);
+/* F_DUPFD_CLOEXEC to an fd >= 3; -1 with errno on failure. */
+CHAN_HIDDEN int chan__dup_cloexec(int fd);
+CHAN_HIDDEN void chan__close_fds(int *fds, size_t n);
+
+static inline uint32_t
+le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static inline uint16_t
+le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline unsigned
+varint_size(uint64_t v)
+{
+	unsigned n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static inline uint64_t
+zigzag_encode(int64_t v)
+{
+	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static inline int64_t
+zigzag_decode(uint64_t v)
+{
+	return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+#endif /* CHAN_INTERNAL_H */

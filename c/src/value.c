@@ -1,0 +1,610 @@
+/* value.c - chan_msg and the value tree: building and reading (SPEC.md §4). */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void
+msg_init(chan_msg *msg, const struct chan_allocator *a)
+{
+	memset(msg, 0, sizeof(*msg));
+	if (a && a->alloc && a->free)
+		msg->arena.allocator = *a;
+}
+
+CHAN_EXPORT chan_msg *
+chan_msg_new(const struct chan_allocator *allocator)
+{
+	struct arena arena = {0};
+	chan_msg *msg;
+
+	if (allocator && allocator->alloc && allocator->free)
+		arena.allocator = *allocator;
+	/* The message lives in its own arena's first chunk. */
+	msg = arena_alloc(&arena, sizeof(*msg));
+	if (!msg)
+		return NULL;
+	msg_init(msg, allocator);
+	msg->arena = arena;
+	return msg;
+}
+
+CHAN_EXPORT chan_msg *
+chan_msg_free(chan_msg *msg)
+{
+	struct arena_chunk *c, *owner = NULL;
+	struct chan_allocator a;
+
+	if (!msg)
+		return NULL;
+	for (chan_value *h = msg->handles_head; h; h = h->u.h.next) {
+		if (h->u.h.fd >= 0) {
+			int saved = errno;
+
+			close(h->u.h.fd);
+			errno = saved;
+			h->u.h.fd = -1;
+		}
+	}
+	/* Find the chunk that holds msg itself; free it last. */
+	for (c = msg->arena.head; c; c = c->next) {
+		char *lo = (char *)c, *hi = lo + align8(sizeof(*c)) + c->size;
+
+		if ((char *)msg >= lo && (char *)msg < hi)
+			owner = c;
+	}
+	a = msg->arena.allocator;
+	arena_release(&msg->arena, owner);
+	chan__free(&a, owner);
+	return NULL;
+}
+
+static int
+poison(chan_msg *msg, int err)
+{
+	if (!msg->error)
+		msg->error = err;
+	return err;
+}
+
+static chan_value *
+new_value(chan_msg *msg, enum chan_type type)
+{
+	chan_value *v;
+
+	if (!msg)
+		return NULL;
+	v = arena_alloc(&msg->arena, sizeof(*v));
+	if (!v) {
+		poison(msg, CHAN_E_NO_MEMORY);
+		return NULL;
+	}
+	memset(v, 0, sizeof(*v));
+	v->type = (uint8_t)type;
+	v->msg = msg;
+	return v;
+}
+
+void
+msg_add_handle(chan_msg *msg, chan_value *v)
+{
+	v->u.h.next = NULL;
+	if (msg->handles_tail)
+		msg->handles_tail->u.h.next = v;
+	else
+		msg->handles_head = v;
+	msg->handles_tail = v;
+}
+
+CHAN_EXPORT chan_value *
+chan_null(chan_msg *msg)
+{
+	return new_value(msg, CHAN_NULL);
+}
+
+CHAN_EXPORT chan_value *
+chan_bool(chan_msg *msg, int b)
+{
+	chan_value *v = new_value(msg, CHAN_BOOL);
+
+	if (v)
+		v->u.b = b ? 1 : 0;
+	return v;
+}
+
+CHAN_EXPORT chan_value *
+chan_int(chan_msg *msg, int64_t i)
+{
+	chan_value *v = new_value(msg, CHAN_INT);
+
+	if (v)
+		v->u.i = i;
+	return v;
+}
+
+CHAN_EXPORT chan_value *
+chan_float(chan_msg *msg, double f)
+{
+	chan_value *v = new_value(msg, CHAN_FLOAT);
+
+	if (v) {
+		/* The data model has one NaN (SPEC.md §4.1). */
+		if (isnan(f)) {
+			uint64_t bits = CHAN_CANONICAL_NAN_BITS;
+
+			memcpy(&f, &bits, sizeof(f));
+		}
+		v->u.f = f;
+	}
+	return v;
+}
+
+static char *
+copy_text(chan_msg *msg, const void *p, size_t n)
+{
+	char *s = arena_alloc(&msg->arena, n + 1);
+
+	if (!s)
+		return NULL;
+	if (n)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
+static chan_value *
+new_blob(chan_msg *msg, enum chan_type type, const void *p, size_t n)
+{
+	chan_value *v;
+	char *s;
+
+	if (!msg)
+		return NULL;
+	if (!p && n) {
+		poison(msg, CHAN_E_INVALID_ARGUMENT);
+		return NULL;
+	}
+	if (type == CHAN_STRING && !chan__utf8_valid(p, n)) {
+		poison(msg, CHAN_E_INVALID_UTF8);
+		return NULL;
+	}
+	if (n > CHAN_HARD_MAX_PAYLOAD) {
+		poison(msg, CHAN_E_PAYLOAD_TOO_LARGE);
+		return NULL;
+	}
+	v = new_value(msg, type);
+	if (!v)
+		return NULL;
+	s = copy_text(msg, p, n);
+	if (!s) {
+		poison(msg, CHAN_E_NO_MEMORY);
+		return NULL;
+	}
+	v->u.s.p = s;
+	v->u.s.n = n;
+	return v;
+}
+
+CHAN_EXPORT chan_value *
+chan_string(chan_msg *msg, const char *s)
+{
+	if (msg && !s) {
+		poison(msg, CHAN_E_INVALID_ARGUMENT);
+		return NULL;
+	}
+	return new_blob(msg, CHAN_STRING, s, s ? strlen(s) : 0);
+}
+
+CHAN_EXPORT chan_value *
+chan_string_n(chan_msg *msg, const char *s, size_t len)
+{
+	return new_blob(msg, CHAN_STRING, s, len);
+}
+
+CHAN_EXPORT chan_value *
+chan_bytes(chan_msg *msg, const void *p, size_t len)
+{
+	return new_blob(msg, CHAN_BYTES, p, len);
+}
+
+CHAN_EXPORT chan_value *
+chan_list(chan_msg *msg)
+{
+	return new_value(msg, CHAN_LIST);
+}
+
+CHAN_EXPORT chan_value *
+chan_map(chan_msg *msg)
+{
+	return new_value(msg, CHAN_MAP);
+}
+
+CHAN_EXPORT chan_value *
+chan_handle(chan_msg *msg, enum chan_kind kind, int fd)
+{
+	chan_value *v;
+	int dup_fd, r;
+
+	if (!msg)
+		return NULL;
+	if ((kind != CHAN_KIND_FD && kind != CHAN_KIND_CONN) || fd < 0) {
+		poison(msg, CHAN_E_INVALID_ARGUMENT);
+		return NULL;
+	}
+	if (kind == CHAN_KIND_CONN && (r = chan__check_conn_fd(fd)) < 0) {
+		poison(msg, r);
+		return NULL;
+	}
+	v = new_value(msg, CHAN_HANDLE);
+	if (!v)
+		return NULL;
+	dup_fd = chan__dup_cloexec(fd);
+	if (dup_fd < 0) {
+		poison(msg, CHAN_E_SYSTEM);
+		return NULL;
+	}
+	v->kind = (uint8_t)kind;
+	v->u.h.fd = dup_fd;
+	msg_add_handle(msg, v);
+	return v;
+}
+
+/* ---- containers ---- */
+
+static int
+grow_items(chan_value *c)
+{
+	uint32_t cap = c->u.c.cap ? c->u.c.cap * 2 : 4;
+	chan_value **items;
+
+	if (c->u.c.cap >= UINT32_MAX / 2)
+		return CHAN_E_NO_MEMORY;
+	items = arena_alloc(&c->msg->arena, (size_t)cap * sizeof(*items));
+	if (!items)
+		return CHAN_E_NO_MEMORY;
+	if (c->u.c.count)
+		memcpy(items, c->u.c.items, c->u.c.count * sizeof(*items));
+	c->u.c.items = items;
+	c->u.c.cap = cap;
+	return 0;
+}
+
+static int
+check_attachable(chan_value *container, chan_value *item, enum chan_type type)
+{
+	chan_msg *msg;
+
+	if (!container)
+		return CHAN_E_INVALID_ARGUMENT;
+	msg = container->msg;
+	if (msg->error)
+		return msg->error;
+	if (!item)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT);
+	if (container->type != type || item->msg != msg || item->attached ||
+	    item == container || item == msg->root)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT);
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_list_append(chan_value *list, chan_value *item)
+{
+	int r = check_attachable(list, item, CHAN_LIST);
+
+	if (r < 0)
+		return r;
+	if (list->u.c.count == list->u.c.cap && (r = grow_items(list)) < 0)
+		return poison(list->msg, r);
+	list->u.c.items[list->u.c.count++] = item;
+	item->attached = 1;
+	return 0;
+}
+
+uint64_t
+chan__hash(const char *p, size_t n)
+{
+	/* FNV-1a: keys are short; this only needs to spread them. */
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= (uint8_t)p[i];
+		h *= UINT64_C(0x100000001b3);
+	}
+	return h;
+}
+
+static bool
+key_eq(const chan_value *v, const char *key, size_t len)
+{
+	return v->key_len == len && memcmp(v->key, key, len) == 0;
+}
+
+/* Position of key in map, or -1.  Index slots hold position + 1. */
+static long
+map_find(const chan_value *map, const char *key, size_t len)
+{
+	const struct map_index *ix = map->u.c.index;
+
+	if (!ix) {
+		for (uint32_t i = 0; i < map->u.c.count; i++)
+			if (key_eq(map->u.c.items[i], key, len))
+				return (long)i;
+		return -1;
+	}
+	for (uint64_t s = chan__hash(key, len) & ix->mask;; s = (s + 1) & ix->mask) {
+		uint32_t slot = ix->slots[s];
+
+		if (!slot)
+			return -1;
+		if (key_eq(map->u.c.items[slot - 1], key, len))
+			return (long)slot - 1;
+	}
+}
+
+static void
+map_index_insert(struct map_index *ix, const chan_value *map, uint32_t pos)
+{
+	const chan_value *v = map->u.c.items[pos];
+	uint64_t s = chan__hash(v->key, v->key_len) & ix->mask;
+
+	while (ix->slots[s])
+		s = (s + 1) & ix->mask;
+	ix->slots[s] = pos + 1;
+}
+
+/*
+ * (Re)build the hash index of a map sized for twice its capacity.  Returns
+ * CHAN_E_DUPLICATE_KEY if two entries share a key (the decoder's check),
+ * CHAN_E_NO_MEMORY on allocation failure.
+ */
+int
+map_index_build(chan_msg *msg, chan_value *map)
+{
+	uint32_t want = map->u.c.cap > map->u.c.count ? map->u.c.cap : map->u.c.count;
+	uint32_t slots = 16;
+	struct map_index *ix;
+
+	while (slots < want * 2u)
+		slots *= 2;
+	ix = arena_alloc(&msg->arena, sizeof(*ix) + (size_t)slots * sizeof(uint32_t));
+	if (!ix)
+		return CHAN_E_NO_MEMORY;
+	ix->mask = slots - 1;
+	ix->slots = (uint32_t *)(ix + 1);
+	memset(ix->slots, 0, (size_t)slots * sizeof(uint32_t));
+	map->u.c.index = NULL;
+	for (uint32_t i = 0; i < map->u.c.count; i++) {
+		const chan_value *v = map->u.c.items[i];
+		uint64_t s = chan__hash(v->key, v->key_len) & ix->mask;
+
+		for (; ix->slots[s]; s = (s + 1) & ix->mask)
+			if (key_eq(map->u.c.items[ix->slots[s] - 1], v->key, v->key_len))
+				return CHAN_E_DUPLICATE_KEY;
+		ix->slots[s] = i + 1;
+	}
+	map->u.c.index = ix;
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_map_put_n(chan_value *map, const char *key, size_t key_len, chan_value *v)
+{
+	int r = check_attachable(map, v, CHAN_MAP);
+	chan_msg *msg;
+	char *k;
+
+	if (r < 0)
+		return r;
+	msg = map->msg;
+	if (!key && key_len)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT);
+	if (key_len > UINT32_MAX)
+		return poison(msg, CHAN_E_PAYLOAD_TOO_LARGE);
+	if (!chan__utf8_valid((const uint8_t *)key, key_len))
+		return poison(msg, CHAN_E_INVALID_UTF8);
+	/* A duplicate key is the caller's mistake, not a broken builder: report
+	 * it without poisoning, so the caller can choose another key. */
+	if (map_find(map, key ? key : "", key_len) >= 0)
+		return CHAN_E_DUPLICATE_KEY;
+	k = copy_text(msg, key, key_len);
+	if (!k)
+		return poison(msg, CHAN_E_NO_MEMORY);
+	if (map->u.c.count == map->u.c.cap) {
+		if ((r = grow_items(map)) < 0)
+			return poison(msg, r);
+		if (map->u.c.cap > CHAN_MAP_INDEX_MIN &&
+		    (r = map_index_build(msg, map)) < 0)
+			return poison(msg, r);
+	}
+	v->key = k;
+	v->key_len = (uint32_t)key_len;
+	map->u.c.items[map->u.c.count] = v;
+	if (map->u.c.index)
+		map_index_insert(map->u.c.index, map, map->u.c.count);
+	map->u.c.count++;
+	v->attached = 1;
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_map_put(chan_value *map, const char *key, chan_value *v)
+{
+	if (map && !key)
+		return poison(map->msg, CHAN_E_INVALID_ARGUMENT);
+	return chan_map_put_n(map, key, key ? strlen(key) : 0, v);
+}
+
+CHAN_EXPORT int
+chan_msg_set_root(chan_msg *msg, chan_value *v)
+{
+	if (!msg)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (msg->error)
+		return msg->error;
+	if (!v || v->msg != msg || v->attached || msg->root)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT);
+	v->attached = 1;
+	msg->root = v;
+	return 0;
+}
+
+CHAN_EXPORT chan_value *
+chan_msg_root(const chan_msg *msg)
+{
+	return msg ? msg->root : NULL;
+}
+
+CHAN_EXPORT int
+chan_msg_error(const chan_msg *msg)
+{
+	return msg ? msg->error : CHAN_E_INVALID_ARGUMENT;
+}
+
+/* ---- readers ---- */
+
+CHAN_EXPORT enum chan_type
+chan_value_type(const chan_value *v)
+{
+	return v ? (enum chan_type)v->type : (enum chan_type)0;
+}
+
+CHAN_EXPORT int
+chan_value_bool(const chan_value *v)
+{
+	return v && v->type == CHAN_BOOL ? v->u.b : 0;
+}
+
+CHAN_EXPORT int64_t
+chan_value_int(const chan_value *v)
+{
+	return v && v->type == CHAN_INT ? v->u.i : 0;
+}
+
+CHAN_EXPORT double
+chan_value_float(const chan_value *v)
+{
+	return v && v->type == CHAN_FLOAT ? v->u.f : 0.0;
+}
+
+CHAN_EXPORT const char *
+chan_value_string(const chan_value *v, size_t *ret_len)
+{
+	if (!v || v->type != CHAN_STRING)
+		return NULL;
+	if (ret_len)
+		*ret_len = v->u.s.n;
+	return v->u.s.p;
+}
+
+CHAN_EXPORT const void *
+chan_value_bytes(const chan_value *v, size_t *ret_len)
+{
+	if (!v || v->type != CHAN_BYTES)
+		return NULL;
+	if (ret_len)
+		*ret_len = v->u.s.n;
+	return v->u.s.p;
+}
+
+CHAN_EXPORT size_t
+chan_value_count(const chan_value *v)
+{
+	return v && (v->type == CHAN_LIST || v->type == CHAN_MAP) ? v->u.c.count : 0;
+}
+
+CHAN_EXPORT chan_value *
+chan_value_at(const chan_value *v, size_t i)
+{
+	if (!v || (v->type != CHAN_LIST && v->type != CHAN_MAP) || i >= v->u.c.count)
+		return NULL;
+	return v->u.c.items[i];
+}
+
+CHAN_EXPORT const char *
+chan_map_key_at(const chan_value *map, size_t i, size_t *ret_len)
+{
+	const chan_value *v;
+
+	if (!map || map->type != CHAN_MAP || i >= map->u.c.count)
+		return NULL;
+	v = map->u.c.items[i];
+	if (ret_len)
+		*ret_len = v->key_len;
+	return v->key;
+}
+
+CHAN_EXPORT chan_value *
+chan_map_get_n(const chan_value *map, const char *key, size_t key_len)
+{
+	long i;
+
+	if (!map || map->type != CHAN_MAP || (!key && key_len))
+		return NULL;
+	i = map_find(map, key ? key : "", key_len);
+	return i < 0 ? NULL : map->u.c.items[i];
+}
+
+CHAN_EXPORT chan_value *
+chan_map_get(const chan_value *map, const char *key)
+{
+	return key ? chan_map_get_n(map, key, strlen(key)) : NULL;
+}
+
+CHAN_EXPORT enum chan_kind
+chan_value_kind(const chan_value *v)
+{
+	return v && v->type == CHAN_HANDLE ? (enum chan_kind)v->kind : (enum chan_kind)0;
+}
+
+CHAN_EXPORT uint32_t
+chan_value_handle_index(const chan_value *v)
+{
+	return v && v->type == CHAN_HANDLE ? v->u.h.index : 0;
+}
+
+CHAN_EXPORT int
+chan_value_fd(const chan_value *v)
+{
+	return v && v->type == CHAN_HANDLE ? v->u.h.fd : -1;
+}
+
+CHAN_EXPORT int
+chan_value_take_fd(chan_value *v, int *ret_fd)
+{
+	if (!v || v->type != CHAN_HANDLE || v->u.h.fd < 0 || !ret_fd)
+		return CHAN_E_INVALID_ARGUMENT;
+	*ret_fd = v->u.h.fd;
+	v->u.h.fd = -1;
+	/* The wire-order table must not hand out a moved fd either. */
+	if (v->msg->handle_fds && v->u.h.index < v->msg->handle_count &&
+	    v->msg->handle_fds[v->u.h.index] == *ret_fd)
+		v->msg->handle_fds[v->u.h.index] = -1;
+	return 0;
+}
+
+CHAN_EXPORT const char *
+chan_type_name(enum chan_type type)
+{
+	static const char *const names[] = {
+		[CHAN_NULL] = "null",	[CHAN_BOOL] = "bool",   [CHAN_INT] = "int",
+		[CHAN_FLOAT] = "float", [CHAN_STRING] = "string", [CHAN_BYTES] = "bytes",
+		[CHAN_LIST] = "list",	[CHAN_MAP] = "map",	    [CHAN_HANDLE] = "handle",
+	};
+
+	return (unsigned)type < sizeof(names) / sizeof(names[0]) ? names[type] : NULL;
+}
+
+CHAN_EXPORT const char *
+chan_kind_name(enum chan_kind kind)
+{
+	switch (kind) {
+	case CHAN_KIND_FD:
+		return "fd";
+	case CHAN_KIND_CONN:
+		return "conn";
+	}
+	return NULL;
+}

@@ -1,0 +1,35 @@
+/* helpers.h - shared test support: fd counting, hex, fixtures. */
+#ifndef CHAN_TEST_HELPERS_H
+#define CHAN_TEST_HELPERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chan.h"
+
+/* Number of open fds of this process (/proc/self/fd). */
+int chan_test_count_fds(void);
+/* 1 if fd is open, 0 if not. */
+int chan_test_fd_is_open(int fd);
+/* 1 if fd has FD_CLOEXEC. */
+int chan_test_fd_cloexec(int fd);
+/* Parse hex (whitespace and '#'-to-end-of-line comments ignored) into a new
+ * buffer; returns its length, -1 on bad input.  Caller frees *ret. */
+long chan_test_hex(const char *hex, uint8_t **ret);
+/* Print both buffers in hex if they differ; returns 1 if equal. */
+int chan_test_same_bytes(const void *got, size_t got_len, const void *want,
+			 size_t want_len);
+/* Encode msg into a new malloc'd buffer; returns error or 0. */
+int chan_test_encode(chan_msg *msg, uint8_t **ret, size_t *ret_len);
+/* Open n pipes; fills fds[2n] (read, write pairs). */
+void chan_test_pipes(int *fds, size_t npipes);
+/* An allocator that counts calls and can fail the Nth allocation (1-based;
+ * 0 = never). */
+struct chan_test_alloc {
+	struct chan_allocator a;
+	long allocs, frees, fail_at;
+	long live;
+};
+void chan_test_alloc_init(struct chan_test_alloc *t, long fail_at);
+
+#endif
