@@ -1,0 +1,895 @@
+/*
+ * conn.c - chan connections over AF_UNIX stream sockets (SPEC.md §10, §11.2).
+ *
+ * Threading model.  A chan_conn may be shared by threads.  Two mutexes guard
+ * it: the send lock (chan_conn_send, chan_conn_flush, chan_conn_pending and
+ * the send-side state: the committed remainder, the peer's socket id, the
+ * sticky send error) and the receive lock (chan_conn_recv, limits, allocator
+ * and the receive-side state: the partial frame and its fds, the sticky
+ * receive error).  A whole frame is written under the send lock, so frames
+ * of concurrent senders never interleave; a whole frame is read under the
+ * receive lock, so each receiver gets whole frames.  A send and a receive
+ * proceed in parallel.  Waiting for a lock counts against the caller's
+ * timeout (timeout 0 never waits for it either).  chan_conn_free must not
+ * race with any other call on the same connection.  A chan_listener is for
+ * one thread at a time.
+ *
+ * Blocking.  The socket is never made O_NONBLOCK (the flag belongs to the
+ * open file description, which other processes may share); every call uses
+ * MSG_DONTWAIT and waits in poll(2) until its deadline.
+ *
+ * Errors.  Fatal receive errors (SPEC.md §9.2) stick: every later receive
+ * returns the same code.  A send that fails once a frame is committed (its
+ * first byte written) leaves the stream unusable; that error sticks for
+ * sends.  The two sides stick separately, so a peer that closed its writing
+ * side can still be written to.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "platform.h"
+
+/* Room for every descriptor one recvmsg can return: the control buffer
+ * holds 253 ints, rounded up by CMSG_SPACE. */
+#define RECV_CMSG_SPACE CMSG_SPACE(CHAN_HARD_MAX_HANDLES * sizeof(int))
+#define RECV_MAX_FDS (RECV_CMSG_SPACE / sizeof(int))
+
+/* Buffers larger than this are released after each frame. */
+#define KEEP_BUFFER (256u * 1024u)
+
+enum { PEER_UNKNOWN = 0, PEER_KNOWN = 1, PEER_UNAVAILABLE = 2 };
+
+struct chan_conn {
+	int fd;
+	uint64_t id; /* the socket's inode */
+
+	pthread_mutex_t send_lock;
+	unsigned char *sbuf; /* the frame being sent */
+	size_t scap;
+	size_t slen; /* frame size; 0 when nothing is pending */
+	size_t soff; /* bytes written */
+	atomic_int pending;
+	int send_err; /* sticky */
+	int peer_state;
+	uint64_t peer_id;
+
+	pthread_mutex_t recv_lock;
+	struct chan_limits limits;
+	struct chan_allocator allocator;
+	int has_allocator;
+	unsigned char *rbuf; /* header, then payload, of the frame being read */
+	size_t rcap;
+	size_t rgot;  /* bytes of the frame read so far */
+	size_t rsize; /* frame size once the header is read, else 0 */
+	int fds[RECV_MAX_FDS]; /* descriptors of the frame being read */
+	size_t nfds;
+	int recv_err; /* sticky */
+};
+
+struct chan_listener {
+	int fd;
+	char *path; /* bound filesystem path, NULL for abstract names */
+	dev_t dev;  /* the socket file we created, so free unlinks only it */
+	ino_t ino;
+};
+
+/* ---- deadlines ---- */
+
+struct deadline {
+	int timeout_ms; /* as given: -1 forever, 0 never wait */
+	struct timespec at;
+};
+
+static void
+deadline_start(struct deadline *d, int timeout_ms)
+{
+	d->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	if (d->timeout_ms > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &d->at);
+		d->at.tv_sec += timeout_ms / 1000;
+		d->at.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (d->at.tv_nsec >= 1000000000L) {
+			d->at.tv_sec++;
+			d->at.tv_nsec -= 1000000000L;
+		}
+	}
+}
+
+static int
+deadline_expired_error(const struct deadline *d)
+{
+	return d->timeout_ms == 0 ? CHAN_E_WOULD_BLOCK : CHAN_E_TIMEOUT;
+}
+
+/* Milliseconds left, rounded up; -1 for forever; 0 when expired. */
+static int
+deadline_left(const struct deadline *d)
+{
+	struct timespec now;
+	int64_t ns;
+
+	if (d->timeout_ms <= 0)
+		return d->timeout_ms;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (int64_t)(d->at.tv_sec - now.tv_sec) * 1000000000 +
+	     (d->at.tv_nsec - now.tv_nsec);
+	if (ns <= 0)
+		return 0;
+	return (int)((ns + 999999) / 1000000);
+}
+
+/* Wait until fd is ready for events or the deadline passes. */
+static int
+wait_fd(int fd, short events, const struct deadline *d)
+{
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = events};
+		int left = deadline_left(d);
+		int n;
+
+		if (left == 0)
+			return deadline_expired_error(d);
+		n = poll(&p, 1, left);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return CHAN_E_SYSTEM;
+		}
+		if (n == 0)
+			continue; /* deadline_left decides */
+		if (p.revents & POLLNVAL) {
+			errno = EBADF;
+			return CHAN_E_SYSTEM;
+		}
+		return 0; /* ready, or an error/hangup the next call reports */
+	}
+}
+
+static int
+lock(pthread_mutex_t *m, const struct deadline *d)
+{
+	int r;
+
+	if (d->timeout_ms < 0) {
+		r = pthread_mutex_lock(m);
+	} else if (d->timeout_ms == 0) {
+		r = pthread_mutex_trylock(m);
+		if (r == EBUSY)
+			return CHAN_E_WOULD_BLOCK;
+	} else {
+		r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &d->at);
+		if (r == ETIMEDOUT)
+			return CHAN_E_TIMEOUT;
+	}
+	if (r) {
+		errno = r;
+		return CHAN_E_SYSTEM;
+	}
+	return 0;
+}
+
+static int
+grow(unsigned char **buf, size_t *cap, size_t need)
+{
+	unsigned char *p;
+
+	if (*cap >= need)
+		return 0;
+	p = realloc(*buf, need);
+	if (!p)
+		return CHAN_E_NO_MEMORY;
+	*buf = p;
+	*cap = need;
+	return 0;
+}
+
+static void
+trim(unsigned char **buf, size_t *cap)
+{
+	if (*cap > KEEP_BUFFER) {
+		free(*buf);
+		*buf = NULL;
+		*cap = 0;
+	}
+}
+
+/* ---- construction ---- */
+
+static int
+conn_new(int fd, chan_conn **ret)
+{
+	chan_conn *c;
+	uint64_t id;
+	int r = chan__check_conn_fd(fd);
+
+	if (r < 0)
+		return r;
+	if (chan_plat_socket_id(fd, &id) < 0)
+		return CHAN_E_SYSTEM;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return CHAN_E_NO_MEMORY;
+	if ((r = pthread_mutex_init(&c->send_lock, NULL)) != 0) {
+		free(c);
+		errno = r;
+		return CHAN_E_SYSTEM;
+	}
+	if ((r = pthread_mutex_init(&c->recv_lock, NULL)) != 0) {
+		pthread_mutex_destroy(&c->send_lock);
+		free(c);
+		errno = r;
+		return CHAN_E_SYSTEM;
+	}
+	c->fd = fd;
+	c->id = id;
+	c->limits = chan__limits(NULL);
+	atomic_init(&c->pending, 0);
+	*ret = c;
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_conn_from_fd(int fd, chan_conn **ret)
+{
+	if (fd < 0 || !ret)
+		return CHAN_E_INVALID_ARGUMENT;
+	return conn_new(fd, ret);
+}
+
+CHAN_EXPORT int
+chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b)
+{
+	chan_conn *a = NULL, *b = NULL;
+	int sv[2], r;
+
+	if (!ret_a || !ret_b)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (chan_plat_socketpair(sv) < 0)
+		return CHAN_E_SYSTEM;
+	if ((r = conn_new(sv[0], &a)) < 0 || (r = conn_new(sv[1], &b)) < 0) {
+		int saved = errno;
+
+		if (a) {
+			a->fd = -1;
+			chan_conn_free(a);
+		}
+		close(sv[0]);
+		close(sv[1]);
+		errno = saved;
+		return r;
+	}
+	/* Each end knows the other: no sock_diag lookup needed. */
+	a->peer_id = b->id;
+	a->peer_state = PEER_KNOWN;
+	b->peer_id = a->id;
+	b->peer_state = PEER_KNOWN;
+	*ret_a = a;
+	*ret_b = b;
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_conn_from_value(chan_value *v, chan_conn **ret)
+{
+	chan_conn *c;
+	int fd, r;
+
+	if (!v || !ret)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (chan_value_type(v) != CHAN_HANDLE || chan_value_kind(v) != CHAN_KIND_CONN)
+		return CHAN_E_WRONG_HANDLE_KIND;
+	fd = chan_value_fd(v);
+	if (fd < 0)
+		return CHAN_E_INVALID_ARGUMENT; /* taken, or decoded detached */
+	/* Wrap first, take second: a failure steals nothing. */
+	if ((r = conn_new(fd, &c)) < 0)
+		return r;
+	if ((r = chan_value_take_fd(v, &fd)) < 0) {
+		c->fd = -1;
+		chan_conn_free(c);
+		return r;
+	}
+	*ret = c;
+	return 0;
+}
+
+CHAN_EXPORT chan_conn *
+chan_conn_free(chan_conn *c)
+{
+	if (!c)
+		return NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	chan__close_fds(c->fds, c->nfds);
+	free(c->sbuf);
+	free(c->rbuf);
+	pthread_mutex_destroy(&c->send_lock);
+	pthread_mutex_destroy(&c->recv_lock);
+	free(c);
+	return NULL;
+}
+
+CHAN_EXPORT int
+chan_conn_fd(const chan_conn *c)
+{
+	return c ? c->fd : -1;
+}
+
+CHAN_EXPORT int
+chan_conn_set_limits(chan_conn *c, const struct chan_limits *limits)
+{
+	struct deadline d;
+	int r;
+
+	if (!c)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (limits && (limits->max_payload > CHAN_HARD_MAX_PAYLOAD ||
+		       limits->max_handles > CHAN_HARD_MAX_HANDLES ||
+		       limits->max_depth > CHAN_HARD_MAX_DEPTH))
+		return CHAN_E_INVALID_ARGUMENT;
+	deadline_start(&d, -1);
+	if ((r = lock(&c->recv_lock, &d)) < 0)
+		return r;
+	c->limits = chan__limits(limits);
+	pthread_mutex_unlock(&c->recv_lock);
+	return 0;
+}
+
+CHAN_EXPORT void
+chan_conn_set_allocator(chan_conn *c, const struct chan_allocator *a)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->recv_lock);
+	c->has_allocator = a && a->alloc && a->free;
+	if (c->has_allocator)
+		c->allocator = *a;
+	pthread_mutex_unlock(&c->recv_lock);
+}
+
+CHAN_EXPORT int
+chan_conn_peer_cred(const chan_conn *c, struct chan_peer_cred *ret)
+{
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+
+	if (!c || !ret)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (chan_plat_peer_cred(c->fd, &pid, &uid, &gid) < 0)
+		return CHAN_E_SYSTEM;
+	ret->pid = pid;
+	ret->uid = uid;
+	ret->gid = gid;
+	return 0;
+}
+
+/* ---- listeners ---- */
+
+CHAN_EXPORT int
+chan_listen(const char *path, chan_listener **ret)
+{
+	struct chan_plat_addr addr;
+	chan_listener *l;
+	struct stat st;
+	int saved;
+
+	if (!path || !ret)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (chan_plat_addr(path, &addr) < 0)
+		return CHAN_E_INVALID_ARGUMENT;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return CHAN_E_NO_MEMORY;
+	if (addr.is_path && !(l->path = strdup(path))) {
+		free(l);
+		return CHAN_E_NO_MEMORY;
+	}
+	l->fd = chan_plat_listen(&addr);
+	if (l->fd < 0)
+		goto fail;
+	if (l->path) {
+		if (stat(l->path, &st) < 0) {
+			saved = errno;
+			close(l->fd);
+			errno = saved;
+			goto fail;
+		}
+		l->dev = st.st_dev;
+		l->ino = st.st_ino;
+	}
+	*ret = l;
+	return 0;
+fail:
+	saved = errno;
+	free(l->path);
+	free(l);
+	errno = saved;
+	return CHAN_E_SYSTEM;
+}
+
+CHAN_EXPORT int
+chan_listener_accept(chan_listener *l, int timeout_ms, chan_conn **ret)
+{
+	struct deadline d;
+	int fd, r;
+
+	if (!l || !ret)
+		return CHAN_E_INVALID_ARGUMENT;
+	deadline_start(&d, timeout_ms);
+	for (;;) {
+		fd = chan_plat_accept(l->fd);
+		if (fd >= 0)
+			break;
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return CHAN_E_SYSTEM;
+		if ((r = wait_fd(l->fd, POLLIN, &d)) < 0)
+			return r;
+	}
+	if ((r = conn_new(fd, ret)) < 0) {
+		int saved = errno;
+
+		close(fd);
+		errno = saved;
+	}
+	return r;
+}
+
+CHAN_EXPORT int
+chan_listener_fd(const chan_listener *l)
+{
+	return l ? l->fd : -1;
+}
+
+CHAN_EXPORT chan_listener *
+chan_listener_free(chan_listener *l)
+{
+	struct stat st;
+
+	if (!l)
+		return NULL;
+	close(l->fd);
+	/* Unlink only the socket file we created, not one that replaced it. */
+	if (l->path && stat(l->path, &st) == 0 && st.st_dev == l->dev &&
+	    st.st_ino == l->ino)
+		unlink(l->path);
+	free(l->path);
+	free(l);
+	return NULL;
+}
+
+CHAN_EXPORT int
+chan_connect(const char *path, chan_conn **ret)
+{
+	struct chan_plat_addr addr;
+	int fd, r;
+
+	if (!path || !ret)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (chan_plat_addr(path, &addr) < 0)
+		return CHAN_E_INVALID_ARGUMENT;
+	fd = chan_plat_connect(&addr);
+	if (fd < 0)
+		return CHAN_E_SYSTEM;
+	if ((r = conn_new(fd, ret)) < 0) {
+		int saved = errno;
+
+		close(fd);
+		errno = saved;
+	}
+	return r;
+}
+
+/* ---- self-send (SPEC.md §10.6) ---- */
+
+/* Non-zero if the tree under v holds a conn handle whose fd is fd. */
+static int
+tree_has_conn_fd(const chan_value *v, int fd)
+{
+	size_t n;
+
+	switch (chan_value_type(v)) {
+	case CHAN_HANDLE:
+		return chan_value_kind(v) == CHAN_KIND_CONN && chan_value_fd(v) == fd;
+	case CHAN_LIST:
+	case CHAN_MAP:
+		n = chan_value_count(v);
+		for (size_t i = 0; i < n; i++)
+			if (tree_has_conn_fd(chan_value_at(v, i), fd))
+				return 1;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/*
+ * Is one of the frame's descriptors a conn handle that is this connection's
+ * socket, or (when check_peer) its peer's?  The descriptors are compared
+ * first (one fstat each); the tree is walked only for a match, to see
+ * whether that descriptor travels as a conn.
+ */
+static int
+is_self_send(chan_conn *c, const chan_msg *msg, const int *fds, size_t n,
+	     int check_peer)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t id;
+		int match;
+
+		if (chan_plat_socket_id(fds[i], &id) < 0)
+			continue; /* not a socket */
+		match = id == c->id;
+		if (!match && check_peer) {
+			if (c->peer_state == PEER_UNKNOWN)
+				c->peer_state = chan_plat_peer_id(c->fd, c->id,
+								  &c->peer_id) == 0
+							? PEER_KNOWN
+							: PEER_UNAVAILABLE;
+			match = c->peer_state == PEER_KNOWN && id == c->peer_id;
+		}
+		if (match && tree_has_conn_fd(chan_msg_root(msg), fds[i]))
+			return 1;
+	}
+	return 0;
+}
+
+/* ---- sending (SPEC.md §10.2) ---- */
+
+static int
+send_fatal(chan_conn *c, int err)
+{
+	c->send_err = err;
+	return err;
+}
+
+static int
+send_errno_error(chan_conn *c)
+{
+	if (errno == EPIPE || errno == ECONNRESET)
+		return send_fatal(c, CHAN_E_CONNECTION_CLOSED);
+	return CHAN_E_SYSTEM;
+}
+
+static void
+pending_done(chan_conn *c)
+{
+	c->slen = c->soff = 0;
+	atomic_store(&c->pending, 0);
+	trim(&c->sbuf, &c->scap);
+}
+
+/* Write the committed remainder with plain sends (never fds again). */
+static int
+flush_locked(chan_conn *c, const struct deadline *d)
+{
+	while (c->soff < c->slen) {
+		struct iovec iov = {c->sbuf + c->soff, c->slen - c->soff};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+		ssize_t n = chan_plat_sendmsg(c->fd, &mh);
+		int r;
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				/* Mid-frame: the stream cannot be repaired. */
+				r = send_errno_error(c);
+				if (r == CHAN_E_SYSTEM)
+					send_fatal(c, r);
+				return r;
+			}
+			if ((r = wait_fd(c->fd, POLLOUT, d)) < 0)
+				return r;
+			continue;
+		}
+		c->soff += (size_t)n;
+	}
+	pending_done(c);
+	return 0;
+}
+
+/* The first write: all of the frame offered, every fd on its first byte. */
+static int
+send_first(chan_conn *c, const int *fds, size_t nfds, const struct deadline *d)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(CHAN_HARD_MAX_HANDLES * sizeof(int))];
+	} ctl;
+	struct iovec iov = {c->sbuf, c->slen};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t n;
+	int r;
+
+	if (nfds) {
+		struct cmsghdr *cm;
+
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
+	}
+	for (;;) {
+		n = chan_plat_sendmsg(c->fd, &mh);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return send_errno_error(c); /* nothing was sent */
+		if ((r = wait_fd(c->fd, POLLOUT, d)) < 0)
+			return r;
+	}
+	c->soff = (size_t)n;
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_conn_send(chan_conn *c, chan_msg *msg, int timeout_ms)
+{
+	struct deadline d;
+	const int *fds;
+	size_t len = 0, nfds = 0;
+	int r;
+
+	if (!c || !msg)
+		return CHAN_E_INVALID_ARGUMENT;
+	deadline_start(&d, timeout_ms);
+	if ((r = lock(&c->send_lock, &d)) < 0)
+		return r;
+	if (c->send_err) {
+		r = c->send_err;
+		goto out;
+	}
+	/* A committed frame goes out before any new one. */
+	if (c->slen && (r = flush_locked(c, &d)) < 0)
+		goto out;
+
+	r = chan_encode(msg, c->sbuf, c->scap, &len);
+	if (r == CHAN_E_BUFFER_TOO_SMALL) {
+		if ((r = grow(&c->sbuf, &c->scap, len)) < 0)
+			goto out;
+		r = chan_encode(msg, c->sbuf, c->scap, &len);
+	}
+	if (r < 0)
+		goto out;
+	fds = chan_msg_handles(msg, &nfds);
+	for (size_t i = 0; i < nfds; i++) {
+		if (fds[i] < 0) { /* a handle whose fd was taken */
+			r = CHAN_E_INVALID_ARGUMENT;
+			goto out;
+		}
+	}
+	if (nfds && is_self_send(c, msg, fds, nfds, 1)) {
+		r = CHAN_E_SELF_SEND;
+		goto out;
+	}
+
+	c->slen = len;
+	r = send_first(c, fds, nfds, &d);
+	if (r < 0) {
+		c->slen = 0;
+		goto out;
+	}
+	/* Committed: from here on the frame is the connection's to finish. */
+	atomic_store(&c->pending, 1);
+	r = flush_locked(c, &d);
+	if (r == CHAN_E_TIMEOUT || r == CHAN_E_WOULD_BLOCK)
+		r = 0;
+out:
+	if (!c->slen)
+		trim(&c->sbuf, &c->scap);
+	pthread_mutex_unlock(&c->send_lock);
+	return r;
+}
+
+CHAN_EXPORT int
+chan_conn_flush(chan_conn *c, int timeout_ms)
+{
+	struct deadline d;
+	int r;
+
+	if (!c)
+		return CHAN_E_INVALID_ARGUMENT;
+	deadline_start(&d, timeout_ms);
+	if ((r = lock(&c->send_lock, &d)) < 0)
+		return r;
+	if (c->send_err)
+		r = c->send_err;
+	else
+		r = flush_locked(c, &d);
+	pthread_mutex_unlock(&c->send_lock);
+	return r;
+}
+
+CHAN_EXPORT int
+chan_conn_pending(const chan_conn *c)
+{
+	return c ? atomic_load(&c->pending) : 0;
+}
+
+/* ---- receiving (SPEC.md §10.3-§10.5) ---- */
+
+static int
+recv_fatal(chan_conn *c, int err)
+{
+	chan__close_fds(c->fds, c->nfds);
+	c->nfds = 0;
+	c->recv_err = err;
+	return err;
+}
+
+/*
+ * One recvmsg of at most want bytes into the frame buffer.  Returns the
+ * byte count, or an error.  Descriptors are accepted only with the read that
+ * returns the frame's first byte; anything else about them is fatal.
+ */
+static ssize_t
+recv_part(chan_conn *c, size_t want, const struct deadline *d)
+{
+	union {
+		struct cmsghdr align;
+		char buf[RECV_CMSG_SPACE];
+	} ctl;
+	int first = c->rgot == 0;
+
+	for (;;) {
+		struct iovec iov = {c->rbuf + c->rgot, want};
+		struct msghdr mh = {
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = ctl.buf,
+			.msg_controllen = sizeof(ctl.buf),
+		};
+		int got[RECV_MAX_FDS];
+		size_t ngot = 0;
+		ssize_t n = chan_plat_recvmsg(c->fd, &mh);
+		int r;
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if ((r = wait_fd(c->fd, POLLIN, d)) < 0)
+					return r;
+				continue;
+			}
+			/* The peer went away with data of ours unread: the
+			 * stream ended here, exactly like an EOF. */
+			if (errno != ECONNRESET)
+				return CHAN_E_SYSTEM;
+			n = 0;
+			mh.msg_controllen = 0;
+			mh.msg_flags = 0;
+		}
+		for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm;
+		     cm = CMSG_NXTHDR(&mh, cm)) {
+			size_t k;
+
+			if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+				continue;
+			k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			if (k > RECV_MAX_FDS - ngot) /* cannot happen */
+				k = RECV_MAX_FDS - ngot;
+			memcpy(got + ngot, CMSG_DATA(cm), k * sizeof(int));
+			ngot += k;
+		}
+		if (mh.msg_flags & MSG_CTRUNC) {
+			chan__close_fds(got, ngot);
+			return recv_fatal(c, CHAN_E_HANDLES_TRUNCATED);
+		}
+		if (ngot && !first) {
+			chan__close_fds(got, ngot);
+			return recv_fatal(c, CHAN_E_MISATTACHED_HANDLES);
+		}
+		if (ngot) {
+			memcpy(c->fds, got, ngot * sizeof(int));
+			c->nfds = ngot;
+		}
+		if (n == 0)
+			return recv_fatal(c, first ? CHAN_E_CONNECTION_CLOSED
+						   : CHAN_E_TRUNCATED);
+		return n;
+	}
+}
+
+/* The header is complete: fatal header errors now, before the payload is
+ * read; frame-scope ones after it (chan_decode reports them in order). */
+static int
+header_done(chan_conn *c)
+{
+	struct chan_header h;
+	int r;
+
+	if ((r = chan_header_parse(c->rbuf, CHAN_HEADER_SIZE, &h)) < 0)
+		return recv_fatal(c, r); /* BAD_MAGIC, UNSUPPORTED_VERSION */
+	r = chan_header_check(&h, &c->limits);
+	if (r == CHAN_E_PAYLOAD_TOO_LARGE)
+		return recv_fatal(c, r);
+	if ((r = grow(&c->rbuf, &c->rcap,
+		      CHAN_HEADER_SIZE + (size_t)h.payload_length)) < 0)
+		return r; /* local; the next call tries again */
+	c->rsize = CHAN_HEADER_SIZE + (size_t)h.payload_length;
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_conn_recv(chan_conn *c, chan_msg **ret_msg, int timeout_ms)
+{
+	struct deadline d;
+	chan_msg *msg = NULL;
+	int self[RECV_MAX_FDS];
+	size_t nself = 0;
+	int r;
+
+	if (!c || !ret_msg)
+		return CHAN_E_INVALID_ARGUMENT;
+	deadline_start(&d, timeout_ms);
+	if ((r = lock(&c->recv_lock, &d)) < 0)
+		return r;
+	if (c->recv_err) {
+		r = c->recv_err;
+		goto out;
+	}
+	if ((r = grow(&c->rbuf, &c->rcap, CHAN_HEADER_SIZE)) < 0)
+		goto out;
+	for (;;) {
+		size_t want;
+		ssize_t n;
+
+		if (c->rgot == CHAN_HEADER_SIZE && !c->rsize &&
+		    (r = header_done(c)) < 0)
+			goto out;
+		want = (c->rsize ? c->rsize : CHAN_HEADER_SIZE) - c->rgot;
+		if (!want)
+			break;
+		if ((n = recv_part(c, want, &d)) < 0) {
+			r = (int)n;
+			goto out;
+		}
+		c->rgot += (size_t)n;
+	}
+
+	/* A whole frame.  Note which of its descriptors are this socket
+	 * before chan_decode takes them. */
+	for (size_t i = 0; i < c->nfds; i++) {
+		uint64_t id;
+
+		if (chan_plat_socket_id(c->fds[i], &id) == 0 && id == c->id)
+			self[nself++] = c->fds[i];
+	}
+	r = chan_decode(c->rbuf, c->rsize, c->fds, c->nfds, 0, &c->limits,
+			c->has_allocator ? &c->allocator : NULL, &msg, NULL);
+	c->nfds = 0; /* chan_decode took them */
+	c->rgot = c->rsize = 0;
+	trim(&c->rbuf, &c->rcap);
+	if (r < 0)
+		goto out;
+	for (size_t i = 0; i < nself; i++) {
+		if (tree_has_conn_fd(chan_msg_root(msg), self[i])) {
+			chan_msg_free(msg); /* closes every fd of the frame */
+			r = CHAN_E_SELF_SEND;
+			goto out;
+		}
+	}
+	*ret_msg = msg;
+out:
+	pthread_mutex_unlock(&c->recv_lock);
+	return r;
+}
