@@ -35,6 +35,7 @@ teardown(void)
 {
 	int after = chan_test_count_fds();
 
+	if (after != fds_before)
 		fprintf(stderr, "\nfd leak: %d open before the test, %d after\n", fds_before,
 			after);
 	CU_ASSERT_EQUAL(after, fds_before);
