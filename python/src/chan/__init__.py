@@ -1,0 +1,46 @@
+"""chan: messages that carry connections and file descriptors (the chan/1 protocol).
+
+An independent Python implementation of SPEC.md (it does not wrap libchan)::
+
+    import chan
+    a, b = chan.Pipe()
+    reply, reply_peer = chan.Pipe()
+    a.send({"op": "add", "args": [1, 2], "reply_to": reply_peer})
+    reply_peer.close()                      # the message carried a copy
+    req = b.recv()
+    req["reply_to"].send(sum(req["args"]))  # a live Connection
+    assert reply.recv() == 3
+
+Values: None, bool, int (64-bit), float, str, bytes, list/tuple, dict with str keys,
+and handles anywhere: :class:`Connection`, :class:`Fd` (a raw descriptor), or any
+file object with ``fileno()``.  Errors are :class:`ChanError` subclasses named after
+the registry of SPEC.md §9 (``chan.Malformed``, ``chan.ConnectionClosed``, ...).
+"""
+
+from ._codec import (DEFAULT_LIMITS, HARD_MAX_DEPTH, HARD_MAX_HANDLES, HARD_MAX_PAYLOAD, HEADER_SIZE, KIND_CONN,
+                     KIND_FD, Fd, Handle, Header, Limits, decode, encode, parse_header)
+from ._conn import Client, Connection, Listener, PeerCred, Pipe
+from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, ChanError, ConnectionClosed,
+                      DepthExceeded, DuplicateKey, EmptyValue, FatalError, FrameError, HandleIndexOutOfOrder,
+                      HandleIndexOutOfRange, HandleLimitExceeded, HandlesTruncated, InvalidArgument, InvalidUtf8,
+                      LocalError, Malformed, MisattachedHandles, NoMemory, Noncanonical, PayloadTooLarge,
+                      ReservedFieldNonzero, SelfSend, System, Timeout, TooFewHandles, TooManyHandles, Truncated,
+                      UnknownField, UnknownHandleKind, UnreferencedHandle, UnsupportedVersion, WouldBlock,
+                      WrongHandleKind)
+
+__version__ = "0.1.0"
+WIRE_VERSION = 1
+
+__all__ = [
+    "Pipe", "Client", "Listener", "Connection", "PeerCred", "Fd", "Handle", "Limits", "Header",
+    "encode", "decode", "parse_header",
+    "KIND_FD", "KIND_CONN", "HEADER_SIZE", "HARD_MAX_PAYLOAD", "HARD_MAX_HANDLES", "HARD_MAX_DEPTH",
+    "DEFAULT_LIMITS", "WIRE_VERSION", "REGISTRY", "BY_NAME", "BY_CODE",
+    "ChanError", "FatalError", "FrameError", "LocalError",
+    "BadMagic", "UnsupportedVersion", "PayloadTooLarge", "Truncated", "ReservedFieldNonzero",
+    "HandleLimitExceeded", "TooFewHandles", "TooManyHandles", "Malformed", "UnknownField", "Noncanonical",
+    "EmptyValue", "DepthExceeded", "InvalidUtf8", "DuplicateKey", "UnknownHandleKind", "WrongHandleKind",
+    "HandleIndexOutOfRange", "HandleIndexOutOfOrder", "UnreferencedHandle", "HandlesTruncated",
+    "MisattachedHandles", "SelfSend", "ConnectionClosed", "Timeout", "WouldBlock", "NoMemory", "System",
+    "InvalidArgument", "BufferTooSmall",
+]
