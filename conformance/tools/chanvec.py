@@ -1,0 +1,663 @@
+"""chanvec: read .vec files, the chan/1 text form, and a reference decoder.
+
+Shared by vecgen.py (writes the vectors) and vecheck.py (re-verifies them).
+Nothing here uses libchan: this is an independent second implementation of
+the rules of spec/DESIGN-NOTES.md (SPEC.md §5-§9, §12) written from the text,
+so that the vectors are not just "whatever libchan does".
+
+Grammar of .vec files: spec/vectors.md.
+"""
+
+import json
+import math
+import re
+import struct
+
+# --------------------------------------------------------------------------
+# .vec parser (spec/vectors.md §2)
+
+KINDS = ("success", "decode_success", "decode_failure", "encode_failure")
+OBJECTS = ("conn", "pipe_read", "pipe_write", "memfd", "eventfd", "file",
+           "dgram", "seqpacket", "tcp", "listener")
+LIMIT_KEYS = ("max_payload", "max_handles", "max_depth")
+DELIVERIES = ("whole", "bytewise", "fds_at", "close_after", "fd_limit",
+              "echo", "reply", "nested", "self_send", "peer_send",
+              "closed_at_boundary", "max_handles")
+NAME_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+ERR_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+SECTION_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+HEX_RE = re.compile(r"^[0-9a-f]{2}$")
+
+
+class VecError(Exception):
+    pass
+
+
+class Case:
+    def __init__(self, name, path, line):
+        self.name = name
+        self.path = path
+        self.line = line
+        self.kind = None
+        self.sections = []
+        self.value = None        # text form, exactly as written
+        self.handles = []        # object names, index = table position
+        self.limits = {}
+        self.error = None
+        self.transport = None    # (delivery, [args])
+        self.notes = []
+        self.bytes = None        # bytes, or None when absent
+        self.canonical = None    # decode_success: canonical re-encoding
+
+    def __repr__(self):
+        return "Case(%s)" % self.name
+
+
+def _hexblock(lines, i, path, closer):
+    out = bytearray()
+    while i < len(lines):
+        raw = lines[i]
+        if not raw[:1].isspace():
+            break
+        body = raw.split("#", 1)[0].strip()
+        for tok in body.split():
+            if not HEX_RE.match(tok):
+                raise VecError("%s:%d: bad hex byte %r" % (path, i + 1, tok))
+            out.append(int(tok, 16))
+        i += 1
+    return bytes(out), i
+
+
+def parse_vec(path):
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    cases = []
+    cur = None
+    i = 0
+    while i < len(lines):
+        raw = lines[i]
+        ln = i + 1
+        if raw.strip() == "" or raw.startswith("#"):
+            i += 1
+            continue
+        if raw[:1].isspace():
+            raise VecError("%s:%d: indented line outside a bytes block" % (path, ln))
+        key, _, rest = raw.partition(" ")
+        if key == "case":
+            if cur is not None:
+                raise VecError("%s:%d: case inside case" % (path, ln))
+            if not NAME_RE.match(rest):
+                raise VecError("%s:%d: bad case name %r" % (path, ln, rest))
+            cur = Case(rest, path, ln)
+            i += 1
+            continue
+        if cur is None:
+            raise VecError("%s:%d: %r outside a case" % (path, ln, key))
+        if key == "end":
+            _finish(cur)
+            cases.append(cur)
+            cur = None
+        elif key == "kind":
+            if rest not in KINDS:
+                raise VecError("%s:%d: bad kind %r" % (path, ln, rest))
+            cur.kind = rest
+        elif key == "section":
+            secs = rest.split()
+            if not secs or not all(SECTION_RE.match(s) for s in secs):
+                raise VecError("%s:%d: bad section list" % (path, ln))
+            cur.sections = secs
+        elif key == "value":
+            cur.value = rest
+        elif key == "handle":
+            m = re.match(r"^#([0-9]+) = ([a-z_]+)$", rest)
+            if not m or m.group(2) not in OBJECTS:
+                raise VecError("%s:%d: bad handle line" % (path, ln))
+            if int(m.group(1)) != len(cur.handles):
+                raise VecError("%s:%d: handles must be numbered #0, #1, ..." % (path, ln))
+            cur.handles.append(m.group(2))
+        elif key == "handles":
+            m = re.match(r"^#([0-9]+)\.\.#([0-9]+) = ([a-z_]+)$", rest)
+            if not m or m.group(3) not in OBJECTS or int(m.group(1)) != len(cur.handles) \
+                    or int(m.group(2)) < int(m.group(1)):
+                raise VecError("%s:%d: bad handles range" % (path, ln))
+            cur.handles += [m.group(3)] * (int(m.group(2)) - int(m.group(1)) + 1)
+        elif key == "limits":
+            for kv in rest.split():
+                k, _, v = kv.partition("=")
+                if k not in LIMIT_KEYS or not v.isdigit():
+                    raise VecError("%s:%d: bad limit %r" % (path, ln, kv))
+                cur.limits[k] = int(v)
+        elif key == "error":
+            if not ERR_RE.match(rest):
+                raise VecError("%s:%d: bad error name" % (path, ln))
+            cur.error = rest
+        elif key == "transport":
+            parts = rest.split()
+            if not parts or parts[0] not in DELIVERIES:
+                raise VecError("%s:%d: bad transport %r" % (path, ln, rest))
+            cur.transport = (parts[0], [int(p) for p in parts[1:]])
+        elif key == "note":
+            cur.notes.append(rest)
+        elif key in ("bytes", "canonical"):
+            if rest:
+                raise VecError("%s:%d: %s takes no argument" % (path, ln, key))
+            data, i = _hexblock(lines, i + 1, path, key)
+            if key == "bytes":
+                cur.bytes = data
+            else:
+                cur.canonical = data
+            continue
+        else:
+            raise VecError("%s:%d: unknown key %r" % (path, ln, key))
+        i += 1
+    if cur is not None:
+        raise VecError("%s: case %s has no end" % (path, cur.name))
+    return cases
+
+
+def _finish(c):
+    where = "%s:%d: case %s" % (c.path, c.line, c.name)
+    if c.kind is None or not c.sections:
+        raise VecError(where + ": kind and section are required")
+    need_value = c.kind in ("success", "decode_success", "encode_failure")
+    if need_value and c.value is None:
+        raise VecError(where + ": value required")
+    if c.kind in ("success", "decode_success", "decode_failure") and c.bytes is None:
+        raise VecError(where + ": bytes required")
+    if c.kind == "encode_failure" and c.bytes is not None:
+        raise VecError(where + ": encode_failure has no bytes")
+    if c.kind in ("decode_failure", "encode_failure") and c.error is None:
+        raise VecError(where + ": error required")
+    if c.kind in ("success", "decode_success") and c.error is not None:
+        raise VecError(where + ": success has no error")
+    if c.kind == "decode_failure" and c.value is not None:
+        raise VecError(where + ": decode_failure has no value")
+    if c.kind == "decode_success" and c.canonical is None:
+        raise VecError(where + ": decode_success needs canonical")
+    if c.kind != "decode_success" and c.canonical is not None:
+        raise VecError(where + ": only decode_success has canonical")
+
+
+# --------------------------------------------------------------------------
+# Values (SPEC.md §4) and the text form (SPEC.md §12)
+
+class Handle:
+    __slots__ = ("kind", "index")
+
+    def __init__(self, kind, index):
+        self.kind = kind      # 1 fd, 2 conn
+        self.index = index
+
+    def __eq__(self, o):
+        return isinstance(o, Handle) and (o.kind, o.index) == (self.kind, self.index)
+
+    def __repr__(self):
+        return "Handle(%d,%d)" % (self.kind, self.index)
+
+
+class Map:
+    """A map: ordered (key, value) pairs. Keys are str."""
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def __eq__(self, o):
+        return isinstance(o, Map) and o.items == self.items
+
+    def __repr__(self):
+        return "Map(%r)" % self.items
+
+
+class Bytes:
+    __slots__ = ("b",)
+
+    def __init__(self, b):
+        self.b = bytes(b)
+
+    def __eq__(self, o):
+        return isinstance(o, Bytes) and o.b == self.b
+
+
+class TextError(Exception):
+    def __init__(self, name, msg):
+        Exception.__init__(self, msg)
+        self.name = name
+
+
+MARKERS = ("$int", "$float", "$bytes", "$fd", "$conn")
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
+SAFE = (1 << 53) - 1
+
+
+def _pairs(pairs):
+    seen = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise TextError("DUPLICATE_KEY", "duplicate key %r" % k)
+        seen.add(k)
+    return ("__obj__", pairs)
+
+
+def _conv(j):
+    if j is None or isinstance(j, bool) or isinstance(j, str):
+        return j
+    if isinstance(j, int):
+        if not INT_MIN <= j <= INT_MAX:
+            raise TextError("INVALID_ARGUMENT", "int out of range")
+        return j
+    if isinstance(j, float):
+        return j
+    if isinstance(j, list):
+        return [_conv(x) for x in j]
+    assert isinstance(j, tuple) and j[0] == "__obj__"
+    pairs = j[1]
+    if len(pairs) == 1 and pairs[0][0] in MARKERS:
+        k, v = pairs[0]
+        if k == "$int":
+            if not isinstance(v, str) or not re.match(r"^-?(0|[1-9][0-9]*)$", v):
+                raise TextError("INVALID_ARGUMENT", "bad $int")
+            i = int(v)
+            if not INT_MIN <= i <= INT_MAX:
+                raise TextError("INVALID_ARGUMENT", "$int out of range")
+            return i
+        if k == "$float":
+            table = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+            if v not in table:
+                raise TextError("INVALID_ARGUMENT", "bad $float")
+            return table[v]
+        if k == "$bytes":
+            import base64
+            import binascii
+            try:
+                return Bytes(base64.b64decode(v, validate=True))
+            except (binascii.Error, TypeError):
+                raise TextError("INVALID_ARGUMENT", "bad base64")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise TextError("INVALID_ARGUMENT", "bad handle index")
+        return Handle(1 if k == "$fd" else 2, v)
+    items = []
+    for k, v in pairs:
+        if k.startswith("$$"):
+            k = k[1:]
+        elif k.startswith("$"):
+            raise TextError("INVALID_ARGUMENT", "bad $ key %r" % k)
+        items.append((k, _conv(v)))
+    return Map(items)
+
+
+def parse_text(s):
+    try:
+        j = json.loads(s, object_pairs_hook=_pairs,
+                       parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except TextError:
+        raise
+    except ValueError as e:
+        raise TextError("INVALID_ARGUMENT", str(e))
+    return _conv(j)
+
+
+def render_float(f):
+    if math.isnan(f):
+        return '{"$float":"NaN"}'
+    if math.isinf(f):
+        return '{"$float":"Infinity"}' if f > 0 else '{"$float":"-Infinity"}'
+    if f == 0:
+        return "-0.0" if math.copysign(1, f) < 0 else "0.0"
+    sign = "-" if f < 0 else ""
+    from decimal import Decimal
+    t = Decimal(repr(abs(f))).as_tuple()  # repr: shortest round-trip digits
+    digits = "".join(str(d) for d in t.digits).lstrip("0")
+    exp = t.exponent
+    while digits.endswith("0"):
+        digits = digits[:-1]
+        exp += 1
+    # value = digits * 10^exp = 0.digits * 10^n (ECMAScript Number::toString)
+    n = len(digits) + exp
+    k = len(digits)
+    if k <= n <= 21:
+        s = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        s = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        s = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        es = ("+" if e >= 0 else "-") + str(abs(e))
+        s = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + es
+    if "." not in s and "e" not in s:
+        s += ".0"
+    return sign + s
+
+
+def render_str(s):
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif o < 0x20:
+            out.append({8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t"}.get(o, "\\u%04x" % o))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def render_text(v):
+    import base64
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, int):
+        if -SAFE <= v <= SAFE:
+            return str(v)
+        return '{"$int":"%d"}' % v
+    if isinstance(v, float):
+        return render_float(v)
+    if isinstance(v, str):
+        return render_str(v)
+    if isinstance(v, Bytes):
+        return '{"$bytes":"%s"}' % base64.b64encode(v.b).decode()
+    if isinstance(v, Handle):
+        return '{"%s":%d}' % ("$fd" if v.kind == 1 else "$conn", v.index)
+    if isinstance(v, list):
+        return "[" + ",".join(render_text(x) for x in v) + "]"
+    if isinstance(v, Map):
+        parts = []
+        for k, x in v.items:
+            if k.startswith("$"):
+                k = "$" + k
+            parts.append(render_str(k) + ":" + render_text(x))
+        return "{" + ",".join(parts) + "}"
+    raise TypeError(repr(v))
+
+
+def handles_in(v, out=None):
+    """Handles of a value in depth-first, front-to-back order."""
+    if out is None:
+        out = []
+    if isinstance(v, Handle):
+        out.append(v)
+    elif isinstance(v, list):
+        for x in v:
+            handles_in(x, out)
+    elif isinstance(v, Map):
+        for _, x in v.items:
+            handles_in(x, out)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Reference decoder: SPEC.md §9.3 precedence, §7.3 algorithm.
+
+DEFAULT_LIMITS = {"max_payload": 16 * 1024 * 1024, "max_handles": 64, "max_depth": 32}
+HARD_LIMITS = {"max_payload": 1 << 30, "max_handles": 253, "max_depth": 32}
+CANON_NAN = 0x7FF8000000000000
+
+
+class DecodeError(Exception):
+    def __init__(self, name):
+        Exception.__init__(self, name)
+        self.name = name
+
+
+# field number -> (wire type, repeated, type)
+SCHEMA = {
+    "Value": {1: (2, False, "Null"), 2: (0, False, "bool"), 3: (0, False, "sint64"),
+              4: (1, False, "double"), 5: (2, False, "string"), 6: (2, False, "bytes"),
+              7: (2, False, "List"), 8: (2, False, "Map"), 9: (2, False, "Handle")},
+    "Null": {},
+    "List": {1: (2, True, "Value")},
+    "Map": {1: (2, True, "Entry")},
+    "Entry": {1: (2, False, "key"), 2: (2, False, "Value")},
+    "Handle": {1: (0, False, "uint64"), 2: (0, False, "uint64")},
+}
+
+
+def _varint(buf, pos, end):
+    """Returns (value, newpos, minimal) or raises MALFORMED."""
+    val = 0
+    shift = 0
+    start = pos
+    while True:
+        if pos >= end:
+            raise DecodeError("MALFORMED")
+        b = buf[pos]
+        pos += 1
+        n = pos - start
+        if n == 10 and b > 1:
+            raise DecodeError("MALFORMED")
+        val |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+        if n == 10:
+            raise DecodeError("MALFORMED")
+    minimal = (pos - start == 1) or buf[pos - 1] != 0
+    return val, pos, minimal
+
+
+def valid_utf8(b):
+    try:
+        b.decode("utf-8", errors="strict")  # Python's codec follows RFC 3629
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+class _Walker:
+    def __init__(self, payload, handle_count, max_depth):
+        self.p = payload
+        self.n = handle_count
+        self.max_depth = max_depth
+        self.prev_index = -1
+        self.refs = []
+        self.maps = []
+
+    def message(self, typ, start, end, depth):
+        fields = {}
+        prev = 0
+        pos = start
+        members = 0
+        items = []
+        while pos < end:
+            # step 1
+            tag, pos2, minimal = _varint(self.p, pos, end)
+            if tag > 0xFFFFFFFF:
+                raise DecodeError("MALFORMED")
+            if not minimal:
+                raise DecodeError("NONCANONICAL")
+            pos = pos2
+            num, wt = tag >> 3, tag & 7
+            # step 2
+            if num == 0 or wt in (3, 4, 6, 7):
+                raise DecodeError("MALFORMED")
+            # step 3
+            spec = SCHEMA[typ].get(num)
+            if spec is None:
+                raise DecodeError("UNKNOWN_FIELD")
+            fwt, repeated, ftype = spec
+            # step 4
+            if wt != fwt:
+                raise DecodeError("MALFORMED")
+            # step 5
+            if num < prev or (num == prev and not repeated) or (typ == "Value" and members >= 1):
+                raise DecodeError("NONCANONICAL")
+            prev = num
+            # step 6
+            if wt == 0:
+                val, pos, minimal = _varint(self.p, pos, end)
+                if not minimal:
+                    raise DecodeError("NONCANONICAL")
+            elif wt == 1:
+                if pos + 8 > end:
+                    raise DecodeError("MALFORMED")
+                val = struct.unpack_from("<Q", self.p, pos)[0]
+                pos += 8
+            else:
+                ln, pos, minimal = _varint(self.p, pos, end)
+                if not minimal:
+                    raise DecodeError("NONCANONICAL")
+                if ln > end - pos:
+                    raise DecodeError("MALFORMED")
+                sub = (pos, pos + ln)
+                pos += ln
+            # step 7
+            if typ == "Value":
+                members += 1
+                fields["v"] = self.value_member(num, val if wt != 2 else sub, depth)
+            elif typ == "List":
+                self.check_depth(depth + 1)
+                items.append(self.message("Value", sub[0], sub[1], depth + 1))
+            elif typ == "Map":
+                items.append(self.message("Entry", sub[0], sub[1], depth))
+            elif typ == "Entry":
+                if num == 1:
+                    kb = bytes(self.p[sub[0]:sub[1]])
+                    if not valid_utf8(kb):
+                        raise DecodeError("INVALID_UTF8")
+                    if len(kb) == 0:
+                        raise DecodeError("NONCANONICAL")
+                    fields["key"] = kb.decode()
+                else:
+                    self.check_depth(depth + 1)
+                    fields["value"] = self.message("Value", sub[0], sub[1], depth + 1)
+            elif typ == "Handle":
+                if val == 0:
+                    raise DecodeError("NONCANONICAL")
+                fields["index" if num == 1 else "kind"] = val
+        # step 8
+        if typ == "Value":
+            if "v" not in fields:
+                raise DecodeError("EMPTY_VALUE")
+            return fields["v"]
+        if typ == "Null":
+            return None
+        if typ == "List":
+            return items
+        if typ == "Map":
+            m = Map([(k, v) for k, v in items])
+            self.maps.append(m)
+            return m
+        if typ == "Entry":
+            if "value" not in fields:
+                raise DecodeError("EMPTY_VALUE")
+            return (fields.get("key", ""), fields["value"])
+        if typ == "Handle":
+            kind = fields.get("kind", 0)
+            idx = fields.get("index", 0)
+            if kind not in (1, 2):
+                raise DecodeError("UNKNOWN_HANDLE_KIND")
+            if idx >= self.n:
+                raise DecodeError("HANDLE_INDEX_OUT_OF_RANGE")
+            if idx <= self.prev_index:
+                raise DecodeError("HANDLE_INDEX_OUT_OF_ORDER")
+            self.prev_index = idx
+            h = Handle(kind, idx)
+            self.refs.append(h)
+            return h
+        raise AssertionError(typ)
+
+    def check_depth(self, d):
+        if d > self.max_depth:
+            raise DecodeError("DEPTH_EXCEEDED")
+
+    def value_member(self, num, val, depth):
+        if num == 1:
+            return self.message("Null", val[0], val[1], depth)
+        if num == 2:
+            if val > 1:
+                raise DecodeError("NONCANONICAL")
+            return bool(val)
+        if num == 3:
+            v = (val >> 1) ^ -(val & 1)
+            return v
+        if num == 4:
+            f = struct.unpack("<d", struct.pack("<Q", val))[0]
+            if math.isnan(f) and val != CANON_NAN:
+                raise DecodeError("NONCANONICAL")
+            return f
+        if num in (5, 6):
+            b = bytes(self.p[val[0]:val[1]])
+            if num == 5:
+                if not valid_utf8(b):
+                    raise DecodeError("INVALID_UTF8")
+                return b.decode()
+            return Bytes(b)
+        if num == 7:
+            return self.message("List", val[0], val[1], depth)
+        if num == 8:
+            return self.message("Map", val[0], val[1], depth)
+        if num == 9:
+            return self.message("Handle", val[0], val[1], depth)
+        raise AssertionError(num)
+
+
+def decode_frame(buf, objects, limits=None):
+    """Decode one frame. objects: the object names of the delivered descriptors
+    (table order). Returns (value, consumed); raises DecodeError."""
+    lim = dict(DEFAULT_LIMITS)
+    if limits:
+        lim.update(limits)
+    if len(buf) < 16:
+        raise DecodeError("TRUNCATED")
+    if bytes(buf[0:4]) != b"CHAN":
+        raise DecodeError("BAD_MAGIC")
+    version, flags, nh, channel, plen = struct.unpack_from("<BBHII", buf, 4)
+    if version != 1:
+        raise DecodeError("UNSUPPORTED_VERSION")
+    if plen > lim["max_payload"]:
+        raise DecodeError("PAYLOAD_TOO_LARGE")
+    if len(buf) - 16 < plen:
+        raise DecodeError("TRUNCATED")
+    if flags != 0 or channel != 0:
+        raise DecodeError("RESERVED_FIELD_NONZERO")
+    if nh > lim["max_handles"]:
+        raise DecodeError("HANDLE_LIMIT_EXCEEDED")
+    if len(objects) < nh:
+        raise DecodeError("TOO_FEW_HANDLES")
+    if len(objects) > nh:
+        raise DecodeError("TOO_MANY_HANDLES")
+    w = _Walker(bytes(buf[16:16 + plen]), nh, lim["max_depth"])
+    value = w.message("Value", 0, plen, 1)
+    if len(w.refs) < nh:
+        raise DecodeError("UNREFERENCED_HANDLE")
+    for m in w.maps:
+        keys = [k for k, _ in m.items]
+        if len(set(keys)) != len(keys):
+            raise DecodeError("DUPLICATE_KEY")
+    for h in w.refs:
+        if h.kind == 2 and objects[h.index] not in ("conn", "listener"):
+            raise DecodeError("WRONG_HANDLE_KIND")
+    return value, 16 + plen
+
+
+def depth_of(v):
+    if isinstance(v, list):
+        return 1 + max([depth_of(x) for x in v] or [0])
+    if isinstance(v, Map):
+        return 1 + max([depth_of(x) for _, x in v.items] or [0])
+    return 1
+
+
+def encode_check(value, objects):
+    """Encoder-side refusals (SPEC.md §8): returns an error NAME or None."""
+    hs = handles_in(value)
+    if len(hs) > HARD_LIMITS["max_handles"]:
+        return "HANDLE_LIMIT_EXCEEDED"
+    if depth_of(value) > HARD_LIMITS["max_depth"]:
+        return "DEPTH_EXCEEDED"
+    for h in hs:
+        if h.index >= len(objects):
+            return "INVALID_ARGUMENT"
+        if h.kind == 2 and objects[h.index] not in ("conn", "listener"):
+            return "WRONG_HANDLE_KIND"
+    return None
