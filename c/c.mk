@@ -98,3 +98,14 @@ install-lib: $(LIBCHAN_A) $(LIBCHAN_SO)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
 	    -e 's|@VERSION@|0.1.0|g' c/chan.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/chan.pc
 INSTALL_TARGETS += install-lib
+
+# The README's example compiles and runs (so the README cannot go stale).
+$(BUILD)/examples/%: c/examples/%.c $(LIBCHAN_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Wno-missing-prototypes $< $(LIBCHAN_A) -lpthread $(ALL_LDFLAGS) -o $@
+
+.PHONY: test-examples
+test-examples: $(BUILD)/examples/readme_example
+	$(BUILD)/examples/readme_example | grep -qx 'reply: 42 (OK)'
+	@echo "examples: 1 passed, 0 failed"
+TEST_TARGETS += test-examples
