@@ -1,0 +1,86 @@
+/*
+ * chancodec.h - declarations shared by the files of the chancodec tool.
+ */
+#ifndef CHANCODEC_H
+#define CHANCODEC_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "chan.h"
+#include "textform.h"
+
+/* Exit statuses (SPEC-independent tool convention). */
+#define EXIT_OK 0
+#define EXIT_REJECTED 1 /* input rejected */
+#define EXIT_USAGE 2    /* usage or I/O error */
+
+extern const char *program_name;
+
+/* "chancodec: FILE: NAME: message" on stderr. */
+void report(const char *file, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* A usage error: "chancodec: message" plus a hint; returns EXIT_USAGE. */
+int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* After getopt reported a bad option: the hint; returns EXIT_USAGE. */
+int usage_hint(const char *cmd);
+/* The exit status an error NAME maps to: 2 for SYSTEM/NO_MEMORY, else 1. */
+int status_of(const char *name);
+
+/* Options every frame-reading command shares. */
+struct common_opts {
+	struct chan_limits limits;
+	int pretty;
+};
+/* Handle the long options --max-payload/--max-handles/--max-depth/--pretty.
+ * Returns 1 if opt was one of them (0 if not, -1 on a bad argument). */
+int common_option(struct common_opts *o, int opt, const char *arg);
+#define OPT_MAX_PAYLOAD 1001
+#define OPT_MAX_HANDLES 1002
+#define OPT_MAX_DEPTH 1003
+#define OPT_PRETTY 'p'
+#define COMMON_LONGOPTS                                                        \
+	{"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},             \
+	{"max-handles", required_argument, NULL, OPT_MAX_HANDLES},             \
+	{"max-depth", required_argument, NULL, OPT_MAX_DEPTH},                 \
+	{"pretty", no_argument, NULL, OPT_PRETTY}
+
+/* Open FILE for reading ("-" = stdin).  NULL after reporting. */
+FILE *open_input(const char *path, const char **ret_display);
+void close_input(FILE *fp);
+
+/*
+ * Reading a stream of frames, one at a time, in bounded memory: the buffer
+ * grows to the largest frame seen, which the payload limit bounds.
+ */
+struct frame_reader {
+	FILE *fp;
+	unsigned char *buf;
+	size_t cap;
+	size_t len;       /* bytes of the current frame in buf */
+	uint64_t offset;  /* stream offset of the current frame */
+	uint64_t next;    /* stream offset after it */
+	unsigned long index;
+	struct chan_header header;
+	int have_header;  /* header parsed (magic and version may be bad) */
+	int read_errno;
+};
+/*
+ * Read the next frame into fr->buf.  Returns 1 when a whole frame is there,
+ * 0 at the end of the input at a frame boundary, or a negative CHAN_E_ code
+ * for a fatal stream error: TRUNCATED, BAD_MAGIC, UNSUPPORTED_VERSION,
+ * PAYLOAD_TOO_LARGE (fr->len then says what was read), NO_MEMORY, or SYSTEM
+ * (fr->read_errno).
+ */
+int frame_next(struct frame_reader *fr, const struct chan_limits *limits);
+void frame_reader_free(struct frame_reader *fr);
+
+/* Handle reports: one "# #N kind: ..." line per handle of v, in index
+ * order. */
+void report_handles(FILE *out, const chan_value *v);
+
+int cmd_dump(int argc, char **argv);
+int cmd_listen(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+
+#endif /* CHANCODEC_H */

@@ -1,0 +1,591 @@
+/*
+ * dump.c - chancodec dump: annotated hex of frames.
+ *
+ * One field per line: the bytes in hex, then a '#' comment naming the field
+ * (message.field (number:wire type)) and its value.  Nested messages are
+ * indented by two spaces per level.  The walk is tolerant: it annotates
+ * invalid frames as far as they can be parsed, prints what it cannot parse
+ * as raw bytes, and ends each frame with the decoder's verdict, so a dump of
+ * any captured frame can be pasted into a conformance vector.
+ */
+#include "chancodec.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMMENT_COLUMN 32
+
+enum mtype { M_VALUE, M_NULL, M_LIST, M_MAP, M_ENTRY, M_HANDLE };
+enum ftype { F_MSG, F_BOOL, F_SINT, F_UINT, F_KIND, F_DOUBLE, F_TEXT, F_BYTES };
+
+struct fdef {
+	const char *name;
+	unsigned wt; /* 0 varint, 1 fixed64, 2 LEN */
+	enum ftype type;
+	enum mtype sub;
+};
+
+struct mdef {
+	const char *name;
+	unsigned nfields;
+	struct fdef fields[10]; /* index = field number */
+};
+
+static const struct mdef MDEFS[] = {
+	[M_VALUE] = {"Value",
+		     9,
+		     {{0},
+		      {"null_value", 2, F_MSG, M_NULL},
+		      {"bool_value", 0, F_BOOL, 0},
+		      {"int_value", 0, F_SINT, 0},
+		      {"float_value", 1, F_DOUBLE, 0},
+		      {"string_value", 2, F_TEXT, 0},
+		      {"bytes_value", 2, F_BYTES, 0},
+		      {"list_value", 2, F_MSG, M_LIST},
+		      {"map_value", 2, F_MSG, M_MAP},
+		      {"handle_value", 2, F_MSG, M_HANDLE}}},
+	[M_NULL] = {"Null", 0, {{0}}},
+	[M_LIST] = {"List", 1, {{0}, {"items", 2, F_MSG, M_VALUE}}},
+	[M_MAP] = {"Map", 1, {{0}, {"entries", 2, F_MSG, M_ENTRY}}},
+	[M_ENTRY] = {"Entry",
+		     2,
+		     {{0},
+		      {"key", 2, F_TEXT, 0},
+		      {"value", 2, F_MSG, M_VALUE}}},
+	[M_HANDLE] = {"Handle",
+		      2,
+		      {{0},
+		       {"index", 0, F_UINT, 0},
+		       {"kind", 0, F_KIND, 0}}},
+};
+
+static const char *const WT_NAMES[8] = {"varint", "fixed64", "LEN",
+					"SGROUP", "EGROUP", "fixed32",
+					"wt6",    "wt7"};
+
+/* Read a varint.  0 ok; -1 runs past end; -2 longer than 10 bytes or the
+ * 10th byte > 1.  *ret_n = bytes used (or available on error). */
+static int
+varint(const unsigned char *p, const unsigned char *end, uint64_t *ret,
+       size_t *ret_n)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	for (i = 0; i < 10; i++) {
+		if (p + i >= end) {
+			*ret_n = i;
+			return -1;
+		}
+		if (i == 9 && p[i] > 1) {
+			*ret_n = i + 1;
+			return -2;
+		}
+		v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+		if (!(p[i] & 0x80)) {
+			*ret = v;
+			*ret_n = i + 1;
+			return 0;
+		}
+	}
+	*ret_n = 10;
+	return -2;
+}
+
+static size_t
+varint_len(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* One output line: indent, hex of p[0..n), padding, "# comment". */
+static void
+line(FILE *out, int level, const unsigned char *p, size_t n,
+     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void
+line(FILE *out, int level, const unsigned char *p, size_t n, const char *fmt,
+     ...)
+{
+	int col = 0, i;
+	size_t k;
+	va_list ap;
+
+	for (i = 0; i < level; i++)
+		col += fprintf(out, "  ");
+	for (k = 0; k < n; k++)
+		col += fprintf(out, k ? " %02x" : "%02x", p[k]);
+	if (fmt) {
+		do
+			putc(' ', out);
+		while (++col < COMMENT_COLUMN);
+		fputs("# ", out);
+		va_start(ap, fmt);
+		vfprintf(out, fmt, ap);
+		va_end(ap);
+	}
+	putc('\n', out);
+}
+
+/* Bytes as a quoted, escaped excerpt for comments (at most max bytes). */
+static void
+excerpt(char *dst, size_t cap, const unsigned char *p, size_t n, size_t max)
+{
+	size_t o = 0, i;
+
+	dst[o++] = '"';
+	for (i = 0; i < n && i < max && o + 8 < cap; i++) {
+		unsigned char c = p[i];
+
+		if (c == '"' || c == '\\')
+			o += (size_t)snprintf(dst + o, cap - o, "\\%c", c);
+		else if (c < 0x20 || c == 0x7f)
+			o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", c);
+		else
+			dst[o++] = (char)c;
+	}
+	if (i < n)
+		o += (size_t)snprintf(dst + o, cap - o, "...");
+	snprintf(dst + o, cap - o, "\"");
+}
+
+/* Raw bytes, 16 per line, with a comment on the first line. */
+static void
+raw(FILE *out, int level, const unsigned char *p, size_t n, const char *what)
+{
+	size_t k;
+
+	for (k = 0; k < n; k += 16) {
+		size_t m = n - k < 16 ? n - k : 16;
+
+		if (k == 0)
+			line(out, level, p, m, "%s", what);
+		else
+			line(out, level, p + k, m, NULL);
+	}
+	if (n == 0)
+		line(out, level, p, 0, "%s (no bytes)", what);
+}
+
+static const char *
+nonmin(size_t used, uint64_t v)
+{
+	return used > varint_len(v) ? " (non-minimal varint)" : "";
+}
+
+/* Peek into a Handle body for a summary of the reference. */
+static void
+handle_summary(const unsigned char *p, const unsigned char *end, char *dst,
+	       size_t cap)
+{
+	uint64_t tag, v, index = 0, kind = 0;
+	size_t n;
+
+	while (p < end) {
+		if (varint(p, end, &tag, &n) < 0)
+			break;
+		p += n;
+		if ((tag & 7) != 0 || varint(p, end, &v, &n) < 0)
+			break;
+		p += n;
+		if (tag >> 3 == 1)
+			index = v;
+		else if (tag >> 3 == 2)
+			kind = v;
+	}
+	snprintf(dst, cap, "{\"$%s\":%" PRIu64 "}",
+		 kind == CHAN_KIND_CONN ? "conn"
+		 : kind == CHAN_KIND_FD ? "fd"
+					: "?",
+		 index);
+}
+
+static void walk(FILE *out, const unsigned char *p, const unsigned char *end,
+		 enum mtype mt, int level);
+
+static void
+field_len(FILE *out, const struct mdef *md, unsigned num,
+	  const struct fdef *fd, const unsigned char *tagp, size_t taglen,
+	  const unsigned char *p, const unsigned char *end, int level)
+{
+	uint64_t len;
+	size_t n;
+	int r = varint(p, end, &len, &n);
+	const unsigned char *data = p + n;
+	char ex[128];
+
+	if (r < 0) {
+		raw(out, level, tagp, (size_t)(end - tagp),
+		    r == -1 ? "?? length varint runs past the end (MALFORMED)"
+			    : "?? length varint too long (MALFORMED)");
+		return;
+	}
+	if (len > (uint64_t)(end - data)) {
+		line(out, level, tagp, taglen + n,
+		     "%s.%s (%u:LEN) length %" PRIu64
+		     " but only %zu bytes left (MALFORMED)",
+		     md->name, fd->name, num, len, (size_t)(end - data));
+		if (end > data)
+			raw(out, level + 1, data, (size_t)(end - data),
+			    "?? the bytes left");
+		return;
+	}
+	if (fd->type == F_MSG) {
+		ex[0] = '\0';
+		if (fd->sub == M_HANDLE) {
+			char s[100];
+
+			handle_summary(data, data + len, s, sizeof(s));
+			snprintf(ex, sizeof(ex), ": %s", s);
+		}
+		line(out, level, tagp, taglen + n,
+		     "%s.%s (%u:LEN) %" PRIu64 " byte%s%s%s", md->name,
+		     fd->name, num, len, len == 1 ? "" : "s", nonmin(n, len),
+		     ex);
+		walk(out, data, data + len, fd->sub, level + 1);
+		return;
+	}
+	/* text or bytes */
+	excerpt(ex, sizeof(ex), data, (size_t)len, 40);
+	if (len <= 16 && taglen + n + len <= 20) {
+		const unsigned char *s = tagp;
+
+		line(out, level, s, taglen + n + (size_t)len,
+		     "%s.%s (%u:LEN) %" PRIu64 " byte%s%s %s", md->name,
+		     fd->name, num, len, len == 1 ? "" : "s", nonmin(n, len),
+		     ex);
+	} else {
+		size_t k;
+
+		line(out, level, tagp, taglen + n,
+		     "%s.%s (%u:LEN) %" PRIu64 " bytes%s %s", md->name,
+		     fd->name, num, len, nonmin(n, len), ex);
+		for (k = 0; k < len; k += 16) {
+			size_t m = len - k < 16 ? (size_t)(len - k) : 16;
+
+			excerpt(ex, sizeof(ex), data + k, m, 16);
+			line(out, level + 1, data + k, m, "%s", ex);
+		}
+	}
+}
+
+static void
+walk(FILE *out, const unsigned char *p, const unsigned char *end,
+     enum mtype mt, int level)
+{
+	const struct mdef *md = &MDEFS[mt];
+
+	while (p < end) {
+		const unsigned char *tagp = p;
+		uint64_t tag, v;
+		size_t n, tn;
+		unsigned num, wt;
+		const struct fdef *fd;
+		int r = varint(p, end, &tag, &tn);
+
+		if (r < 0 || tag > UINT32_MAX) {
+			raw(out, level, p, (size_t)(end - p),
+			    r == -1 ? "?? tag varint runs past the end "
+				      "(MALFORMED)"
+				    : "?? tag varint too long (MALFORMED)");
+			return;
+		}
+		p += tn;
+		num = (unsigned)(tag >> 3);
+		wt = (unsigned)(tag & 7);
+		if (num == 0 || wt == 3 || wt == 4 || wt == 6 || wt == 7) {
+			char what[96];
+
+			snprintf(what, sizeof(what),
+				 "?? tag %" PRIu64 ": field %u, wire type %u "
+				 "(MALFORMED)",
+				 tag, num, wt);
+			raw(out, level, tagp, (size_t)(end - tagp), what);
+			return;
+		}
+		fd = num <= md->nfields ? &md->fields[num] : NULL;
+		if (!fd || fd->wt != wt) {
+			/* show the field, skipped by its wire type */
+			const char *why = fd ? "wrong wire type (MALFORMED)"
+					     : "unknown field (UNKNOWN_FIELD)";
+			uint64_t skip = 0;
+
+			if (wt == 0) {
+				r = varint(p, end, &v, &n);
+			} else if (wt == 1 || wt == 5) {
+				n = 0;
+				skip = wt == 1 ? 8 : 4;
+				r = (uint64_t)(end - p) < skip ? -1 : 0;
+			} else {
+				r = varint(p, end, &v, &n);
+				skip = v;
+				if (!r && v > (uint64_t)(end - p - n))
+					r = -1;
+			}
+			if (r < 0) {
+				raw(out, level, tagp, (size_t)(end - tagp),
+				    "?? truncated field");
+				return;
+			}
+			line(out, level, tagp, tn + n + (size_t)skip,
+			     "%s field %u (%u:%s) %s", md->name, num, num,
+			     WT_NAMES[wt], why);
+			p += n + skip;
+			continue;
+		}
+		switch (wt) {
+		case 0:
+			r = varint(p, end, &v, &n);
+			if (r < 0) {
+				raw(out, level, tagp, (size_t)(end - tagp),
+				    "?? varint runs past the end or is too "
+				    "long (MALFORMED)");
+				return;
+			}
+			if (fd->type == F_SINT)
+				line(out, level, tagp, tn + n,
+				     "%s.%s (%u:varint) %" PRId64
+				     " (zigzag %" PRIu64 ")%s%s",
+				     md->name, fd->name, num,
+				     (int64_t)(v >> 1) ^ -(int64_t)(v & 1), v,
+				     nonmin(tn, tag), nonmin(n, v));
+			else if (fd->type == F_BOOL)
+				line(out, level, tagp, tn + n,
+				     "%s.%s (%u:varint) %s%s%s", md->name,
+				     fd->name, num,
+				     v == 0   ? "false"
+				     : v == 1 ? "true"
+					      : "?? not 0 or 1 (NONCANONICAL)",
+				     nonmin(tn, tag), nonmin(n, v));
+			else if (fd->type == F_KIND)
+				line(out, level, tagp, tn + n,
+				     "%s.%s (%u:varint) %" PRIu64 " = %s%s%s",
+				     md->name, fd->name, num, v,
+				     v == CHAN_KIND_FD     ? "fd"
+				     : v == CHAN_KIND_CONN ? "conn"
+							   : "?? unknown kind",
+				     nonmin(tn, tag), nonmin(n, v));
+			else
+				line(out, level, tagp, tn + n,
+				     "%s.%s (%u:varint) %" PRIu64 "%s%s",
+				     md->name, fd->name, num, v,
+				     nonmin(tn, tag), nonmin(n, v));
+			p += n;
+			break;
+		case 1: {
+			uint64_t bits = 0;
+			double d;
+			char fb[96];
+			int k;
+
+			if (end - p < 8) {
+				raw(out, level, tagp, (size_t)(end - tagp),
+				    "?? fixed64 runs past the end (MALFORMED)");
+				return;
+			}
+			for (k = 7; k >= 0; k--)
+				bits = bits << 8 | p[k];
+			memcpy(&d, &bits, 8);
+			if (isnan(d))
+				snprintf(fb, sizeof(fb), "NaN (0x%016" PRIx64
+					 ")%s",
+					 bits,
+					 bits == 0x7ff8000000000000u
+						 ? ""
+						 : " ?? not the canonical NaN "
+						   "(NONCANONICAL)");
+			else if (isinf(d))
+				snprintf(fb, sizeof(fb), "%s",
+					 d < 0 ? "-Infinity" : "Infinity");
+			else
+				tf_format_double(d, fb);
+			line(out, level, tagp, tn + 8, "%s.%s (%u:fixed64) %s%s",
+			     md->name, fd->name, num, fb, nonmin(tn, tag));
+			p += 8;
+			break;
+		}
+		default:
+			field_len(out, md, num, fd, tagp, tn, p, end, level);
+			r = varint(p, end, &v, &n);
+			if (r < 0 || v > (uint64_t)(end - p - n))
+				return;
+			p += n + v;
+			break;
+		}
+	}
+}
+
+static void
+dump_header(FILE *out, const unsigned char *b, size_t len,
+	    const struct chan_header *h)
+{
+	if (len < CHAN_HEADER_SIZE) {
+		raw(out, 0, b, len, "?? header: fewer than 16 bytes");
+		return;
+	}
+	line(out, 0, b, 4, "magic \"%c%c%c%c\"%s",
+	     b[0] >= 0x20 && b[0] < 0x7f ? b[0] : '.',
+	     b[1] >= 0x20 && b[1] < 0x7f ? b[1] : '.',
+	     b[2] >= 0x20 && b[2] < 0x7f ? b[2] : '.',
+	     b[3] >= 0x20 && b[3] < 0x7f ? b[3] : '.',
+	     memcmp(b, "CHAN", 4) ? " ?? not \"CHAN\"" : "");
+	line(out, 0, b + 4, 1, "version %u", h->version);
+	line(out, 0, b + 5, 1, "flags %u", h->flags);
+	line(out, 0, b + 6, 2, "handle_count %u", h->handle_count);
+	line(out, 0, b + 8, 4, "channel %" PRIu32, h->channel);
+	line(out, 0, b + 12, 4, "payload_length %" PRIu32, h->payload_length);
+}
+
+static void
+verdict(FILE *out, const struct frame_reader *fr, int rc, chan_msg *msg)
+{
+	if (rc < 0) {
+		fprintf(out, "# => %s: %s\n", chan_errname(rc),
+			chan_strerror(rc));
+		return;
+	}
+	fputs("# => OK: ", out);
+	{
+		char *text = NULL;
+		size_t n = 0;
+		FILE *m = open_memstream(&text, &n);
+
+		if (m) {
+			tf_render(m, chan_msg_root(msg), 0);
+			fclose(m);
+		}
+		if (text && n <= 200)
+			fputs(text, out);
+		else
+			fprintf(out, "(%zu bytes of text)", n);
+		free(text);
+	}
+	(void)fr;
+	putc('\n', out);
+}
+
+static int
+dump_stream(FILE *in, const char *name, const struct common_opts *o)
+{
+	struct frame_reader fr = {0};
+	int rc, status = EXIT_OK;
+
+	fr.fp = in;
+	for (;;) {
+		chan_msg *msg = NULL;
+		int drc;
+
+		rc = frame_next(&fr, &o->limits);
+		if (rc == 0)
+			break;
+		if (rc == CHAN_E_SYSTEM || rc == CHAN_E_NO_MEMORY) {
+			report(name, chan_errname(rc), "%s",
+			       rc == CHAN_E_SYSTEM ? strerror(fr.read_errno)
+						   : "out of memory");
+			status = EXIT_USAGE;
+			break;
+		}
+		printf("# frame %lu at byte %llu\n", fr.index,
+		       (unsigned long long)fr.offset);
+		dump_header(stdout, fr.buf, fr.len, &fr.header);
+		if (fr.len > CHAN_HEADER_SIZE &&
+		    rc != CHAN_E_PAYLOAD_TOO_LARGE) {
+			if (rc == CHAN_E_TRUNCATED)
+				printf("# payload: %zu of %" PRIu32
+				       " bytes present\n",
+				       fr.len - CHAN_HEADER_SIZE,
+				       fr.header.payload_length);
+			walk(stdout, fr.buf + CHAN_HEADER_SIZE,
+			     fr.buf + fr.len, M_VALUE, 0);
+		}
+		if (rc < 0) {
+			/* fatal for the stream: nothing after it is framed */
+			verdict(stdout, &fr, rc, NULL);
+			status = EXIT_REJECTED;
+			break;
+		}
+		drc = chan_decode(fr.buf, fr.len, NULL, 0, CHAN_DECODE_DETACHED,
+				  &o->limits, NULL, &msg, NULL);
+		verdict(stdout, &fr, drc, msg);
+		chan_msg_free(msg);
+		if (drc < 0)
+			status = EXIT_REJECTED;
+		fr.index++;
+	}
+	frame_reader_free(&fr);
+	return status;
+}
+
+static void
+usage_dump(FILE *out)
+{
+	fprintf(out,
+		"Usage: %s dump [OPTIONS] [FILE...]\n"
+		"Print the frames in each FILE or standard input as annotated "
+		"hex: one field\nper line, '#' comments naming header fields, "
+		"protobuf tags, lengths and\nhandle references, then the "
+		"decoder's verdict (\"# => OK: TEXT\" or\n\"# => NAME: ...\").  "
+		"Exit status 1 if a frame is invalid.\n\n"
+		"      --max-payload=N   payload limit (default 16M, at most "
+		"1G)\n"
+		"      --max-handles=N   handle limit (default 64, at most "
+		"253)\n"
+		"      --max-depth=N     nesting limit (default and at most "
+		"32)\n"
+		"  -h, --help            show this help\n",
+		program_name);
+}
+
+int
+cmd_dump(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	struct common_opts o = {{0, 0, 0}, 0};
+	int c, i, status = EXIT_OK;
+
+	while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+		int r = common_option(&o, c, optarg);
+
+		if (r < 0)
+			return EXIT_USAGE;
+		if (r > 0 && c != OPT_PRETTY)
+			continue;
+		if (c == 'h') {
+			usage_dump(stdout);
+			return EXIT_OK;
+		}
+		return usage_hint("dump");
+	}
+	for (i = optind; i < argc || i == optind; i++) {
+		const char *path = i < argc ? argv[i] : "-", *name;
+		FILE *in = open_input(path, &name);
+		int s;
+
+		if (!in) {
+			status = EXIT_USAGE;
+			continue;
+		}
+		s = dump_stream(in, name, &o);
+		close_input(in);
+		if (s > status)
+			status = s;
+	}
+	if (fflush(stdout) == EOF || ferror(stdout)) {
+		report("<stdout>", "SYSTEM", "write error");
+		status = EXIT_USAGE;
+	}
+	return status;
+}

@@ -1,0 +1,707 @@
+/*
+ * live.c - chancodec listen and send: chan messages over Unix sockets with
+ * real descriptors.
+ */
+#include "chancodec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* What a received descriptor really is */
+
+static const char *
+file_type(mode_t m)
+{
+	switch (m & S_IFMT) {
+	case S_IFREG:
+		return "regular";
+	case S_IFDIR:
+		return "directory";
+	case S_IFCHR:
+		return "chardev";
+	case S_IFBLK:
+		return "blockdev";
+	case S_IFIFO:
+		return "fifo";
+	case S_IFSOCK:
+		return "socket";
+	case S_IFLNK:
+		return "symlink";
+	}
+	return "unknown";
+}
+
+static void
+report_fd(FILE *out, uint32_t index, enum chan_kind kind, int fd)
+{
+	char link[64], path[PATH_MAX + 1], sock[64] = "";
+	struct stat st;
+	ssize_t n;
+	int fdfl, flfl;
+
+	fprintf(out, "# #%" PRIu32 " %s:", index, chan_kind_name(kind));
+	if (fd < 0) {
+		fprintf(out, " no descriptor\n");
+		return;
+	}
+	if (fstat(fd, &st) < 0) {
+		fprintf(out, " fstat: %s\n", strerror(errno));
+		return;
+	}
+	if (S_ISSOCK(st.st_mode)) {
+		int dom = -1, type = -1;
+		socklen_t len = sizeof(int);
+
+		getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &len);
+		len = sizeof(int);
+		getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+		snprintf(sock, sizeof(sock), " socket=%s/%s",
+			 dom == AF_UNIX	   ? "unix"
+			 : dom == AF_INET  ? "inet"
+			 : dom == AF_INET6 ? "inet6"
+					   : "other",
+			 type == SOCK_STREAM	  ? "stream"
+			 : type == SOCK_DGRAM	  ? "dgram"
+			 : type == SOCK_SEQPACKET ? "seqpacket"
+						  : "other");
+	}
+	fdfl = fcntl(fd, F_GETFD);
+	flfl = fcntl(fd, F_GETFL);
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n < 0)
+		n = 0;
+	path[n] = '\0';
+	fprintf(out,
+		" type=%s%s dev=%u:%u ino=%ju access=%s cloexec=%s path=%s\n",
+		file_type(st.st_mode), sock, major(st.st_dev),
+		minor(st.st_dev), (uintmax_t)st.st_ino,
+		(flfl & O_ACCMODE) == O_RDONLY	 ? "r"
+		: (flfl & O_ACCMODE) == O_WRONLY ? "w"
+						 : "rw",
+		fdfl >= 0 && (fdfl & FD_CLOEXEC) ? "yes" : "no", path);
+}
+
+static void
+walk_handles(FILE *out, const chan_value *v)
+{
+	size_t i, n;
+
+	switch (chan_value_type(v)) {
+	case CHAN_HANDLE:
+		report_fd(out, chan_value_handle_index(v), chan_value_kind(v),
+			  chan_value_fd(v));
+		break;
+	case CHAN_LIST:
+	case CHAN_MAP:
+		n = chan_value_count(v);
+		for (i = 0; i < n; i++)
+			walk_handles(out, chan_value_at(v, i));
+		break;
+	default:
+		break;
+	}
+}
+
+void
+report_handles(FILE *out, const chan_value *v)
+{
+	walk_handles(out, v);
+}
+
+static void
+print_message(chan_msg *msg, int pretty)
+{
+	tf_render(stdout, chan_msg_root(msg), pretty);
+	putchar('\n');
+	report_handles(stdout, chan_msg_root(msg));
+	fflush(stdout);
+}
+
+/* Build a message without handles from text. */
+static int
+no_fds(void *ctx, enum chan_kind kind, uint32_t index, int *ret_fd,
+       struct tf_error *err)
+{
+	(void)ctx;
+	(void)ret_fd;
+	tf_seterr(err, "INVALID_ARGUMENT",
+		  "%s handle #%" PRIu32 ": a --reply text cannot hold handles",
+		  chan_kind_name(kind), index);
+	return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* listen */
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+struct peer {
+	chan_conn *conn;
+	unsigned long id;
+};
+
+static void
+usage_listen(FILE *out)
+{
+	fprintf(out,
+		"Usage: %s listen [OPTIONS] PATH\n"
+		"Listen on the Unix socket PATH ('@name': abstract) and print "
+		"every message\nreceived, one per line, followed by one line "
+		"per handle telling what the\ndescriptor really is:\n"
+		"  # #N KIND: type=... dev=MAJ:MIN ino=... access=... "
+		"cloexec=... path=...\n\n"
+		"  --once             exit when the first connection ends\n"
+		"  --reply=TEXT       answer every conn handle received with "
+		"the message TEXT,\n"
+		"                     then close it (without --reply conn "
+		"handles are closed)\n"
+		"  -p, --pretty       indented output\n"
+		"  --max-payload=N, --max-handles=N, --max-depth=N   receive "
+		"limits\n"
+		"  -h, --help         show this help\n",
+		program_name);
+}
+
+/* Answer and close every conn handle of msg. */
+static void
+reply_all(chan_msg *reply, chan_value *v, const char *path)
+{
+	size_t i, n;
+	chan_conn *c;
+	int r;
+
+	switch (chan_value_type(v)) {
+	case CHAN_HANDLE:
+		if (chan_value_kind(v) != CHAN_KIND_CONN)
+			break;
+		r = chan_conn_from_value(v, &c);
+		if (r == 0) {
+			r = chan_conn_send(c, reply, 10000);
+			if (r == 0)
+				r = chan_conn_flush(c, 10000);
+			chan_conn_free(c);
+		}
+		if (r < 0)
+			report(path, chan_errname(r),
+			       "reply on #%" PRIu32 ": %s",
+			       chan_value_handle_index(v), chan_strerror(r));
+		else
+			printf("# replied on #%" PRIu32 "\n",
+			       chan_value_handle_index(v));
+		break;
+	case CHAN_LIST:
+	case CHAN_MAP:
+		n = chan_value_count(v);
+		for (i = 0; i < n; i++)
+			reply_all(reply, chan_value_at(v, i), path);
+		break;
+	default:
+		break;
+	}
+}
+
+int
+cmd_listen(int argc, char **argv)
+{
+	enum { OPT_ONCE = 2001, OPT_REPLY };
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{"once", no_argument, NULL, OPT_ONCE},
+		{"reply", required_argument, NULL, OPT_REPLY},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	struct common_opts o = {{0, 0, 0}, 0};
+	const char *reply_text = NULL, *path;
+	chan_msg *reply = NULL;
+	chan_listener *l = NULL;
+	struct peer *peers = NULL;
+	struct pollfd *pfds = NULL;
+	size_t npeers = 0, i;
+	unsigned long nextid = 0;
+	int c, r, once = 0, status = EXIT_OK, done = 0;
+	struct sigaction sa;
+
+	while ((c = getopt_long(argc, argv, "+ph", longopts, NULL)) != -1) {
+		r = common_option(&o, c, optarg);
+		if (r < 0)
+			return EXIT_USAGE;
+		if (r > 0)
+			continue;
+		switch (c) {
+		case OPT_ONCE:
+			once = 1;
+			break;
+		case OPT_REPLY:
+			reply_text = optarg;
+			break;
+		case 'h':
+			usage_listen(stdout);
+			return EXIT_OK;
+		default:
+			return usage_hint("listen");
+		}
+	}
+	if (optind != argc - 1)
+		return usage_error("listen: expected one socket PATH");
+	path = argv[optind];
+	if (reply_text) {
+		struct tf_error err;
+		json_t *j = tf_parse_string(reply_text, &err);
+
+		reply = chan_msg_new(NULL);
+		if (!j || !reply || tf_build(reply, j, no_fds, NULL, &err) < 0) {
+			json_decref(j);
+			chan_msg_free(reply);
+			return usage_error("listen: --reply: %s: %s",
+					   err.name, err.msg);
+		}
+		json_decref(j);
+	}
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal; /* no SA_RESTART: poll returns EINTR */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+
+	r = chan_listen(path, &l);
+	if (r < 0) {
+		report(path, chan_errname(r), "cannot listen: %s",
+		       r == CHAN_E_SYSTEM ? strerror(errno)
+					  : chan_strerror(r));
+		chan_msg_free(reply);
+		return EXIT_USAGE;
+	}
+	fprintf(stderr, "%s: listening on %s\n", program_name, path);
+
+	while (!done && !stop_signal) {
+		size_t np = 0;
+
+		free(pfds);
+		pfds = calloc(npeers + 1, sizeof(*pfds));
+		if (!pfds) {
+			report(path, "NO_MEMORY", "out of memory");
+			status = EXIT_USAGE;
+			break;
+		}
+		/* --once: accept no second connection */
+		if (!(once && nextid > 0)) {
+			pfds[np].fd = chan_listener_fd(l);
+			pfds[np++].events = POLLIN;
+		}
+		for (i = 0; i < npeers; i++) {
+			pfds[np].fd = chan_conn_fd(peers[i].conn);
+			pfds[np++].events = POLLIN;
+		}
+		if (poll(pfds, np, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			report(path, "SYSTEM", "poll: %s", strerror(errno));
+			status = EXIT_USAGE;
+			break;
+		}
+		for (i = 0; i < np; i++) {
+			chan_conn *conn;
+			size_t k;
+
+			if (!pfds[i].revents)
+				continue;
+			if (pfds[i].fd == chan_listener_fd(l)) {
+				struct peer *np2;
+				struct chan_peer_cred cred;
+
+				r = chan_listener_accept(l, 0, &conn);
+				if (r == CHAN_E_WOULD_BLOCK)
+					continue;
+				if (r < 0) {
+					report(path, chan_errname(r),
+					       "accept: %s", strerror(errno));
+					continue;
+				}
+				chan_conn_set_limits(conn, &o.limits);
+				np2 = realloc(peers,
+					      (npeers + 1) * sizeof(*peers));
+				if (!np2) {
+					chan_conn_free(conn);
+					continue;
+				}
+				peers = np2;
+				peers[npeers].conn = conn;
+				peers[npeers++].id = nextid++;
+				if (chan_conn_peer_cred(conn, &cred) == 0)
+					printf("# connection %lu: pid=%ld "
+					       "uid=%ld gid=%ld\n",
+					       nextid - 1, (long)cred.pid,
+					       (long)cred.uid, (long)cred.gid);
+				fflush(stdout);
+				continue;
+			}
+			for (k = 0; k < npeers; k++)
+				if (chan_conn_fd(peers[k].conn) == pfds[i].fd)
+					break;
+			if (k == npeers)
+				continue;
+			for (;;) {
+				chan_msg *msg = NULL;
+
+				r = chan_conn_recv(peers[k].conn, &msg, 0);
+				if (r == CHAN_E_WOULD_BLOCK)
+					break;
+				if (r == 0) {
+					print_message(msg, o.pretty);
+					if (reply)
+						reply_all(reply,
+							  chan_msg_root(msg),
+							  path);
+					fflush(stdout);
+					chan_msg_free(msg);
+					continue;
+				}
+				if (r == CHAN_E_CONNECTION_CLOSED) {
+					printf("# connection %lu closed\n",
+					       peers[k].id);
+					fflush(stdout);
+				} else {
+					report(path, chan_errname(r),
+					       "connection %lu: %s",
+					       peers[k].id,
+					       r == CHAN_E_SYSTEM
+						       ? strerror(errno)
+						       : chan_strerror(r));
+					status = r == CHAN_E_SYSTEM
+							 ? EXIT_USAGE
+							 : EXIT_REJECTED;
+					if (chan_error_scope(r) ==
+					    CHAN_SCOPE_FRAME)
+						continue;
+				}
+				chan_conn_free(peers[k].conn);
+				peers[k] = peers[--npeers];
+				if (once)
+					done = 1;
+				break;
+			}
+			/* the peer array changed: poll again */
+			break;
+		}
+	}
+	for (i = 0; i < npeers; i++)
+		chan_conn_free(peers[i].conn);
+	free(peers);
+	free(pfds);
+	chan_listener_free(l);
+	chan_msg_free(reply);
+	if (fflush(stdout) == EOF)
+		status = EXIT_USAGE;
+	return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* send */
+
+struct fdmap {
+	int fd[CHAN_HARD_MAX_HANDLES];
+	int owned[CHAN_HARD_MAX_HANDLES];
+	long reply_index; /* --reply N, or -1 */
+	int reply_fd;     /* the end sent for handle reply_index */
+	int reply_used;
+};
+
+static int
+fdmap_source(void *ctx, enum chan_kind kind, uint32_t index, int *ret_fd,
+	     struct tf_error *err)
+{
+	struct fdmap *m = ctx;
+
+	(void)kind;
+	if ((long)index == m->reply_index && m->reply_fd >= 0) {
+		m->reply_used = 1;
+		*ret_fd = m->reply_fd;
+		return 0;
+	}
+	if (index >= CHAN_HARD_MAX_HANDLES || m->fd[index] < 0) {
+		tf_seterr(err, "INVALID_ARGUMENT",
+			  "handle #%" PRIu32 " has no descriptor: give "
+			  "--fd %" PRIu32 "=PATH (or --reply %" PRIu32
+			  " for a conn)",
+			  index, index, index);
+		return -1;
+	}
+	*ret_fd = m->fd[index];
+	return 0;
+}
+
+static void
+usage_send(FILE *out)
+{
+	fprintf(out,
+		"Usage: %s send [OPTIONS] PATH [FILE]\n"
+		"Connect to the Unix socket PATH ('@name': abstract) and send "
+		"one message per\nJSON value read from FILE or standard input, "
+		"with real descriptors for the\nhandles the text references.\n\n"
+		"  --fd N=SPEC        the descriptor for handle #N: SPEC is a "
+		"file opened\n"
+		"                     read-only, '-' for standard input, or "
+		"'&M' for this\n"
+		"                     process's descriptor M\n"
+		"  --reply N          for each message, make a fresh "
+		"connection pair, send one\n"
+		"                     end as handle #N ({\"$conn\":N}), then "
+		"wait for one reply\n"
+		"                     on the other end and print it\n"
+		"  --timeout MS       give up waiting for a reply after MS "
+		"milliseconds\n"
+		"  -p, --pretty       indented output\n"
+		"  --max-payload=N, --max-handles=N, --max-depth=N   reply "
+		"limits\n"
+		"  -h, --help         show this help\n",
+		program_name);
+}
+
+static int
+parse_fd_spec(struct fdmap *m, const char *arg)
+{
+	char *end;
+	long n, k;
+	int fd;
+
+	n = strtol(arg, &end, 10);
+	if (end == arg || *end != '=' || n < 0 ||
+	    n >= (long)CHAN_HARD_MAX_HANDLES)
+		return usage_error("--fd: '%s' is not N=SPEC with N from 0 to "
+				   "%u",
+				   arg, CHAN_HARD_MAX_HANDLES - 1);
+	if (m->fd[n] >= 0)
+		return usage_error("--fd: handle #%ld given twice", n);
+	arg = end + 1;
+	if (!strcmp(arg, "-")) {
+		m->fd[n] = STDIN_FILENO;
+		return 0;
+	}
+	if (arg[0] == '&') {
+		k = strtol(arg + 1, &end, 10);
+		if (end == arg + 1 || *end || k < 0 || k > INT_MAX)
+			return usage_error("--fd: '%s' is not &FD", arg);
+		if (fcntl((int)k, F_GETFD) < 0) {
+			report(arg, "SYSTEM", "descriptor %ld: %s", k,
+			       strerror(errno));
+			return EXIT_USAGE;
+		}
+		m->fd[n] = (int)k;
+		return 0;
+	}
+	fd = open(arg, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		report(arg, "SYSTEM", "cannot open: %s", strerror(errno));
+		return EXIT_USAGE;
+	}
+	m->fd[n] = fd;
+	m->owned[n] = 1;
+	return 0;
+}
+
+int
+cmd_send(int argc, char **argv)
+{
+	enum { OPT_FD = 3001, OPT_REPLY, OPT_TIMEOUT };
+	static const struct option longopts[] = {
+		COMMON_LONGOPTS,
+		{"fd", required_argument, NULL, OPT_FD},
+		{"reply", required_argument, NULL, OPT_REPLY},
+		{"timeout", required_argument, NULL, OPT_TIMEOUT},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	struct common_opts o = {{0, 0, 0}, 0};
+	struct fdmap m;
+	const char *path, *input = "-", *name;
+	struct tf_reader *rd = NULL;
+	struct tf_error err;
+	chan_conn *conn = NULL;
+	FILE *in = NULL;
+	unsigned long n = 0;
+	long timeout = -1;
+	int c, r, i, status = EXIT_OK;
+	json_t *j;
+	char *end;
+
+	memset(&m, 0, sizeof(m));
+	for (i = 0; i < (int)CHAN_HARD_MAX_HANDLES; i++)
+		m.fd[i] = -1;
+	m.reply_index = -1;
+	m.reply_fd = -1;
+	while ((c = getopt_long(argc, argv, "+ph", longopts, NULL)) != -1) {
+		r = common_option(&o, c, optarg);
+		if (r < 0) {
+			status = EXIT_USAGE;
+			goto out;
+		}
+		if (r > 0)
+			continue;
+		switch (c) {
+		case OPT_FD:
+			if ((status = parse_fd_spec(&m, optarg)))
+				goto out;
+			break;
+		case OPT_REPLY:
+			m.reply_index = strtol(optarg, &end, 10);
+			if (end == optarg || *end || m.reply_index < 0 ||
+			    m.reply_index >= (long)CHAN_HARD_MAX_HANDLES) {
+				status = usage_error("--reply: '%s' is not a "
+						     "handle index",
+						     optarg);
+				goto out;
+			}
+			break;
+		case OPT_TIMEOUT:
+			timeout = strtol(optarg, &end, 10);
+			if (end == optarg || *end || timeout < 0 ||
+			    timeout > INT_MAX) {
+				status = usage_error("--timeout: '%s' is not "
+						     "a number of "
+						     "milliseconds",
+						     optarg);
+				goto out;
+			}
+			break;
+		case 'h':
+			usage_send(stdout);
+			goto out;
+		default:
+			status = usage_hint("send");
+			goto out;
+		}
+	}
+	if (optind != argc - 1 && optind != argc - 2) {
+		status = usage_error("send: expected a socket PATH and at most "
+				     "one FILE");
+		goto out;
+	}
+	if (m.reply_index >= 0 && m.fd[m.reply_index] >= 0) {
+		status = usage_error("send: handle #%ld has both --fd and "
+				     "--reply",
+				     m.reply_index);
+		goto out;
+	}
+	path = argv[optind];
+	if (optind == argc - 2)
+		input = argv[optind + 1];
+	in = open_input(input, &name);
+	if (!in) {
+		status = EXIT_USAGE;
+		goto out;
+	}
+	rd = tf_reader_new(in);
+	if (!rd) {
+		status = EXIT_USAGE;
+		goto out;
+	}
+	r = chan_connect(path, &conn);
+	if (r < 0) {
+		report(path, chan_errname(r), "cannot connect: %s",
+		       r == CHAN_E_SYSTEM ? strerror(errno) : chan_strerror(r));
+		status = EXIT_USAGE;
+		goto out;
+	}
+	chan_conn_set_limits(conn, &o.limits);
+
+	while ((r = tf_reader_next(rd, &j, &err)) == 1) {
+		chan_msg *msg = chan_msg_new(NULL), *answer = NULL;
+		chan_conn *mine = NULL, *theirs = NULL;
+		unsigned long line, col;
+
+		tf_reader_where(rd, &line, &col);
+		m.reply_used = 0;
+		m.reply_fd = -1;
+		if (m.reply_index >= 0) {
+			r = chan_conn_pair(&mine, &theirs);
+			if (r < 0) {
+				report(path, chan_errname(r),
+				       "socketpair: %s", strerror(errno));
+				status = EXIT_USAGE;
+			}
+			m.reply_fd = chan_conn_fd(theirs);
+		}
+		if (status) {
+			/* nothing */
+		} else if (!msg) {
+			report(name, "NO_MEMORY", "out of memory");
+			status = EXIT_USAGE;
+		} else if (tf_build(msg, j, fdmap_source, &m, &err) < 0) {
+			report(name, err.name,
+			       "value %lu (line %lu column %lu)%s%s", n, line,
+			       col, strncmp(err.msg, "at /", 4) ? ": " : " ",
+			       err.msg);
+			status = !strcmp(err.name, "INVALID_ARGUMENT")
+					 ? EXIT_USAGE
+					 : status_of(err.name);
+		} else if ((r = chan_conn_send(conn, msg, -1)) < 0 ||
+			   (r = chan_conn_flush(conn, -1)) < 0) {
+			report(path, chan_errname(r), "send: %s",
+			       r == CHAN_E_SYSTEM ? strerror(errno)
+						  : chan_strerror(r));
+			status = chan_error_scope(r) == CHAN_SCOPE_LOCAL &&
+						 r != CHAN_E_SYSTEM
+					 ? EXIT_REJECTED
+					 : EXIT_USAGE;
+		}
+		/* Our copies of the sent end go now, so that a peer that
+		 * closes it without answering is seen as CONNECTION_CLOSED. */
+		chan_msg_free(msg);
+		chan_conn_free(theirs);
+		json_decref(j);
+		if (!status && m.reply_used) {
+			r = chan_conn_recv(mine, &answer, (int)timeout);
+			if (r == 0) {
+				print_message(answer, o.pretty);
+				chan_msg_free(answer);
+			} else {
+				report(path, chan_errname(r),
+				       "waiting for the reply to value %lu: %s",
+				       n,
+				       r == CHAN_E_SYSTEM ? strerror(errno)
+							  : chan_strerror(r));
+				status = r == CHAN_E_TIMEOUT ||
+							 r == CHAN_E_SYSTEM
+						 ? EXIT_USAGE
+						 : EXIT_REJECTED;
+			}
+		}
+		chan_conn_free(mine);
+		n++;
+		if (status)
+			break;
+	}
+	if (r < 0 && !status) {
+		report(name, err.name, "%s", err.msg);
+		status = status_of(err.name);
+	}
+out:
+	chan_conn_free(conn);
+	tf_reader_free(rd);
+	close_input(in);
+	for (i = 0; i < (int)CHAN_HARD_MAX_HANDLES; i++)
+		if (m.owned[i])
+			close(m.fd[i]);
+	if (fflush(stdout) == EOF && !status)
+		status = EXIT_USAGE;
+	return status;
+}

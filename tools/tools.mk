@@ -1,0 +1,39 @@
+# chancodec: the command-line tool (tools/), its man page and its tests.
+#
+#   make                       builds $(BUILD)/chancodec
+#   make test-chancodec        tools/tests/run.sh (part of `make test`)
+#   make test-chancodec-big    the 1 GiB bounded-memory stream (not in `make test`)
+#   make install               also installs chancodec and chancodec.1
+
+DEB_PACKAGES += libjansson-dev jq groff-base python3
+
+CHANCODEC      := $(BUILD)/chancodec
+CHANCODEC_SRCS := $(sort $(wildcard tools/*.c))
+CHANCODEC_OBJS := $(CHANCODEC_SRCS:tools/%.c=$(BUILD)/obj/tools/%.o)
+CHANCODEC_LIBS  = $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson) -lpthread -lm
+
+all: $(CHANCODEC)
+
+$(BUILD)/obj/tools/%.o: tools/%.c $(wildcard tools/*.h) c/include/chan.h $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itools $(shell pkg-config --cflags jansson 2>/dev/null) -c $< -o $@
+
+$(CHANCODEC): $(CHANCODEC_OBJS) $(LIBCHAN_A)
+	$(CC) $(ALL_LDFLAGS) -o $@ $(CHANCODEC_OBJS) $(LIBCHAN_A) $(CHANCODEC_LIBS)
+
+.PHONY: test-chancodec test-chancodec-big lint-chancodec-man install-chancodec
+test-chancodec: $(CHANCODEC)
+	CHANCODEC=$(CURDIR)/$(CHANCODEC) tools/tests/run.sh
+TEST_TARGETS += test-chancodec
+
+test-chancodec-big: $(CHANCODEC)
+	CHANCODEC=$(CURDIR)/$(CHANCODEC) tools/tests/bigstream.sh 1024
+
+lint-chancodec-man:
+	groff -man -ww -z tools/chancodec.1
+
+install-chancodec: $(CHANCODEC)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(CHANCODEC) $(DESTDIR)$(BINDIR)/chancodec
+	install -m 644 tools/chancodec.1 $(DESTDIR)$(MANDIR)/man1/chancodec.1
+INSTALL_TARGETS += install-chancodec
