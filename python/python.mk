@@ -1,0 +1,33 @@
+# python/: chan's independent Python binding (issue 8), run with Debian's Python.
+#
+#   make test-python    unit, transport, oracle, interop, install, example and
+#                       conformance tests of the binding; prints
+#                       "python: N passed, 0 failed"
+#   make bench-python   python/bench.py (chan vs multiprocessing, codec vs pickle)
+#
+# The C helpers in python/interop/ (interop peers, the codec oracle) link
+# libchan.a; the binding itself never does.
+
+PY         := /usr/bin/python3
+PY_BUILD   := $(BUILD)/python
+PY_C_SRCS  := $(sort $(wildcard python/interop/*.c))
+PY_C_BINS  := $(PY_C_SRCS:python/interop/%.c=$(PY_BUILD)/bin/%)
+
+DEB_PACKAGES += python3 python3-protobuf python3-setuptools python3-wheel python3-venv python3-pip
+
+$(PY_BUILD)/bin/%: python/interop/%.c c/include/chan.h $(LIBCHAN_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBCHAN_A) $(ALL_LDFLAGS) -lpthread
+
+PY_TEST_ENV = CHAN_SOURCE_DIR=$(CURDIR) CHAN_PY_BIN=$(CURDIR)/$(PY_BUILD)/bin \
+	CHAN_PY_WORK=$(CURDIR)/$(PY_BUILD)/work PYTHONDONTWRITEBYTECODE=1
+
+.PHONY: test-python bench-python
+test-python: $(PY_C_BINS) $(DEPS_STAMP)
+	@mkdir -p $(PY_BUILD)/work
+	$(PY_TEST_ENV) $(PY) python/tests/run.py
+
+bench-python: $(DEPS_STAMP)
+	$(PY) python/bench.py
+
+TEST_TARGETS += test-python

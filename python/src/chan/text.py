@@ -1,0 +1,236 @@
+"""The chan/1 text form (SPEC.md §12): strict JSON for values, for people and tools.
+
+``dumps(value)`` renders the canonical compact form (``pretty=True``: 2-space
+indentation, like ``jq .``); ``loads(text)`` parses it back.  Handles render as
+``{"$fd":INDEX}`` / ``{"$conn":INDEX}`` with their table index (the k-th handle
+met depth-first has index k) and parse back as :class:`chan.Handle` objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any, Dict, List, Tuple
+
+from ._codec import KIND_CONN, KIND_FD, Handle
+from ._errors import error
+
+_MAX_SAFE = (1 << 53) - 1
+_MARKERS = ("$int", "$float", "$bytes", "$fd", "$conn")
+
+
+def _float_text(x: float) -> str:
+    """Shortest round-trip decimal laid out as ECMAScript Number::toString, with
+    '.0' appended when that has neither '.' nor 'e'."""
+    if x == 0:
+        return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
+    r = repr(abs(x))  # shortest round-trip digits (Python >= 3.1)
+    mant, _, exp = r.partition("e")
+    e = int(exp) if exp else 0
+    if "." in mant:
+        ip, fp = mant.split(".")
+    else:
+        ip, fp = mant, ""
+    digits = (ip + fp).lstrip("0")
+    # value = 0.digits... : position of the decimal point relative to digits
+    lead_zeros = len(ip + fp) - len((ip + fp).lstrip("0"))
+    n = len(ip) + e - lead_zeros  # ECMAScript n: value = 0.d1d2... * 10^n
+    digits = digits.rstrip("0")
+    k = len(digits)
+    if k <= n <= 21:
+        s = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        s = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        s = "0." + "0" * (-n) + digits
+    else:
+        ee = n - 1
+        sign = "+" if ee >= 0 else "-"
+        s = digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + sign + str(abs(ee))
+    if "." not in s and "e" not in s:
+        s += ".0"
+    return ("-" if x < 0 else "") + s
+
+
+def _str_text(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+class _Render:
+    def __init__(self, pretty: bool) -> None:
+        self.pretty = pretty
+        self.handles = 0
+
+    def render(self, v: Any, ind: int) -> str:
+        t = type(v)
+        pretty = self.pretty
+        if v is None:
+            return "null"
+        if t is bool:
+            return "true" if v else "false"
+        if t is int:
+            if -_MAX_SAFE <= v <= _MAX_SAFE:
+                return str(v)
+            return self.obj([('"$int"', '"%d"' % v)], ind)
+        if t is float:
+            if v != v:
+                return self.obj([('"$float"', '"NaN"')], ind)
+            if math.isinf(v):
+                return self.obj([('"$float"', '"Infinity"' if v > 0 else '"-Infinity"')], ind)
+            return _float_text(v)
+        if t is str:
+            return _str_text(v)
+        if t is bytes or t is bytearray or t is memoryview:
+            return self.obj([('"$bytes"', '"%s"' % base64.b64encode(bytes(v)).decode("ascii"))], ind)
+        if t is list or t is tuple:
+            if not v:
+                return "[]"
+            items = [self.render(x, ind + 1) for x in v]
+            if pretty:
+                pad = "  " * (ind + 1)
+                return "[\n" + ",\n".join(pad + x for x in items) + "\n" + "  " * ind + "]"
+            return "[" + ",".join(items) + "]"
+        if t is dict:
+            if not v:
+                return "{}"
+            members: List[Tuple[str, str]] = []
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    raise error("INVALID_ARGUMENT", "map keys must be str")
+                key = "$" + k if k.startswith("$") else k
+                members.append((_str_text(key), self.render(x, ind + 1)))
+            return self.obj(members, ind)
+        kind = getattr(v, "_chan_kind", None)
+        if kind is None and hasattr(v, "fileno"):
+            kind = KIND_FD
+        if kind is not None:
+            i = self.handles
+            self.handles += 1
+            return self.obj([('"$%s"' % ("conn" if kind == KIND_CONN else "fd"), str(i))], ind)
+        if isinstance(v, bool):
+            return self.render(bool(v), ind)
+        if isinstance(v, int):
+            return self.render(int(v), ind)
+        if isinstance(v, float):
+            return self.render(float(v), ind)
+        if isinstance(v, str):
+            return self.render(str(v), ind)
+        if isinstance(v, dict):
+            return self.render(dict(v), ind)
+        if isinstance(v, (list, tuple)):
+            return self.render(list(v), ind)
+        raise error("INVALID_ARGUMENT", f"cannot render a {t.__name__}")
+
+    def obj(self, members: List[Tuple[str, str]], ind: int) -> str:
+        if self.pretty:
+            pad = "  " * (ind + 1)
+            return "{\n" + ",\n".join(f"{pad}{k}: {x}" for k, x in members) + "\n" + "  " * ind + "}"
+        return "{" + ",".join(f"{k}:{x}" for k, x in members) + "}"
+
+
+def dumps(value: Any, *, pretty: bool = False) -> str:
+    """The text form of value (canonical compact rendering unless pretty)."""
+    return _Render(pretty).render(value, 0)
+
+
+class _Raw:
+    """A parsed JSON object before marker resolution: its members in order."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: List[Tuple[str, Any]]) -> None:
+        self.pairs = pairs
+
+
+def _pairs_hook(pairs: List[Tuple[str, Any]]) -> Any:
+    seen = set()
+    for k, _v in pairs:
+        if k in seen:
+            raise error("DUPLICATE_KEY", f"text form object repeats the key {k!r}")
+        seen.add(k)
+    return _Raw(pairs)
+
+
+def _bad_constant(name: str) -> Any:
+    raise error("INVALID_ARGUMENT", f"{name} is not JSON; write {{\"$float\":\"{name}\"}}")
+
+
+def _check_str(s: str) -> str:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error("INVALID_UTF8", "text form string holds a lone surrogate escape") from None
+    return s
+
+
+def _resolve(v: Any) -> Any:
+    t = type(v)
+    if t is str:
+        return _check_str(v)
+    if t is int:
+        if v < -(1 << 63) or v >= (1 << 63):
+            raise error("INVALID_ARGUMENT", f"integer {v} does not fit in 64 bits")
+        return v
+    if t is list:
+        return [_resolve(x) for x in v]
+    if t is _Raw:
+        pairs = v.pairs
+        if len(pairs) == 1 and pairs[0][0] in _MARKERS:
+            return _marker(pairs[0][0], pairs[0][1])
+        out: Dict[str, Any] = {}
+        for k, x in pairs:
+            if k.startswith("$"):
+                if not k.startswith("$$"):
+                    raise error("INVALID_ARGUMENT", f"key {k!r} starts with '$' but is not a marker")
+                k = k[1:]
+            if k in out:
+                raise error("DUPLICATE_KEY", f"text form object repeats the key {k!r}")
+            out[_check_str(k)] = _resolve(x)
+        return out
+    return v  # None, bool, float
+
+
+def _marker(key: str, arg: Any) -> Any:
+    if key == "$int":
+        if type(arg) is str and arg and (arg.lstrip("-").isdigit() and arg.isascii()):
+            v = int(arg)
+            if -(1 << 63) <= v < (1 << 63):
+                return v
+        raise error("INVALID_ARGUMENT", f"bad $int {arg!r}")
+    if key == "$float":
+        if arg == "NaN":
+            return math.nan
+        if arg == "Infinity":
+            return math.inf
+        if arg == "-Infinity":
+            return -math.inf
+        raise error("INVALID_ARGUMENT", f"bad $float {arg!r}")
+    if key == "$bytes":
+        if type(arg) is str:
+            try:
+                return base64.b64decode(arg.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError, ValueError):
+                pass
+        raise error("INVALID_ARGUMENT", f"bad $bytes {arg!r}")
+    # $fd / $conn
+    if type(arg) is int and arg >= 0:
+        return Handle(KIND_FD if key == "$fd" else KIND_CONN, arg)
+    raise error("INVALID_ARGUMENT", f"bad {key} {arg!r}")
+
+
+def loads(text: Any) -> Any:
+    """Parse the text form (str or UTF-8 bytes).  Handles become :class:`Handle`."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise error("INVALID_UTF8", "text form input is not valid UTF-8") from None
+    try:
+        raw = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_bad_constant)
+    except ValueError as exc:
+        if hasattr(exc, "name"):
+            raise
+        raise error("INVALID_ARGUMENT", f"not JSON: {exc}") from None
+    return _resolve(raw)
