@@ -272,6 +272,8 @@ class Connection:
                             break
                         except BlockingIOError:
                             continue
+            except ChanError:
+                raise
             except (BrokenPipeError, ConnectionResetError):
                 raise error("CONNECTION_CLOSED", "the peer closed the connection") from None
             except OSError as exc:
@@ -300,6 +302,8 @@ class Connection:
                         n = sock.send(self._pending, _MSG_NOSIGNAL | _MSG_DONTWAIT)
                     except BlockingIOError:
                         continue
+            except ChanError:
+                raise
             except (BrokenPipeError, ConnectionResetError):
                 self._pending = b""
                 raise error("CONNECTION_CLOSED", "the peer closed the connection") from None

@@ -12,12 +12,14 @@ import base64
 import binascii
 import json
 import math
+import re
 from typing import Any, Dict, List, Tuple
 
 from ._codec import KIND_CONN, KIND_FD, Handle
 from ._errors import error
 
 _MAX_SAFE = (1 << 53) - 1
+_INT_RE = re.compile(r"-?(0|[1-9][0-9]*)\Z")
 _MARKERS = ("$int", "$float", "$bytes", "$fd", "$conn")
 
 
@@ -194,7 +196,7 @@ def _resolve(v: Any) -> Any:
 
 def _marker(key: str, arg: Any) -> Any:
     if key == "$int":
-        if type(arg) is str and arg and (arg.lstrip("-").isdigit() and arg.isascii()):
+        if type(arg) is str and _INT_RE.match(arg):
             v = int(arg)
             if -(1 << 63) <= v < (1 << 63):
                 return v
