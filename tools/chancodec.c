@@ -126,6 +126,16 @@ common_option(struct common_opts *o, int opt, const char *arg)
 	case OPT_PRETTY:
 		o->pretty = 1;
 		return 1;
+	case OPT_COUNT: {
+		uint32_t n;
+
+		if (parse_count(arg, UINT32_MAX, &n) < 0) {
+			usage_error("--count: '%s' is not a number >= 1", arg);
+			return -1;
+		}
+		o->count = n;
+		return 1;
+	}
 	}
 	return 0;
 }
@@ -345,21 +355,22 @@ encode_file(FILE *in, const char *name, FILE *out, struct placeholders *ph,
 			       err.msg);
 			status = status_of(err.name);
 		} else {
-			rc = chan_encoded_size(msg, &len);
-			if (rc == 0 && len > *cap) {
+			int e = chan_encoded_size(msg, &len);
+
+			if (e == 0 && len > *cap) {
 				free(*buf);
 				*buf = malloc(len);
 				*cap = *buf ? len : 0;
 				if (!*buf)
-					rc = CHAN_E_NO_MEMORY;
+					e = CHAN_E_NO_MEMORY;
 			}
-			if (rc == 0)
-				rc = chan_encode(msg, *buf, *cap, &len);
-			if (rc < 0) {
-				report(name, chan_errname(rc),
+			if (e == 0)
+				e = chan_encode(msg, *buf, *cap, &len);
+			if (e < 0) {
+				report(name, chan_errname(e),
 				       "value %lu (line %lu column %lu): %s",
-				       n, line, col, chan_strerror(rc));
-				status = status_of(chan_errname(rc));
+				       n, line, col, chan_strerror(e));
+				status = status_of(chan_errname(e));
 			} else {
 				fwrite(*buf, 1, len, out);
 			}
@@ -456,6 +467,7 @@ usage_decode(FILE *out)
 		"Read frames from each FILE or standard input and print each "
 		"message's text,\none per line (canonical form).\n\n"
 		"  -p, --pretty          indented output for people\n"
+		"  -n, --count=N         stop after N frames\n"
 		"      --max-payload=N   payload limit (default 16M, at most "
 		"1G)\n"
 		"      --max-handles=N   handle limit (default 64, at most "
@@ -476,6 +488,7 @@ usage_check(FILE *out)
 		"error is reported by NAME on stderr.\n\n"
 		"  -v, --verbose         print \"FILE: OK: N frames\" for "
 		"valid files\n"
+		"  -n, --count=N         stop after N frames\n"
 		"      --max-payload=N   payload limit (default 16M, at most "
 		"1G)\n"
 		"      --max-handles=N   handle limit (default 64, at most "
@@ -492,10 +505,11 @@ decode_stream(FILE *in, const char *name, const struct common_opts *o,
 	      int print, int verbose)
 {
 	struct frame_reader fr = {0};
-	int rc, status = EXIT_OK;
+	int rc = 0, status = EXIT_OK;
 
 	fr.fp = in;
-	while ((rc = frame_next(&fr, &o->limits)) == 1) {
+	while ((!o->count || fr.index < o->count) &&
+	       (rc = frame_next(&fr, &o->limits)) == 1) {
 		chan_msg *msg = NULL;
 
 		rc = chan_decode(fr.buf, fr.len, NULL, 0,
@@ -531,10 +545,10 @@ cmd_decode_or_check(int argc, char **argv, int print)
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct common_opts o = {{0, 0, 0}, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0};
 	int c, i, status = EXIT_OK, verbose = 0;
 
-	while ((c = getopt_long(argc, argv, print ? "+ph" : "+vh", longopts,
+	while ((c = getopt_long(argc, argv, print ? "+pn:h" : "+vn:h", longopts,
 				NULL)) != -1) {
 		int r = common_option(&o, c, optarg);
 

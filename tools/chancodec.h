@@ -31,19 +31,22 @@ int status_of(const char *name);
 struct common_opts {
 	struct chan_limits limits;
 	int pretty;
+	unsigned long count; /* --count N: at most N messages; 0 = all */
 };
-/* Handle the long options --max-payload/--max-handles/--max-depth/--pretty.
+/* Handle the options --max-payload/--max-handles/--max-depth/--pretty/--count.
  * Returns 1 if opt was one of them (0 if not, -1 on a bad argument). */
 int common_option(struct common_opts *o, int opt, const char *arg);
 #define OPT_MAX_PAYLOAD 1001
 #define OPT_MAX_HANDLES 1002
 #define OPT_MAX_DEPTH 1003
 #define OPT_PRETTY 'p'
+#define OPT_COUNT 'n'
 #define COMMON_LONGOPTS                                                        \
 	{"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},             \
 	{"max-handles", required_argument, NULL, OPT_MAX_HANDLES},             \
 	{"max-depth", required_argument, NULL, OPT_MAX_DEPTH},                 \
-	{"pretty", no_argument, NULL, OPT_PRETTY}
+	{"pretty", no_argument, NULL, OPT_PRETTY},                             \
+	{"count", required_argument, NULL, OPT_COUNT}
 
 /* Open FILE for reading ("-" = stdin).  NULL after reporting. */
 FILE *open_input(const char *path, const char **ret_display);

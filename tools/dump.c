@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COMMENT_COLUMN 32
+#define COMMENT_COLUMN 44
 
 enum mtype { M_VALUE, M_NULL, M_LIST, M_MAP, M_ENTRY, M_HANDLE };
 enum ftype { F_MSG, F_BOOL, F_SINT, F_UINT, F_KIND, F_DOUBLE, F_TEXT, F_BYTES };
@@ -108,28 +108,29 @@ varint_len(uint64_t v)
 	return n;
 }
 
-/* One output line: indent, hex of p[0..n), padding, "# comment". */
-static void
-line(FILE *out, int level, const unsigned char *p, size_t n,
-     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* One output line in the layout of the conformance vectors (.vec): two spaces
+ * plus two per level, the hex, and the comment from column 46. */
+static void line(FILE *out, int level, const unsigned char *p, size_t n,
+		 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 static void
 line(FILE *out, int level, const unsigned char *p, size_t n, const char *fmt,
      ...)
 {
-	int col = 0, i;
+	int col = 2, i;
 	size_t k;
 	va_list ap;
 
+	fputs("  ", out);
 	for (i = 0; i < level; i++)
 		col += fprintf(out, "  ");
 	for (k = 0; k < n; k++)
 		col += fprintf(out, k ? " %02x" : "%02x", p[k]);
 	if (fmt) {
-		do
-			putc(' ', out);
-		while (++col < COMMENT_COLUMN);
-		fputs("# ", out);
+		if (col <= COMMENT_COLUMN)
+			fprintf(out, "%*s # ", COMMENT_COLUMN - col, "");
+		else
+			fputs("  # ", out);
 		va_start(ap, fmt);
 		vfprintf(out, fmt, ap);
 		va_end(ap);
@@ -137,29 +138,53 @@ line(FILE *out, int level, const unsigned char *p, size_t n, const char *fmt,
 	putc('\n', out);
 }
 
-/* Bytes as a quoted, escaped excerpt for comments (at most max bytes). */
+/* Bytes quoted for comments: printable ASCII as is, the rest \xNN. */
 static void
-excerpt(char *dst, size_t cap, const unsigned char *p, size_t n, size_t max)
+qstr(char *dst, size_t cap, const unsigned char *p, size_t n)
 {
 	size_t o = 0, i;
 
 	dst[o++] = '"';
-	for (i = 0; i < n && i < max && o + 8 < cap; i++) {
+	for (i = 0; i < n && o + 6 < cap; i++) {
 		unsigned char c = p[i];
 
-		if (c == '"' || c == '\\')
-			o += (size_t)snprintf(dst + o, cap - o, "\\%c", c);
-		else if (c < 0x20 || c == 0x7f)
-			o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", c);
-		else
+		if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
 			dst[o++] = (char)c;
+		else
+			o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", c);
 	}
-	if (i < n)
-		o += (size_t)snprintf(dst + o, cap - o, "...");
 	snprintf(dst + o, cap - o, "\"");
 }
 
-/* Raw bytes, 16 per line, with a comment on the first line. */
+/* String, key or bytes contents: 16 bytes a line, each with a comment
+ * ("UTF-8 "..."" or "bytes A-B", plus " [A..B]" when there are more than
+ * 16 bytes). */
+static void
+data_lines(FILE *out, int level, const unsigned char *p, size_t n,
+	   const char *what)
+{
+	size_t off;
+
+	for (off = 0; off < n; off += 16) {
+		size_t m = n - off < 16 ? n - off : 16;
+		char cm[160], q[80];
+		int len;
+
+		if (what) {
+			qstr(q, sizeof(q), p + off, m);
+			len = snprintf(cm, sizeof(cm), "%s %s", what, q);
+		} else {
+			len = snprintf(cm, sizeof(cm), "bytes %zu-%zu", off,
+				       off + m - 1);
+		}
+		if (n > 16)
+			snprintf(cm + len, sizeof(cm) - (size_t)len,
+				 " [%zu..%zu]", off, off + m - 1);
+		line(out, level, p + off, m, "%s", cm);
+	}
+}
+
+/* Raw bytes that cannot be parsed, 16 per line, the reason on the first. */
 static void
 raw(FILE *out, int level, const unsigned char *p, size_t n, const char *what)
 {
@@ -183,47 +208,28 @@ nonmin(size_t used, uint64_t v)
 	return used > varint_len(v) ? " (non-minimal varint)" : "";
 }
 
-/* Peek into a Handle body for a summary of the reference. */
-static void
-handle_summary(const unsigned char *p, const unsigned char *end, char *dst,
-	       size_t cap)
-{
-	uint64_t tag, v, index = 0, kind = 0;
-	size_t n;
-
-	while (p < end) {
-		if (varint(p, end, &tag, &n) < 0)
-			break;
-		p += n;
-		if ((tag & 7) != 0 || varint(p, end, &v, &n) < 0)
-			break;
-		p += n;
-		if (tag >> 3 == 1)
-			index = v;
-		else if (tag >> 3 == 2)
-			kind = v;
-	}
-	snprintf(dst, cap, "{\"$%s\":%" PRIu64 "}",
-		 kind == CHAN_KIND_CONN ? "conn"
-		 : kind == CHAN_KIND_FD ? "fd"
-					: "?",
-		 index);
-}
-
 static void walk(FILE *out, const unsigned char *p, const unsigned char *end,
 		 enum mtype mt, int level);
 
+/* A LEN field: the tag and length on one line, the contents below. */
 static void
 field_len(FILE *out, const struct mdef *md, unsigned num,
-	  const struct fdef *fd, const unsigned char *tagp, size_t taglen,
-	  const unsigned char *p, const unsigned char *end, int level)
+	  const struct fdef *fd, unsigned rep, const unsigned char *tagp,
+	  size_t taglen, const unsigned char *p, const unsigned char *end,
+	  int level)
 {
 	uint64_t len;
 	size_t n;
 	int r = varint(p, end, &len, &n);
 	const unsigned char *data = p + n;
-	char ex[128];
+	char fname[64];
 
+	/* List.items and Map.entries repeat: number them */
+	if (md == &MDEFS[M_LIST] || md == &MDEFS[M_MAP])
+		snprintf(fname, sizeof(fname), "%s.%s[%u]", md->name,
+			 fd->name, rep);
+	else
+		snprintf(fname, sizeof(fname), "%s.%s", md->name, fd->name);
 	if (r < 0) {
 		raw(out, level, tagp, (size_t)(end - tagp),
 		    r == -1 ? "?? length varint runs past the end (MALFORMED)"
@@ -232,51 +238,24 @@ field_len(FILE *out, const struct mdef *md, unsigned num,
 	}
 	if (len > (uint64_t)(end - data)) {
 		line(out, level, tagp, taglen + n,
-		     "%s.%s (%u:LEN) length %" PRIu64
-		     " but only %zu bytes left (MALFORMED)",
-		     md->name, fd->name, num, len, (size_t)(end - data));
+		     "%s (%u:LEN) len %" PRIu64
+		     " ?? but only %zu bytes are left (MALFORMED)",
+		     fname, num, len, (size_t)(end - data));
 		if (end > data)
 			raw(out, level + 1, data, (size_t)(end - data),
 			    "?? the bytes left");
 		return;
 	}
-	if (fd->type == F_MSG) {
-		ex[0] = '\0';
-		if (fd->sub == M_HANDLE) {
-			char s[100];
-
-			handle_summary(data, data + len, s, sizeof(s));
-			snprintf(ex, sizeof(ex), ": %s", s);
-		}
-		line(out, level, tagp, taglen + n,
-		     "%s.%s (%u:LEN) %" PRIu64 " byte%s%s%s", md->name,
-		     fd->name, num, len, len == 1 ? "" : "s", nonmin(n, len),
-		     ex);
+	line(out, level, tagp, taglen + n,
+	     "%s (%u:LEN) len %" PRIu64 "%s%s%s", fname, num, len,
+	     fd->type == F_MSG && fd->sub == M_NULL && len == 0 ? " = Null{}"
+								 : "",
+	     nonmin(taglen, (uint64_t)num << 3 | 2), nonmin(n, len));
+	if (fd->type == F_MSG)
 		walk(out, data, data + len, fd->sub, level + 1);
-		return;
-	}
-	/* text or bytes */
-	excerpt(ex, sizeof(ex), data, (size_t)len, 40);
-	if (len <= 16 && taglen + n + len <= 20) {
-		const unsigned char *s = tagp;
-
-		line(out, level, s, taglen + n + (size_t)len,
-		     "%s.%s (%u:LEN) %" PRIu64 " byte%s%s %s", md->name,
-		     fd->name, num, len, len == 1 ? "" : "s", nonmin(n, len),
-		     ex);
-	} else {
-		size_t k;
-
-		line(out, level, tagp, taglen + n,
-		     "%s.%s (%u:LEN) %" PRIu64 " bytes%s %s", md->name,
-		     fd->name, num, len, nonmin(n, len), ex);
-		for (k = 0; k < len; k += 16) {
-			size_t m = len - k < 16 ? (size_t)(len - k) : 16;
-
-			excerpt(ex, sizeof(ex), data + k, m, 16);
-			line(out, level + 1, data + k, m, "%s", ex);
-		}
-	}
+	else
+		data_lines(out, level + 1, data, (size_t)len,
+			   fd->type == F_TEXT ? "UTF-8" : NULL);
 }
 
 static void
@@ -284,6 +263,7 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
      enum mtype mt, int level)
 {
 	const struct mdef *md = &MDEFS[mt];
+	unsigned rep = 0;
 
 	while (p < end) {
 		const unsigned char *tagp = p;
@@ -316,8 +296,9 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 		fd = num <= md->nfields ? &md->fields[num] : NULL;
 		if (!fd || fd->wt != wt) {
 			/* show the field, skipped by its wire type */
-			const char *why = fd ? "wrong wire type (MALFORMED)"
-					     : "unknown field (UNKNOWN_FIELD)";
+			const char *why = fd ? "?? wrong wire type (MALFORMED)"
+					     : "?? unknown field "
+					       "(UNKNOWN_FIELD)";
 			uint64_t skip = 0;
 
 			if (wt == 0) {
@@ -354,14 +335,14 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 			}
 			if (fd->type == F_SINT)
 				line(out, level, tagp, tn + n,
-				     "%s.%s (%u:varint) %" PRId64
-				     " (zigzag %" PRIu64 ")%s%s",
+				     "%s.%s (%u:VARINT) zigzag(%" PRId64
+				     ") = %" PRIu64 "%s%s",
 				     md->name, fd->name, num,
 				     (int64_t)(v >> 1) ^ -(int64_t)(v & 1), v,
 				     nonmin(tn, tag), nonmin(n, v));
 			else if (fd->type == F_BOOL)
 				line(out, level, tagp, tn + n,
-				     "%s.%s (%u:varint) %s%s%s", md->name,
+				     "%s.%s (%u:VARINT) = %s%s%s", md->name,
 				     fd->name, num,
 				     v == 0   ? "false"
 				     : v == 1 ? "true"
@@ -369,15 +350,15 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 				     nonmin(tn, tag), nonmin(n, v));
 			else if (fd->type == F_KIND)
 				line(out, level, tagp, tn + n,
-				     "%s.%s (%u:varint) %" PRIu64 " = %s%s%s",
+				     "%s.%s (%u:VARINT) = %" PRIu64 " (%s)%s%s",
 				     md->name, fd->name, num, v,
-				     v == CHAN_KIND_FD     ? "fd"
+				     v == CHAN_KIND_FD	   ? "fd"
 				     : v == CHAN_KIND_CONN ? "conn"
-							   : "?? unknown kind",
+							   : "unregistered",
 				     nonmin(tn, tag), nonmin(n, v));
 			else
 				line(out, level, tagp, tn + n,
-				     "%s.%s (%u:varint) %" PRIu64 "%s%s",
+				     "%s.%s (%u:VARINT) = %" PRIu64 "%s%s",
 				     md->name, fd->name, num, v,
 				     nonmin(tn, tag), nonmin(n, v));
 			p += n;
@@ -385,11 +366,13 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 		case 1: {
 			uint64_t bits = 0;
 			double d;
-			char fb[96];
+			char fb[48];
 			int k;
 
+			line(out, level, tagp, tn, "%s.%s (%u:I64)%s",
+			     md->name, fd->name, num, nonmin(tn, tag));
 			if (end - p < 8) {
-				raw(out, level, tagp, (size_t)(end - tagp),
+				raw(out, level + 1, p, (size_t)(end - p),
 				    "?? fixed64 runs past the end (MALFORMED)");
 				return;
 			}
@@ -397,31 +380,33 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 				bits = bits << 8 | p[k];
 			memcpy(&d, &bits, 8);
 			if (isnan(d))
-				snprintf(fb, sizeof(fb), "NaN (0x%016" PRIx64
-					 ")%s",
-					 bits,
-					 bits == 0x7ff8000000000000u
-						 ? ""
-						 : " ?? not the canonical NaN "
-						   "(NONCANONICAL)");
+				snprintf(fb, sizeof(fb), "{\"$float\":\"NaN\"}");
 			else if (isinf(d))
-				snprintf(fb, sizeof(fb), "%s",
-					 d < 0 ? "-Infinity" : "Infinity");
+				snprintf(fb, sizeof(fb),
+					 "{\"$float\":\"%sInfinity\"}",
+					 d < 0 ? "-" : "");
 			else
 				tf_format_double(d, fb);
-			line(out, level, tagp, tn + 8, "%s.%s (%u:fixed64) %s%s",
-			     md->name, fd->name, num, fb, nonmin(tn, tag));
+			line(out, level + 1, p, 8, "binary64 0x%016" PRIx64
+			     " = %s%s", bits, fb,
+			     isnan(d) && bits != 0x7ff8000000000000u
+				     ? " ?? not the canonical NaN "
+				       "(NONCANONICAL)"
+				     : "");
 			p += 8;
 			break;
 		}
 		default:
-			field_len(out, md, num, fd, tagp, tn, p, end, level);
+			field_len(out, md, num, fd, rep, tagp, tn, p, end,
+				  level);
 			r = varint(p, end, &v, &n);
 			if (r < 0 || v > (uint64_t)(end - p - n))
 				return;
 			p += n + v;
 			break;
 		}
+		if (num == 1 && (mt == M_LIST || mt == M_MAP))
+			rep++;
 	}
 }
 
@@ -429,18 +414,17 @@ static void
 dump_header(FILE *out, const unsigned char *b, size_t len,
 	    const struct chan_header *h)
 {
+	char q[40];
+
 	if (len < CHAN_HEADER_SIZE) {
 		raw(out, 0, b, len, "?? header: fewer than 16 bytes");
 		return;
 	}
-	line(out, 0, b, 4, "magic \"%c%c%c%c\"%s",
-	     b[0] >= 0x20 && b[0] < 0x7f ? b[0] : '.',
-	     b[1] >= 0x20 && b[1] < 0x7f ? b[1] : '.',
-	     b[2] >= 0x20 && b[2] < 0x7f ? b[2] : '.',
-	     b[3] >= 0x20 && b[3] < 0x7f ? b[3] : '.',
+	qstr(q, sizeof(q), b, 4);
+	line(out, 0, b, 4, "magic %s%s", q,
 	     memcmp(b, "CHAN", 4) ? " ?? not \"CHAN\"" : "");
 	line(out, 0, b + 4, 1, "version %u", h->version);
-	line(out, 0, b + 5, 1, "flags %u", h->flags);
+	line(out, 0, b + 5, 1, "flags 0x%02x", h->flags);
 	line(out, 0, b + 6, 2, "handle_count %u", h->handle_count);
 	line(out, 0, b + 8, 4, "channel %" PRIu32, h->channel);
 	line(out, 0, b + 12, 4, "payload_length %" PRIu32, h->payload_length);
@@ -481,7 +465,7 @@ dump_stream(FILE *in, const char *name, const struct common_opts *o)
 	int rc, status = EXIT_OK;
 
 	fr.fp = in;
-	for (;;) {
+	while (!o->count || fr.index < o->count) {
 		chan_msg *msg = NULL;
 		int drc;
 
@@ -536,6 +520,7 @@ usage_dump(FILE *out)
 		"protobuf tags, lengths and\nhandle references, then the "
 		"decoder's verdict (\"# => OK: TEXT\" or\n\"# => NAME: ...\").  "
 		"Exit status 1 if a frame is invalid.\n\n"
+		"  -n, --count=N         stop after N frames\n"
 		"      --max-payload=N   payload limit (default 16M, at most "
 		"1G)\n"
 		"      --max-handles=N   handle limit (default 64, at most "
@@ -553,10 +538,10 @@ cmd_dump(int argc, char **argv)
 		COMMON_LONGOPTS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct common_opts o = {{0, 0, 0}, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0};
 	int c, i, status = EXIT_OK;
 
-	while ((c = getopt_long(argc, argv, "+h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+n:h", longopts, NULL)) != -1) {
 		int r = common_option(&o, c, optarg);
 
 		if (r < 0)

@@ -170,6 +170,7 @@ usage_listen(FILE *out)
 		"  # #N KIND: type=... dev=MAJ:MIN ino=... access=... "
 		"cloexec=... path=...\n\n"
 		"  --once             exit when the first connection ends\n"
+		"  -n, --count=N      exit after N messages\n"
 		"  --reply=TEXT       answer every conn handle received with "
 		"the message TEXT,\n"
 		"                     then close it (without --reply conn "
@@ -229,18 +230,18 @@ cmd_listen(int argc, char **argv)
 		{"reply", required_argument, NULL, OPT_REPLY},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct common_opts o = {{0, 0, 0}, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0};
 	const char *reply_text = NULL, *path;
 	chan_msg *reply = NULL;
 	chan_listener *l = NULL;
 	struct peer *peers = NULL;
 	struct pollfd *pfds = NULL;
 	size_t npeers = 0, i;
-	unsigned long nextid = 0;
+	unsigned long nextid = 0, nmsgs = 0;
 	int c, r, once = 0, status = EXIT_OK, done = 0;
 	struct sigaction sa;
 
-	while ((c = getopt_long(argc, argv, "+ph", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+pn:h", longopts, NULL)) != -1) {
 		r = common_option(&o, c, optarg);
 		if (r < 0)
 			return EXIT_USAGE;
@@ -367,6 +368,9 @@ cmd_listen(int argc, char **argv)
 				if (r == CHAN_E_WOULD_BLOCK)
 					break;
 				if (r == 0) {
+					nmsgs++;
+					if (o.count && nmsgs >= o.count)
+						done = 1;
 					print_message(msg, o.pretty);
 					if (reply)
 						reply_all(reply,
@@ -470,6 +474,7 @@ usage_send(FILE *out)
 		"                     on the other end and print it\n"
 		"  --timeout MS       give up waiting for a reply after MS "
 		"milliseconds\n"
+		"  -n, --count=N      send at most N messages\n"
 		"  -p, --pretty       indented output\n"
 		"  --max-payload=N, --max-handles=N, --max-depth=N   reply "
 		"limits\n"
@@ -530,7 +535,7 @@ cmd_send(int argc, char **argv)
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct common_opts o = {{0, 0, 0}, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0};
 	struct fdmap m;
 	const char *path, *input = "-", *name;
 	struct tf_reader *rd = NULL;
@@ -539,7 +544,7 @@ cmd_send(int argc, char **argv)
 	FILE *in = NULL;
 	unsigned long n = 0;
 	long timeout = -1;
-	int c, r, i, status = EXIT_OK;
+	int c, r = 0, i, status = EXIT_OK;
 	json_t *j;
 	char *end;
 
@@ -548,7 +553,7 @@ cmd_send(int argc, char **argv)
 		m.fd[i] = -1;
 	m.reply_index = -1;
 	m.reply_fd = -1;
-	while ((c = getopt_long(argc, argv, "+ph", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+pn:h", longopts, NULL)) != -1) {
 		r = common_option(&o, c, optarg);
 		if (r < 0) {
 			status = EXIT_USAGE;
@@ -623,7 +628,8 @@ cmd_send(int argc, char **argv)
 	}
 	chan_conn_set_limits(conn, &o.limits);
 
-	while ((r = tf_reader_next(rd, &j, &err)) == 1) {
+	while ((!o.count || n < o.count) &&
+	       (r = tf_reader_next(rd, &j, &err)) == 1) {
 		chan_msg *msg = chan_msg_new(NULL), *answer = NULL;
 		chan_conn *mine = NULL, *theirs = NULL;
 		unsigned long line, col;
