@@ -26,7 +26,7 @@ chan__free(const struct chan_allocator *a, void *p)
 #define ARENA_MAX_CHUNK (64u * 1024u)
 
 void *
-arena_alloc(struct arena *arena, size_t size)
+arena_alloc_slow(struct arena *arena, size_t size)
 {
 	struct arena_chunk *c = arena->head;
 	size_t hdr = align8(sizeof(struct arena_chunk));

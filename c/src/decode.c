@@ -1,11 +1,13 @@
 /*
  * decode.c - one frame -> value tree (SPEC.md §5-§9).
  *
- * Pass 1 (walk_*) is the validation walk of SPEC.md §7.3, front to back; the
- * first failing check is the error (§9.3).  It never recurses deeper than the
- * depth limit allows (3 calls per map level), so hostile nesting cannot
- * exhaust the stack (protobuf-c's unpack has no such bound).  It also counts
- * exactly what the tree needs, so pass 2 (build_*) fills one allocation.
+ * One pass (dec_*) is the validation walk of SPEC.md §7.3, front to back,
+ * building the tree as it goes; the first failing check is the error (§9.3).
+ * It never recurses deeper than the depth limit allows (3 calls per map
+ * level), so hostile nesting cannot exhaust the stack (protobuf-c's unpack has
+ * no such bound).  The fast path expects the one canonical byte at each
+ * position; anything else goes through next_field(), which applies steps 1-6
+ * with every check and so names the precise error.
  *
  * fds: the caller's array belongs to chan_decode from entry.  They are
  * attached to the message only after every check passed; every failure
@@ -38,13 +40,6 @@ struct field {
 	const uint8_t *data; /* LEN: first byte of the data */
 };
 
-struct walk {
-	uint32_t max_depth;
-	uint32_t handle_count;
-	int64_t prev_index;
-	uint32_t refs;
-	size_t bytes; /* arena bytes pass 2 will allocate */
-};
 
 /*
  * Read a varint.  MALFORMED if it runs past end, is longer than 10 bytes or
@@ -135,325 +130,376 @@ next_field(const uint8_t **pp, const uint8_t *end, const struct msgdef *def,
 	}
 }
 
-/* ---- pass 1: validate and count ---- */
+/* ---- the walk: validate and build in one pass ---- */
 
-static int walk_value(struct walk *w, const uint8_t *p, const uint8_t *end,
-		      uint32_t depth);
+struct dec {
+	chan_msg *msg;
+	uint32_t max_depth;
+	uint32_t handle_count;
+	int64_t prev_index;
+	uint32_t refs;
+	int error;          /* the first error; the walk stops there */
+	bool duplicate_key; /* reported after the walk (SPEC.md §7.3 step 10) */
+};
 
+/* The precise error for a field that the fast path did not expect: run
+ * steps 1-6 on it (they must fail: the fast path accepts every valid field
+ * of its position). */
 static int
-walk_text(struct walk *w, const struct field *f, bool utf8)
+field_error(const uint8_t *p, const uint8_t *end, const struct msgdef *def, uint32_t prev)
 {
-	if (utf8 && !chan__utf8_valid(f->data, f->value))
-		return CHAN_E_INVALID_UTF8;
-	w->bytes += align8(f->value + 1);
-	return 0;
+	struct field f;
+	int r = next_field(&p, end, def, &prev, &f);
+
+	return r < 0 ? r : CHAN_E_MALFORMED; /* not reached on valid input */
 }
 
-static int
-walk_null(const uint8_t *p, const uint8_t *end)
+static inline int
+read_len(const uint8_t **pp, const uint8_t *end, uint64_t *len)
 {
-	uint32_t prev = 0;
-	struct field f = {0};
+	bool nonmin;
+	int r;
 
-	if (p < end)
-		return next_field(&p, end, &NULL_DEF, &prev, &f);
-	return 0;
+	if (*pp < end && **pp < 0x80) {
+		*len = *(*pp)++;
+	} else {
+		if ((r = get_varint(pp, end, len, &nonmin)) < 0)
+			return r;
+		if (nonmin)
+			return CHAN_E_NONCANONICAL;
+	}
+	return *len > (uint64_t)(end - *pp) ? CHAN_E_MALFORMED : 0;
 }
 
-static size_t
-index_bytes(uint32_t count)
+static inline void *
+dec_alloc(struct dec *d, size_t n)
 {
-	uint32_t slots = 16;
+	void *p = arena_alloc(&d->msg->arena, n);
 
-	while (slots < count * 2u)
-		slots *= 2;
-	return align8(sizeof(struct map_index) + (size_t)slots * sizeof(uint32_t));
+	if (!p && !d->error)
+		d->error = CHAN_E_NO_MEMORY;
+	return p;
 }
 
-static int
-walk_child(struct walk *w, const struct field *f, uint32_t depth)
+static const char *
+dec_text(struct dec *d, const uint8_t *p, size_t n)
 {
-	if (depth + 1 > w->max_depth)
-		return CHAN_E_DEPTH_EXCEEDED;
-	return walk_value(w, f->data, f->data + f->value, depth + 1);
+	char *s = dec_alloc(d, n + 1);
+
+	if (s) {
+		memcpy(s, p, n);
+		s[n] = '\0';
+	}
+	return s;
 }
 
-static int
-walk_list(struct walk *w, const uint8_t *p, const uint8_t *end, uint32_t depth)
+static chan_value *dec_value(struct dec *d, const uint8_t *p, const uint8_t *end,
+			     uint32_t depth);
+
+static inline int
+fail_dec(struct dec *d, int err)
 {
-	uint32_t prev = 0, n = 0;
-	struct field f = {0};
+	if (!d->error)
+		d->error = err;
+	return d->error;
+}
+
+/* Move a container's children from the decode-time list into its array. */
+static bool
+finish_container(struct dec *d, chan_value *v, chan_value *first, uint32_t n)
+{
+	v->u.c.count = v->u.c.cap = n;
+	if (!n)
+		return true;
+	v->u.c.items = dec_alloc(d, (size_t)n * sizeof(chan_value *));
+	if (!v->u.c.items)
+		return false;
+	for (uint32_t i = 0; i < n; i++, first = first->aux.next)
+		v->u.c.items[i] = first;
+	return true;
+}
+
+static bool
+dec_list(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uint32_t depth)
+{
+	chan_value *first = NULL, *last = NULL, *item;
+	uint32_t n = 0;
+	uint64_t len;
 	int r;
 
 	while (p < end) {
-		if ((r = next_field(&p, end, &LIST_DEF, &prev, &f)) < 0)
-			return r;
-		if ((r = walk_child(w, &f, depth)) < 0)
-			return r;
+		if (*p != (F_LIST_ITEMS << 3 | WT_LEN)) {
+			fail_dec(d, field_error(p, end, &LIST_DEF, n ? F_LIST_ITEMS : 0));
+			return false;
+		}
+		p++;
+		if ((r = read_len(&p, end, &len)) < 0) {
+			fail_dec(d, r);
+			return false;
+		}
+		if (depth + 1 > d->max_depth) {
+			fail_dec(d, CHAN_E_DEPTH_EXCEEDED);
+			return false;
+		}
+		if (!(item = dec_value(d, p, p + len, depth + 1)))
+			return false;
+		p += len;
+		item->aux.next = NULL;
+		if (last)
+			last->aux.next = item;
+		else
+			first = item;
+		last = item;
 		n++;
 	}
-	w->bytes += align8((size_t)n * sizeof(chan_value *));
-	return 0;
+	return finish_container(d, v, first, n);
 }
 
-static int
-walk_entry(struct walk *w, const uint8_t *p, const uint8_t *end, uint32_t depth)
+static bool
+keys_unique(struct dec *d, chan_value *map)
 {
-	uint32_t prev = 0;
-	bool has_value = false;
-	struct field f = {0};
-	int r;
+	uint32_t n = map->u.c.count;
 
-	while (p < end) {
-		if ((r = next_field(&p, end, &ENTRY_DEF, &prev, &f)) < 0)
-			return r;
-		if (f.number == F_ENTRY_KEY) {
-			if (f.value == 0)
-				return CHAN_E_NONCANONICAL;
-			if ((r = walk_text(w, &f, true)) < 0)
-				return r;
-		} else {
-			if ((r = walk_child(w, &f, depth)) < 0)
-				return r;
-			has_value = true;
+	if (n > CHAN_MAP_INDEX_MIN) {
+		int r = map_index_build(d->msg, map);
+
+		if (r == CHAN_E_NO_MEMORY)
+			fail_dec(d, r);
+		return r == 0;
+	}
+	for (uint32_t x = 1; x < n; x++) {
+		const chan_value *a = map->u.c.items[x];
+
+		for (uint32_t y = 0; y < x; y++) {
+			const chan_value *b = map->u.c.items[y];
+
+			if (a->key_len == b->key_len &&
+			    (!a->key_len || (a->key[0] == b->key[0] &&
+					     !memcmp(a->key, b->key, a->key_len))))
+				return false;
 		}
 	}
-	return has_value ? 0 : CHAN_E_EMPTY_VALUE;
+	return true;
 }
 
-static int
-walk_map(struct walk *w, const uint8_t *p, const uint8_t *end, uint32_t depth)
+/* One Entry: the key (omitted when empty), then the value. */
+static chan_value *
+dec_entry(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 {
-	uint32_t prev = 0, n = 0;
-	struct field f = {0};
+	const char *key = "";
+	uint64_t key_len = 0, len;
+	uint32_t prev = 0;
+	chan_value *v;
+	int r;
+
+	if (p < end && *p == (F_ENTRY_KEY << 3 | WT_LEN)) {
+		p++;
+		if ((r = read_len(&p, end, &key_len)) < 0) {
+			fail_dec(d, r);
+			return NULL;
+		}
+		if (key_len == 0) {
+			fail_dec(d, CHAN_E_NONCANONICAL);
+			return NULL;
+		}
+		if (!chan__utf8_valid(p, key_len)) {
+			fail_dec(d, CHAN_E_INVALID_UTF8);
+			return NULL;
+		}
+		if (!(key = dec_text(d, p, key_len)))
+			return NULL;
+		p += key_len;
+		prev = F_ENTRY_KEY;
+	}
+	if (p >= end) {
+		fail_dec(d, CHAN_E_EMPTY_VALUE);
+		return NULL;
+	}
+	if (*p != (F_ENTRY_VALUE << 3 | WT_LEN)) {
+		fail_dec(d, field_error(p, end, &ENTRY_DEF, prev));
+		return NULL;
+	}
+	p++;
+	if ((r = read_len(&p, end, &len)) < 0) {
+		fail_dec(d, r);
+		return NULL;
+	}
+	if (depth + 1 > d->max_depth) {
+		fail_dec(d, CHAN_E_DEPTH_EXCEEDED);
+		return NULL;
+	}
+	if (!(v = dec_value(d, p, p + len, depth + 1)))
+		return NULL;
+	p += len;
+	if (p < end) {
+		fail_dec(d, field_error(p, end, &ENTRY_DEF, F_ENTRY_VALUE));
+		return NULL;
+	}
+	v->key = key;
+	v->key_len = (uint32_t)key_len;
+	return v;
+}
+
+static bool
+dec_map(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uint32_t depth)
+{
+	chan_value *first = NULL, *last = NULL, *item;
+	uint32_t n = 0;
+	uint64_t len;
 	int r;
 
 	while (p < end) {
-		if ((r = next_field(&p, end, &MAP_DEF, &prev, &f)) < 0)
-			return r;
-		if ((r = walk_entry(w, f.data, f.data + f.value, depth)) < 0)
-			return r;
+		if (*p != (F_MAP_ENTRIES << 3 | WT_LEN)) {
+			fail_dec(d, field_error(p, end, &MAP_DEF, n ? F_MAP_ENTRIES : 0));
+			return false;
+		}
+		p++;
+		if ((r = read_len(&p, end, &len)) < 0) {
+			fail_dec(d, r);
+			return false;
+		}
+		if (!(item = dec_entry(d, p, p + len, depth)))
+			return false;
+		p += len;
+		item->aux.next = NULL;
+		if (last)
+			last->aux.next = item;
+		else
+			first = item;
+		last = item;
 		n++;
 	}
-	w->bytes += align8((size_t)n * sizeof(chan_value *));
-	if (n > CHAN_MAP_INDEX_MIN)
-		w->bytes += index_bytes(n);
-	return 0;
+	if (!finish_container(d, v, first, n))
+		return false;
+	if (!d->duplicate_key && !keys_unique(d, v)) {
+		if (d->error)
+			return false;
+		d->duplicate_key = true; /* reported after the walk */
+	}
+	return true;
 }
 
-static int
-walk_handle(struct walk *w, const uint8_t *p, const uint8_t *end)
+/* Handle{index = 1 (omitted when 0), kind = 2}, then the index rules. */
+static bool
+dec_handle(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end)
 {
-	uint32_t prev = 0;
 	uint64_t index = 0, kind = 0;
-	struct field f = {0};
-	int r;
+	uint32_t prev = 0;
+	struct field f;
+	int r = 0;
 
 	while (p < end) {
-		if ((r = next_field(&p, end, &HANDLE_DEF, &prev, &f)) < 0)
-			return r;
-		if (f.value == 0)
-			return CHAN_E_NONCANONICAL; /* default value written out */
+		if ((r = next_field(&p, end, &HANDLE_DEF, &prev, &f)) < 0) {
+			fail_dec(d, r);
+			return false;
+		}
+		if (f.value == 0) {
+			fail_dec(d, CHAN_E_NONCANONICAL); /* default value written out */
+			return false;
+		}
 		if (f.number == F_HANDLE_INDEX)
 			index = f.value;
 		else
 			kind = f.value;
 	}
 	if (kind != CHAN_KIND_FD && kind != CHAN_KIND_CONN)
-		return CHAN_E_UNKNOWN_HANDLE_KIND;
-	if (index >= w->handle_count)
-		return CHAN_E_HANDLE_INDEX_OUT_OF_RANGE;
-	if ((int64_t)index <= w->prev_index)
-		return CHAN_E_HANDLE_INDEX_OUT_OF_ORDER;
-	w->prev_index = (int64_t)index;
-	w->refs++;
-	return 0;
-}
-
-static int
-walk_value(struct walk *w, const uint8_t *p, const uint8_t *end, uint32_t depth)
-{
-	uint32_t prev = 0;
-	struct field f = {0};
-	int r = 0;
-
-	w->bytes += align8(sizeof(chan_value));
-	while (p < end) {
-		if ((r = next_field(&p, end, &VALUE_DEF, &prev, &f)) < 0)
-			return r;
-		switch (f.number) {
-		case CHAN_NULL:
-			r = walk_null(f.data, f.data + f.value);
-			break;
-		case CHAN_BOOL:
-			r = f.value > 1 ? CHAN_E_NONCANONICAL : 0;
-			break;
-		case CHAN_INT:
-			break;
-		case CHAN_FLOAT: {
-			double d;
-
-			memcpy(&d, &f.value, sizeof(d));
-			if (isnan(d) && f.value != CHAN_CANONICAL_NAN_BITS)
-				r = CHAN_E_NONCANONICAL;
-			break;
-		}
-		case CHAN_STRING:
-			r = walk_text(w, &f, true);
-			break;
-		case CHAN_BYTES:
-			r = walk_text(w, &f, false);
-			break;
-		case CHAN_LIST:
-			r = walk_list(w, f.data, f.data + f.value, depth);
-			break;
-		case CHAN_MAP:
-			r = walk_map(w, f.data, f.data + f.value, depth);
-			break;
-		case CHAN_HANDLE:
-			r = walk_handle(w, f.data, f.data + f.value);
-			break;
-		}
-		if (r < 0)
-			return r;
-	}
-	return prev ? 0 : CHAN_E_EMPTY_VALUE;
-}
-
-/* ---- pass 2: build (input already validated) ---- */
-
-struct build {
-	chan_msg *msg;
-	int error; /* DUPLICATE_KEY, or NO_MEMORY if pass 1 miscounted */
-};
-
-static void *
-build_alloc(struct build *b, size_t n)
-{
-	void *p = arena_alloc(&b->msg->arena, n);
-
-	if (!p && !b->error)
-		b->error = CHAN_E_NO_MEMORY;
-	return p;
-}
-
-static const char *
-build_text(struct build *b, const uint8_t *p, size_t n)
-{
-	char *s = build_alloc(b, n + 1);
-
-	if (!s)
-		return NULL;
-	memcpy(s, p, n);
-	s[n] = '\0';
-	return s;
-}
-
-static uint32_t
-count_fields(const uint8_t *p, const uint8_t *end)
-{
-	uint32_t n = 0;
-	uint64_t v = 0;
-	bool nonmin;
-
-	while (p < end) {
-		(void)get_varint(&p, end, &v, &nonmin); /* tag */
-		(void)get_varint(&p, end, &v, &nonmin); /* length */
-		p += v;
-		n++;
-	}
-	return n;
-}
-
-static chan_value *build_value(struct build *b, const uint8_t *p, const uint8_t *end);
-
-static bool
-build_container(struct build *b, chan_value *v, const uint8_t *p, const uint8_t *end)
-{
-	uint32_t n = count_fields(p, end), prev = 0, i = 0;
-	struct field f = {0};
-
-	v->u.c.count = v->u.c.cap = n;
-	if (!n)
-		return true;
-	v->u.c.items = build_alloc(b, (size_t)n * sizeof(chan_value *));
-	if (!v->u.c.items)
+		r = CHAN_E_UNKNOWN_HANDLE_KIND;
+	else if (index >= d->handle_count)
+		r = CHAN_E_HANDLE_INDEX_OUT_OF_RANGE;
+	else if ((int64_t)index <= d->prev_index)
+		r = CHAN_E_HANDLE_INDEX_OUT_OF_ORDER;
+	if (r < 0) {
+		fail_dec(d, r);
 		return false;
-	while (p < end) {
-		chan_value *item;
-
-		(void)next_field(&p, end, v->type == CHAN_LIST ? &LIST_DEF : &MAP_DEF,
-				 &prev, &f);
-		if (v->type == CHAN_LIST) {
-			item = build_value(b, f.data, f.data + f.value);
-		} else {
-			const uint8_t *ep = f.data, *eend = f.data + f.value;
-			uint32_t eprev = 0;
-			struct field ef = {0};
-			const char *key = "";
-			uint32_t key_len = 0;
-
-			item = NULL;
-			while (ep < eend) {
-				(void)next_field(&ep, eend, &ENTRY_DEF, &eprev, &ef);
-				if (ef.number == F_ENTRY_KEY) {
-					key = build_text(b, ef.data, ef.value);
-					key_len = (uint32_t)ef.value;
-					if (!key)
-						return false;
-				} else {
-					item = build_value(b, ef.data, ef.data + ef.value);
-				}
-			}
-			if (item) {
-				item->key = key;
-				item->key_len = key_len;
-			}
-		}
-		if (!item)
-			return false;
-		item->attached = 1;
-		v->u.c.items[i++] = item;
 	}
-	if (v->type == CHAN_MAP) {
-		if (n > CHAN_MAP_INDEX_MIN) {
-			int r = map_index_build(b->msg, v);
-
-			if (r < 0) {
-				b->error = r;
-				return false;
-			}
-		} else {
-			for (uint32_t x = 1; x < n; x++)
-				for (uint32_t y = 0; y < x; y++)
-					if (v->u.c.items[x]->key_len == v->u.c.items[y]->key_len &&
-					    !memcmp(v->u.c.items[x]->key, v->u.c.items[y]->key,
-						    v->u.c.items[x]->key_len)) {
-						b->error = CHAN_E_DUPLICATE_KEY;
-						return false;
-					}
-		}
-	}
+	d->prev_index = (int64_t)index;
+	d->refs++;
+	v->kind = (uint8_t)kind;
+	v->u.h.index = (uint32_t)index;
+	v->u.h.fd = -1; /* attached after every check passed */
+	msg_add_handle(d->msg, v);
 	return true;
 }
 
 static chan_value *
-build_value(struct build *b, const uint8_t *p, const uint8_t *end)
+dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 {
-	chan_value *v = build_alloc(b, sizeof(*v));
-	uint32_t prev = 0;
-	struct field f = {0};
+	chan_value *v;
+	uint32_t number, prev = 0;
+	struct field f;
+	int r;
+	bool ok = true;
 
-	if (!v)
+	if (p >= end) {
+		fail_dec(d, CHAN_E_EMPTY_VALUE);
 		return NULL;
-	memset(v, 0, sizeof(*v));
-	v->msg = b->msg;
-	(void)next_field(&p, end, &VALUE_DEF, &prev, &f);
-	v->type = (uint8_t)f.number;
-	switch (f.number) {
+	}
+	/* Every canonical member is a one-byte tag followed by its value: read
+	 * those directly; anything else goes through next_field, which does
+	 * steps 1-6 with every check and names the error. */
+	switch (*p) {
+	case CHAN_BOOL << 3 | WT_VARINT:
+	case CHAN_INT << 3 | WT_VARINT:
+		if (p + 1 < end && p[1] < 0x80) {
+			f.number = *p >> 3;
+			f.value = p[1];
+			p += 2;
+			break;
+		}
+		goto slow;
+	case CHAN_FLOAT << 3 | WT_FIXED64:
+		if (end - p >= 9) {
+			f.number = CHAN_FLOAT;
+			memcpy(&f.value, p + 1, 8); /* little-endian hosts; see below */
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+			f.value = __builtin_bswap64(f.value);
+#endif
+			p += 9;
+			break;
+		}
+		goto slow;
+	case CHAN_NULL << 3 | WT_LEN:
+	case CHAN_STRING << 3 | WT_LEN:
+	case CHAN_BYTES << 3 | WT_LEN:
+	case CHAN_LIST << 3 | WT_LEN:
+	case CHAN_MAP << 3 | WT_LEN:
+	case CHAN_HANDLE << 3 | WT_LEN:
+		f.number = *p++ >> 3;
+		if ((r = read_len(&p, end, &f.value)) < 0) {
+			fail_dec(d, r);
+			return NULL;
+		}
+		f.data = p;
+		p += f.value;
+		break;
+	default:
+	slow:
+		if ((r = next_field(&p, end, &VALUE_DEF, &prev, &f)) < 0) {
+			fail_dec(d, r);
+			return NULL;
+		}
+	}
+	number = f.number;
+	if (!(v = dec_alloc(d, sizeof(*v))))
+		return NULL;
+	v->type = (uint8_t)number;
+	v->kind = 0;
+	v->attached = 1;
+	v->key = NULL;
+	v->key_len = 0;
+	v->msg = d->msg;
+	switch (number) {
 	case CHAN_NULL:
+		if (f.value) {
+			fail_dec(d, field_error(f.data, f.data + f.value, &NULL_DEF, 0));
+			return NULL;
+		}
 		break;
 	case CHAN_BOOL:
+		if (f.value > 1) {
+			fail_dec(d, CHAN_E_NONCANONICAL);
+			return NULL;
+		}
 		v->u.b = (int)f.value;
 		break;
 	case CHAN_INT:
@@ -461,35 +507,39 @@ build_value(struct build *b, const uint8_t *p, const uint8_t *end)
 		break;
 	case CHAN_FLOAT:
 		memcpy(&v->u.f, &f.value, sizeof(v->u.f));
+		if (isnan(v->u.f) && f.value != CHAN_CANONICAL_NAN_BITS) {
+			fail_dec(d, CHAN_E_NONCANONICAL);
+			return NULL;
+		}
 		break;
 	case CHAN_STRING:
+		if (!chan__utf8_valid(f.data, f.value)) {
+			fail_dec(d, CHAN_E_INVALID_UTF8);
+			return NULL;
+		}
+		/* fall through */
 	case CHAN_BYTES:
-		v->u.s.p = build_text(b, f.data, f.value);
 		v->u.s.n = f.value;
-		if (!v->u.s.p)
+		if (!(v->u.s.p = dec_text(d, f.data, f.value)))
 			return NULL;
 		break;
 	case CHAN_LIST:
-	case CHAN_MAP:
-		if (!build_container(b, v, f.data, f.data + f.value))
-			return NULL;
+		v->u.c.index = NULL;
+		ok = dec_list(d, v, f.data, f.data + f.value, depth);
 		break;
-	case CHAN_HANDLE: {
-		const uint8_t *hp = f.data, *hend = f.data + f.value;
-		uint32_t hprev = 0;
-		struct field hf = {0};
-
-		while (hp < hend) {
-			(void)next_field(&hp, hend, &HANDLE_DEF, &hprev, &hf);
-			if (hf.number == F_HANDLE_INDEX)
-				v->u.h.index = (uint32_t)hf.value;
-			else
-				v->kind = (uint8_t)hf.value;
-		}
-		v->u.h.fd = -1; /* attached after every check passed */
-		msg_add_handle(b->msg, v);
+	case CHAN_MAP:
+		v->u.c.index = NULL;
+		ok = dec_map(d, v, f.data, f.data + f.value, depth);
+		break;
+	case CHAN_HANDLE:
+		ok = dec_handle(d, v, f.data, f.data + f.value);
 		break;
 	}
+	if (!ok)
+		return NULL;
+	if (p < end) { /* a second member: steps 1-5 say which error */
+		fail_dec(d, field_error(p, end, &VALUE_DEF, number));
+		return NULL;
 	}
 	return v;
 }
@@ -504,6 +554,18 @@ fail(int err, int *fds, size_t nfds)
 	return err;
 }
 
+/* First arena chunk: enough for typical payloads in one allocation.  Values
+ * cost at most ~45 bytes of arena per payload byte (a 2-byte Value becomes a
+ * 56-byte node, a pointer and rounding), and chunks double, so a payload of
+ * any size needs a bounded number of allocations. */
+static size_t
+first_chunk_size(uint32_t payload, uint32_t handles)
+{
+	size_t base = align8(sizeof(chan_msg)) + align8((size_t)handles * sizeof(int)) + 512;
+
+	return base + (payload <= 65536 ? (size_t)payload * 8 : (size_t)payload * 2);
+}
+
 CHAN_EXPORT int
 chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 	    const struct chan_limits *limits, const struct chan_allocator *allocator,
@@ -512,11 +574,10 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 	const uint8_t *p = buf, *payload, *end;
 	struct chan_limits lim = chan__limits(limits);
 	struct chan_header h;
-	struct walk w = {0};
-	struct build b = {0};
+	struct dec d = {0};
 	struct arena arena = {0};
 	struct arena_chunk *chunk;
-	size_t hdr = align8(sizeof(struct arena_chunk)), total;
+	size_t hdr = align8(sizeof(struct arena_chunk)), size;
 	bool detached = flags & CHAN_DECODE_DETACHED;
 	int r;
 
@@ -539,54 +600,50 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 
 	payload = p + CHAN_HEADER_SIZE;
 	end = payload + h.payload_length;
-	w.max_depth = lim.max_depth;
-	w.handle_count = h.handle_count;
-	w.prev_index = -1;
-	w.bytes = align8(sizeof(chan_msg)) + align8((size_t)h.handle_count * sizeof(int));
-	if ((r = walk_value(&w, payload, end, 1)) < 0)
-		return fail(r, fds, nfds);
-	if (w.refs < h.handle_count)
-		return fail(CHAN_E_UNREFERENCED_HANDLE, fds, nfds);
-
-	/* Pass 2 into one chunk of exactly the size pass 1 counted. */
-	total = w.bytes;
 	if (allocator && allocator->alloc && allocator->free)
 		arena.allocator = *allocator;
-	chunk = chan__alloc(&arena.allocator, hdr + total);
+	size = first_chunk_size(h.payload_length, h.handle_count);
+	chunk = chan__alloc(&arena.allocator, hdr + size);
 	if (!chunk)
 		return fail(CHAN_E_NO_MEMORY, fds, nfds);
 	chunk->next = NULL;
-	chunk->size = total;
+	chunk->size = size;
 	chunk->used = 0;
 	arena.head = chunk;
-	b.msg = arena_alloc(&arena, sizeof(chan_msg));
-	msg_init(b.msg, allocator);
-	b.msg->arena = arena;
-	b.msg->handle_count = b.msg->handle_cap = h.handle_count;
-	b.msg->handle_fds = arena_alloc(&b.msg->arena, (size_t)h.handle_count * sizeof(int));
-	b.msg->root = build_value(&b, payload, end);
-	if (!b.msg->root) {
-		chan_msg_free(b.msg); /* no fd is attached yet */
-		return fail(b.error ? b.error : CHAN_E_NO_MEMORY, fds, nfds);
-	}
-	b.msg->root->attached = 1;
+	arena.next_chunk = size * 2;
+	d.msg = arena_alloc(&arena, sizeof(chan_msg));
+	msg_init(d.msg, allocator);
+	d.msg->arena = arena;
+	d.msg->handle_count = d.msg->handle_cap = h.handle_count;
+	d.msg->handle_fds = arena_alloc(&d.msg->arena, (size_t)h.handle_count * sizeof(int));
+	d.max_depth = lim.max_depth;
+	d.handle_count = h.handle_count;
+	d.prev_index = -1;
 
-	/* Kinds are checked last (SPEC.md §7.3): they need the descriptors. */
-	if (!detached) {
-		for (chan_value *v = b.msg->handles_head; v; v = v->u.h.next) {
+	d.msg->root = dec_value(&d, payload, end, 1);
+	/* After the walk (SPEC.md §7.3 steps 9-11). */
+	if (!d.error && d.refs < h.handle_count)
+		d.error = CHAN_E_UNREFERENCED_HANDLE;
+	if (!d.error && d.duplicate_key)
+		d.error = CHAN_E_DUPLICATE_KEY;
+	if (!d.error && !detached) {
+		for (chan_value *v = d.msg->handles_head; v; v = v->u.h.next) {
 			if (v->kind == CHAN_KIND_CONN &&
 			    (r = chan__check_conn_fd(fds[v->u.h.index])) < 0) {
-				chan_msg_free(b.msg);
-				return fail(r == CHAN_E_SYSTEM ? CHAN_E_WRONG_HANDLE_KIND : r,
-					    fds, nfds);
+				d.error = CHAN_E_WRONG_HANDLE_KIND;
+				break;
 			}
 		}
 	}
-	for (chan_value *v = b.msg->handles_head; v; v = v->u.h.next) {
-		v->u.h.fd = detached ? -1 : fds[v->u.h.index];
-		b.msg->handle_fds[v->u.h.index] = v->u.h.fd;
+	if (d.error) {
+		chan_msg_free(d.msg); /* no fd is attached yet */
+		return fail(d.error, fds, nfds);
 	}
-	*ret_msg = b.msg;
+	for (chan_value *v = d.msg->handles_head; v; v = v->u.h.next) {
+		v->u.h.fd = detached ? -1 : fds[v->u.h.index];
+		d.msg->handle_fds[v->u.h.index] = v->u.h.fd;
+	}
+	*ret_msg = d.msg;
 	if (ret_consumed)
 		*ret_consumed = CHAN_HEADER_SIZE + h.payload_length;
 	return 0;

@@ -85,7 +85,7 @@ size_value(struct sizer *s, chan_value *v, uint32_t depth)
 		s->error = CHAN_E_PAYLOAD_TOO_LARGE;
 		return 0;
 	}
-	v->enc_size = n;
+	v->aux.enc_size = n;
 	return n;
 }
 
@@ -146,12 +146,12 @@ write_value(uint8_t *p, const chan_value *v, int *fds)
 	case CHAN_LIST:
 		sum = 0;
 		for (uint32_t i = 0; i < v->u.c.count; i++)
-			sum += len_field(1, v->u.c.items[i]->enc_size);
+			sum += len_field(1, v->u.c.items[i]->aux.enc_size);
 		p = put_len(p, TAG(CHAN_LIST, WT_LEN), sum);
 		for (uint32_t i = 0; i < v->u.c.count; i++) {
 			const chan_value *item = v->u.c.items[i];
 
-			p = put_len(p, TAG(F_LIST_ITEMS, WT_LEN), item->enc_size);
+			p = put_len(p, TAG(F_LIST_ITEMS, WT_LEN), item->aux.enc_size);
 			p = write_value(p, item, fds);
 		}
 		break;
@@ -160,7 +160,7 @@ write_value(uint8_t *p, const chan_value *v, int *fds)
 		for (uint32_t i = 0; i < v->u.c.count; i++) {
 			const chan_value *e = v->u.c.items[i];
 			size_t entry = (e->key_len ? len_field(1, e->key_len) : 0) +
-				       len_field(1, e->enc_size);
+				       len_field(1, e->aux.enc_size);
 
 			sum += len_field(1, entry);
 		}
@@ -168,7 +168,7 @@ write_value(uint8_t *p, const chan_value *v, int *fds)
 		for (uint32_t i = 0; i < v->u.c.count; i++) {
 			const chan_value *e = v->u.c.items[i];
 			size_t entry = (e->key_len ? len_field(1, e->key_len) : 0) +
-				       len_field(1, e->enc_size);
+				       len_field(1, e->aux.enc_size);
 
 			p = put_len(p, TAG(F_MAP_ENTRIES, WT_LEN), entry);
 			if (e->key_len) {
@@ -176,7 +176,7 @@ write_value(uint8_t *p, const chan_value *v, int *fds)
 				memcpy(p, e->key, e->key_len);
 				p += e->key_len;
 			}
-			p = put_len(p, TAG(F_ENTRY_VALUE, WT_LEN), e->enc_size);
+			p = put_len(p, TAG(F_ENTRY_VALUE, WT_LEN), e->aux.enc_size);
 			p = write_value(p, e, fds);
 		}
 		break;

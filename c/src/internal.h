@@ -43,7 +43,7 @@ enum {
 
 /* Maps with more entries than this get a hash index for lookups and
  * duplicate detection; smaller ones are scanned. */
-#define CHAN_MAP_INDEX_MIN 8u
+#define CHAN_MAP_INDEX_MIN 16u
 
 /* ---- arena ---- */
 struct arena_chunk {
@@ -60,13 +60,29 @@ struct arena {
 
 CHAN_HIDDEN void *chan__alloc(const struct chan_allocator *a, size_t size);
 CHAN_HIDDEN void chan__free(const struct chan_allocator *a, void *p);
-CHAN_HIDDEN void *arena_alloc(struct arena *arena, size_t size);
+CHAN_HIDDEN void *arena_alloc_slow(struct arena *arena, size_t size);
 CHAN_HIDDEN void arena_release(struct arena *arena, struct arena_chunk *keep);
 
 static inline size_t
 align8(size_t n)
 {
 	return (n + 7u) & ~(size_t)7u;
+}
+
+/* Bump allocation from the current chunk; a new chunk when it is full. */
+static inline void *
+arena_alloc(struct arena *arena, size_t size)
+{
+	struct arena_chunk *c = arena->head;
+
+	size = align8(size);
+	if (c && c->size - c->used >= size) {
+		void *p = (char *)c + align8(sizeof(struct arena_chunk)) + c->used;
+
+		c->used += size;
+		return p;
+	}
+	return arena_alloc_slow(arena, size);
 }
 
 /* ---- values ---- */
@@ -83,7 +99,10 @@ struct chan_value {
 	uint32_t key_len; /* as a map entry's value: its key */
 	const char *key;
 	chan_msg *msg;
-	size_t enc_size;  /* encoded size of the Value body, set by encode */
+	union {
+		size_t enc_size;   /* encoded size of the Value body, set by encode */
+		chan_value *next;  /* sibling link while a container is decoded */
+	} aux;
 	union {
 		int64_t i;
 		double f;
@@ -125,7 +144,22 @@ CHAN_HIDDEN uint64_t chan__hash(const char *p, size_t n);
 /* ---- helpers ---- */
 /* Limits with defaults filled in and hard maxima applied. */
 CHAN_HIDDEN struct chan_limits chan__limits(const struct chan_limits *l);
-CHAN_HIDDEN bool chan__utf8_valid(const uint8_t *p, size_t n);
+CHAN_HIDDEN bool chan__utf8_valid_slow(const uint8_t *p, size_t n);
+
+/* Short ASCII strings (most keys) are checked inline. */
+static inline bool
+chan__utf8_valid(const uint8_t *p, size_t n)
+{
+	if (n <= 16) {
+		uint8_t any = 0;
+
+		for (size_t i = 0; i < n; i++)
+			any |= p[i];
+		if (!(any & 0x80))
+			return true;
+	}
+	return chan__utf8_valid_slow(p, n);
+}
 /* 0 if fd is an AF_UNIX SOCK_STREAM socket, CHAN_E_WRONG_HANDLE_KIND if it
  * is something else, CHAN_E_SYSTEM if fd is not open. */
 CHAN_HIDDEN int chan__check_conn_fd(int fd);

@@ -5,7 +5,7 @@
 #include "internal.h"
 
 bool
-chan__utf8_valid(const uint8_t *p, size_t n)
+chan__utf8_valid_slow(const uint8_t *p, size_t n)
 {
 	const uint8_t *end = p + n;
 
