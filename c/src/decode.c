@@ -219,6 +219,32 @@ finish_container(struct dec *d, chan_value *v, chan_value *first, uint32_t n)
 	return true;
 }
 
+/* A Value that is a one-byte int or bool (the commonest list item and map
+ * value), built without the general walk.  NULL: take the general path. */
+static inline chan_value *
+dec_small_scalar(struct dec *d, const uint8_t *p, uint64_t len)
+{
+	chan_value *v;
+
+	if (len != 2 || p[1] >= 0x80 ||
+	    (p[0] != (CHAN_INT << 3 | WT_VARINT) &&
+	     (p[0] != (CHAN_BOOL << 3 | WT_VARINT) || p[1] > 1)))
+		return NULL;
+	if (!(v = dec_alloc(d, sizeof(*v))))
+		return NULL;
+	v->type = (uint8_t)(p[0] >> 3);
+	v->kind = 0;
+	v->attached = 1;
+	v->key = NULL;
+	v->key_len = 0;
+	v->msg = d->msg;
+	if (v->type == CHAN_INT)
+		v->u.i = zigzag_decode(p[1]);
+	else
+		v->u.b = p[1];
+	return v;
+}
+
 static bool
 dec_list(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uint32_t depth)
 {
@@ -241,7 +267,8 @@ dec_list(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uin
 			fail_dec(d, CHAN_E_DEPTH_EXCEEDED);
 			return false;
 		}
-		if (!(item = dec_value(d, p, p + len, depth + 1)))
+		if (!(item = dec_small_scalar(d, p, len)) &&
+		    (d->error || !(item = dec_value(d, p, p + len, depth + 1))))
 			return false;
 		p += len;
 		item->aux.next = NULL;
@@ -267,9 +294,21 @@ keys_unique(struct dec *d, chan_value *map)
 			fail_dec(d, r);
 		return r == 0;
 	}
-	for (uint32_t x = 1; x < n; x++) {
-		const chan_value *a = map->u.c.items[x];
+	/* A 64-bit filter on (length, first and last byte) leaves the pairwise
+	 * comparison to the keys that might collide. */
+	uint64_t seen = 0;
 
+	for (uint32_t x = 0; x < n; x++) {
+		const chan_value *a = map->u.c.items[x];
+		unsigned h = a->key_len ? (a->key_len * 31u + (uint8_t)a->key[0] * 7u +
+					   (uint8_t)a->key[a->key_len - 1]) & 63u
+					: 0;
+		uint64_t bit = UINT64_C(1) << h;
+
+		if (!(seen & bit)) {
+			seen |= bit;
+			continue;
+		}
 		for (uint32_t y = 0; y < x; y++) {
 			const chan_value *b = map->u.c.items[y];
 
@@ -328,7 +367,8 @@ dec_entry(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 		fail_dec(d, CHAN_E_DEPTH_EXCEEDED);
 		return NULL;
 	}
-	if (!(v = dec_value(d, p, p + len, depth + 1)))
+	if (!(v = dec_small_scalar(d, p, len)) &&
+	    (d->error || !(v = dec_value(d, p, p + len, depth + 1))))
 		return NULL;
 	p += len;
 	if (p < end) {
