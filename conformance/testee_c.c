@@ -1,0 +1,847 @@
+/*
+ * testee_c.c - the conformance testee for libchan (protocol: spec/vectors.md §4).
+ *
+ * Requests arrive on stdin, responses leave on stdout, both as a 4-byte
+ * little-endian length and "key value" lines; descriptors travel over the
+ * AF_UNIX socket on fd 3 as one-byte messages carrying SCM_RIGHTS.
+ * Values in requests are in the text form of SPEC.md §12 (own small JSON reader).
+ *
+ * CHAN_TESTEE_BREAK=leak|order|swapfd makes it deliberately wrong, for the
+ * runner's self-test (conformance/conformance.mk).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "chan.h"
+
+#define MAXFDS 1024
+#define MAXCONNS 64
+
+static const char *break_mode = "";
+static chan_msg *held;                 /* released at the next request */
+static chan_conn *conns[MAXCONNS];     /* id = index */
+static struct chan_limits climits[MAXCONNS];
+
+/* ---- output ---------------------------------------------------------- */
+
+static char *out;
+static size_t outlen, outcap;
+
+static void put(const char *s, size_t n)
+{
+	if (outlen + n + 1 > outcap) {
+		outcap = (outlen + n + 1) * 2;
+		out = realloc(out, outcap);
+		if (!out)
+			abort();
+	}
+	memcpy(out + outlen, s, n);
+	outlen += n;
+}
+
+static void putf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void putf(const char *fmt, ...)
+{
+	char tmp[256];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+	va_end(ap);
+	put(tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void puthex(const unsigned char *p, size_t n)
+{
+	static const char d[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		char h[2] = {d[p[i] >> 4], d[p[i] & 15]};
+		put(h, 2);
+	}
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+	const char *q = p;
+	while (n) {
+		ssize_t w = write(fd, q, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		q += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static void flush_response(void)
+{
+	unsigned char len[4] = {(unsigned char)outlen, (unsigned char)(outlen >> 8),
+				(unsigned char)(outlen >> 16), (unsigned char)(outlen >> 24)};
+	if (write_all(1, len, 4) || write_all(1, out, outlen))
+		exit(1);
+	outlen = 0;
+}
+
+static void error_response(int err)
+{
+	const char *n = chan_errname(err);
+	putf("error %s\n", n ? n : "SYSTEM");
+}
+
+/* ---- descriptors over fd 3 -------------------------------------------- */
+
+static int recv_fds(int *fds, int n)
+{
+	int got = 0;
+	while (got < n) {
+		char b;
+		struct iovec iov = {&b, 1};
+		union {
+			char buf[CMSG_SPACE(256 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+				    .msg_controllen = sizeof u.buf};
+		ssize_t r = recvmsg(3, &mh, MSG_CMSG_CLOEXEC);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r != 1)
+			return -1;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			for (int i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof fd);
+				if (got < n)
+					fds[got++] = fd;
+				else
+					close(fd);
+			}
+		}
+	}
+	return 0;
+}
+
+static void send_fds(const int *fds, int n)
+{
+	for (int off = 0; off < n; off += 253) {
+		int k = n - off > 253 ? 253 : n - off;
+		char b = 'F';
+		struct iovec iov = {&b, 1};
+		union {
+			char buf[CMSG_SPACE(253 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		memset(&u, 0, sizeof u);
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+				    .msg_controllen = CMSG_SPACE((size_t)k * sizeof(int))};
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN((size_t)k * sizeof(int));
+		memcpy(CMSG_DATA(c), fds + off, (size_t)k * sizeof(int));
+		if (sendmsg(3, &mh, MSG_NOSIGNAL) != 1)
+			exit(1);
+	}
+}
+
+/* ---- text form (SPEC.md §12) -> chan_value ----------------------------- */
+/* A small strict JSON reader (RFC 8259) that builds chan values directly.
+ * Own code rather than jansson: jansson refuses U+0000 in object keys, which
+ * chan map keys allow. */
+
+static int b64val(int c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+static chan_value *from_bytes(chan_msg *m, const char *s, size_t n, int *err)
+{
+	if (n % 4) {
+		*err = CHAN_E_INVALID_ARGUMENT;
+		return NULL;
+	}
+	unsigned char *b = malloc(n / 4 * 3 + 1);
+	size_t len = 0;
+	for (size_t i = 0; i < n; i += 4) {
+		int v[4];
+		for (int k = 0; k < 4; k++)
+			v[k] = s[i + k] == '=' && i + 4 == n && k >= 2 ? 0 : b64val(s[i + k]);
+		int pad = (s[i + 2] == '=') + (s[i + 3] == '=');
+		if (v[0] < 0 || v[1] < 0 || v[2] < 0 || v[3] < 0 || (s[i + 2] == '=' && s[i + 3] != '=')) {
+			free(b);
+			*err = CHAN_E_INVALID_ARGUMENT;
+			return NULL;
+		}
+		unsigned w = (unsigned)(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
+		b[len++] = (unsigned char)(w >> 16);
+		if (pad < 2)
+			b[len++] = (unsigned char)(w >> 8);
+		if (pad < 1)
+			b[len++] = (unsigned char)w;
+	}
+	chan_value *r = chan_bytes(m, b, len);
+	free(b);
+	return r;
+}
+
+struct rd {
+	const char *p, *end;
+	chan_msg *m;
+	const int *fds;
+	int nfds;
+	int err;
+};
+
+static void ws(struct rd *r)
+{
+	while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r'))
+		r->p++;
+}
+
+/* The first error wins: a failed chan_* constructor poisons the message
+ * with its own error (e.g. WRONG_HANDLE_KIND); anything else is bad input. */
+static int bad(struct rd *r)
+{
+	if (!r->err)
+		r->err = chan_msg_error(r->m);
+	if (!r->err)
+		r->err = CHAN_E_INVALID_ARGUMENT;
+	return -1;
+}
+
+static int hex4(struct rd *r, unsigned *u)
+{
+	*u = 0;
+	for (int i = 0; i < 4; i++, r->p++) {
+		if (r->p >= r->end)
+			return bad(r);
+		int c = *r->p, v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+				  : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+		if (v < 0)
+			return bad(r);
+		*u = *u * 16 + (unsigned)v;
+	}
+	return 0;
+}
+
+/* Reads a JSON string; *ret is malloc'd (NUL-terminated), *len its length. */
+static int jstring(struct rd *r, char **ret, size_t *len)
+{
+	if (r->p >= r->end || *r->p != '"')
+		return bad(r);
+	r->p++;
+	size_t cap = 16, n = 0;
+	char *s = malloc(cap);
+	for (;;) {
+		if (r->p >= r->end)
+			goto fail;
+		unsigned char c = (unsigned char)*r->p++;
+		char tmp[4];
+		size_t k = 1;
+		tmp[0] = (char)c;
+		if (c == '"')
+			break;
+		if (c < 0x20)
+			goto fail;
+		if (c == '\\') {
+			if (r->p >= r->end)
+				goto fail;
+			c = (unsigned char)*r->p++;
+			const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
+			const char *q = c ? strchr(from, c) : NULL;
+			if (q) {
+				tmp[0] = to[q - from];
+			} else if (c == 'u') {
+				unsigned u, lo;
+				if (hex4(r, &u))
+					goto fail;
+				if (u >= 0xD800 && u <= 0xDBFF) {
+					if (r->end - r->p < 6 || r->p[0] != '\\' || r->p[1] != 'u')
+						goto fail;
+					r->p += 2;
+					if (hex4(r, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+						goto fail;
+					u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+				} else if (u >= 0xDC00 && u <= 0xDFFF) {
+					goto fail;
+				}
+				if (u < 0x80) {
+					tmp[0] = (char)u;
+				} else if (u < 0x800) {
+					tmp[0] = (char)(0xC0 | u >> 6);
+					tmp[1] = (char)(0x80 | (u & 63));
+					k = 2;
+				} else if (u < 0x10000) {
+					tmp[0] = (char)(0xE0 | u >> 12);
+					tmp[1] = (char)(0x80 | (u >> 6 & 63));
+					tmp[2] = (char)(0x80 | (u & 63));
+					k = 3;
+				} else {
+					tmp[0] = (char)(0xF0 | u >> 18);
+					tmp[1] = (char)(0x80 | (u >> 12 & 63));
+					tmp[2] = (char)(0x80 | (u >> 6 & 63));
+					tmp[3] = (char)(0x80 | (u & 63));
+					k = 4;
+				}
+			} else {
+				goto fail;
+			}
+		}
+		if (n + k + 1 > cap) {
+			cap = (n + k + 1) * 2;
+			s = realloc(s, cap);
+		}
+		memcpy(s + n, tmp, k);
+		n += k;
+	}
+	s[n] = 0;
+	*ret = s;
+	*len = n;
+	return 0;
+fail:
+	free(s);
+	return bad(r);
+}
+
+static chan_value *jvalue(struct rd *r, int depth);
+
+static chan_value *jnumber(struct rd *r)
+{
+	const char *q = r->p;
+	int isfloat = 0;
+	if (q < r->end && *q == '-')
+		q++;
+	if (q >= r->end || !(*q >= '0' && *q <= '9'))
+		return bad(r), NULL;
+	if (*q == '0')
+		q++;
+	else
+		while (q < r->end && *q >= '0' && *q <= '9')
+			q++;
+	if (q < r->end && *q == '.') {
+		isfloat = 1;
+		q++;
+		if (q >= r->end || !(*q >= '0' && *q <= '9'))
+			return bad(r), NULL;
+		while (q < r->end && *q >= '0' && *q <= '9')
+			q++;
+	}
+	if (q < r->end && (*q == 'e' || *q == 'E')) {
+		isfloat = 1;
+		q++;
+		if (q < r->end && (*q == '+' || *q == '-'))
+			q++;
+		if (q >= r->end || !(*q >= '0' && *q <= '9'))
+			return bad(r), NULL;
+		while (q < r->end && *q >= '0' && *q <= '9')
+			q++;
+	}
+	char buf[400];
+	size_t n = (size_t)(q - r->p);
+	if (n >= sizeof buf)
+		return bad(r), NULL;
+	memcpy(buf, r->p, n);
+	buf[n] = 0;
+	r->p = q;
+	errno = 0;
+	if (isfloat)
+		return chan_float(r->m, strtod(buf, NULL));
+	long long v = strtoll(buf, NULL, 10);
+	if (errno)
+		return bad(r), NULL;
+	return chan_int(r->m, v);
+}
+
+static chan_value *marker(struct rd *r, const char *key)
+{
+	char *s = NULL;
+	size_t n = 0;
+	chan_value *v = NULL;
+	if (!strcmp(key, "$fd") || !strcmp(key, "$conn")) {
+		const char *q = r->p;
+		long idx = 0;
+		if (q >= r->end || !(*q >= '0' && *q <= '9'))
+			return bad(r), NULL;
+		while (q < r->end && *q >= '0' && *q <= '9' && idx < 100000)
+			idx = idx * 10 + (*q++ - '0');
+		r->p = q;
+		if (idx >= r->nfds)
+			return bad(r), NULL;
+		return chan_handle(r->m, key[1] == 'f' ? CHAN_KIND_FD : CHAN_KIND_CONN, r->fds[idx]);
+	}
+	if (jstring(r, &s, &n))
+		return NULL;
+	if (!strcmp(key, "$int")) {
+		char *e;
+		errno = 0;
+		long long i = strtoll(s, &e, 10);
+		if (!errno && n && !*e && (s[0] != '0' || n == 1) && strcmp(s, "-0"))
+			v = chan_int(r->m, i);
+	} else if (!strcmp(key, "$float")) {
+		if (!strcmp(s, "NaN"))
+			v = chan_float(r->m, NAN);
+		else if (!strcmp(s, "Infinity"))
+			v = chan_float(r->m, INFINITY);
+		else if (!strcmp(s, "-Infinity"))
+			v = chan_float(r->m, -INFINITY);
+	} else {
+		int e2 = 0;
+		v = from_bytes(r->m, s, n, &e2);
+		if (e2)
+			r->err = e2;
+	}
+	free(s);
+	if (!v)
+		bad(r);
+	return v;
+}
+
+static int is_marker(const char *k)
+{
+	return !strcmp(k, "$int") || !strcmp(k, "$float") || !strcmp(k, "$bytes") ||
+	       !strcmp(k, "$fd") || !strcmp(k, "$conn");
+}
+
+static chan_value *jobject(struct rd *r, int depth)
+{
+	r->p++; /* '{' */
+	ws(r);
+	chan_value *map = chan_map(r->m);
+	if (r->p < r->end && *r->p == '}') {
+		r->p++;
+		return map;
+	}
+	for (int first = 1;; first = 0) {
+		char *k;
+		size_t kl;
+		ws(r);
+		if (jstring(r, &k, &kl))
+			return NULL;
+		ws(r);
+		if (r->p >= r->end || *r->p++ != ':') {
+			free(k);
+			return bad(r), NULL;
+		}
+		ws(r);
+		if (first && is_marker(k)) {
+			chan_value *v = marker(r, k);
+			free(k);
+			ws(r);
+			if (!v || r->p >= r->end || *r->p++ != '}')
+				return bad(r), NULL;
+			return v;
+		}
+		const char *key = k;
+		if (k[0] == '$') {
+			if (k[1] != '$') {
+				free(k);
+				return bad(r), NULL;
+			}
+			key++;
+			kl--;
+		}
+		chan_value *v = jvalue(r, depth + 1);
+		int rc = v ? chan_map_put_n(map, key, kl, v) : -1;
+		free(k);
+		if (rc) {
+			if (rc != -1 && !r->err)
+				r->err = rc;
+			return NULL;
+		}
+		ws(r);
+		if (r->p < r->end && *r->p == ',') {
+			r->p++;
+			continue;
+		}
+		if (r->p < r->end && *r->p == '}') {
+			r->p++;
+			return map;
+		}
+		return bad(r), NULL;
+	}
+}
+
+static chan_value *jvalue(struct rd *r, int depth)
+{
+	ws(r);
+	if (r->p >= r->end || depth > 1000)
+		return bad(r), NULL;
+	size_t left = (size_t)(r->end - r->p);
+	switch (*r->p) {
+	case 'n':
+		if (left >= 4 && !memcmp(r->p, "null", 4))
+			return r->p += 4, chan_null(r->m);
+		break;
+	case 't':
+		if (left >= 4 && !memcmp(r->p, "true", 4))
+			return r->p += 4, chan_bool(r->m, 1);
+		break;
+	case 'f':
+		if (left >= 5 && !memcmp(r->p, "false", 5))
+			return r->p += 5, chan_bool(r->m, 0);
+		break;
+	case '"': {
+		char *s;
+		size_t n;
+		if (jstring(r, &s, &n))
+			return NULL;
+		chan_value *v = chan_string_n(r->m, s, n);
+		free(s);
+		return v;
+	}
+	case '[': {
+		r->p++;
+		chan_value *l = chan_list(r->m);
+		ws(r);
+		if (r->p < r->end && *r->p == ']') {
+			r->p++;
+			return l;
+		}
+		for (;;) {
+			chan_value *v = jvalue(r, depth + 1);
+			if (!v || chan_list_append(l, v))
+				return NULL;
+			ws(r);
+			if (r->p < r->end && *r->p == ',') {
+				r->p++;
+				continue;
+			}
+			if (r->p < r->end && *r->p == ']') {
+				r->p++;
+				return l;
+			}
+			return bad(r), NULL;
+		}
+	}
+	case '{':
+		return jobject(r, depth);
+	default:
+		return jnumber(r);
+	}
+	return bad(r), NULL;
+}
+
+/* Build a message from text; closes the request's fds (chan_handle dups). */
+static int text_to_msg(const char *text, int *fds, int nfds, chan_msg **ret)
+{
+	int err = 0;
+	chan_msg *m = chan_msg_new(NULL);
+	if (!m) {
+		err = CHAN_E_NO_MEMORY;
+	} else {
+		struct rd r = {text, text + strlen(text), m, fds, nfds, 0};
+		chan_value *v = jvalue(&r, 0);
+		ws(&r);
+		if (v && r.p != r.end)
+			bad(&r);
+		if (!v)
+			bad(&r);
+		err = r.err;
+		if (!err)
+			err = chan_msg_error(m);
+		if (!err)
+			err = v ? chan_msg_set_root(m, v) : CHAN_E_INVALID_ARGUMENT;
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (err) {
+		chan_msg_free(m);
+		return err;
+	}
+	*ret = m;
+	return 0;
+}
+
+/* ---- responses with frames --------------------------------------------- */
+
+/* Encode m, send its handle table over fd 3, write "ok", frame, fds. */
+static int respond_frame(chan_msg *m)
+{
+	size_t need;
+	int rc = chan_encoded_size(m, &need);
+	if (rc)
+		return rc;
+	unsigned char *buf = malloc(need ? need : 1);
+	rc = chan_encode(m, buf, need, &need);
+	if (rc) {
+		free(buf);
+		return rc;
+	}
+	size_t n;
+	const int *h = chan_msg_handles(m, &n);
+	int fds[MAXFDS];
+	for (size_t i = 0; i < n && i < MAXFDS; i++)
+		fds[i] = h[i];
+	int tmp = -1;
+	if (!strcmp(break_mode, "swapfd") && n > 0) {
+		tmp = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		fds[0] = tmp;
+	}
+	send_fds(fds, (int)n);
+	if (tmp >= 0)
+		close(tmp);
+	putf("ok\nframe ");
+	puthex(buf, need);
+	putf("\nfds %zu\n", n);
+	free(buf);
+	return 0;
+}
+
+static void walk_conns(chan_value *v, chan_value **list, int *n)
+{
+	switch (chan_value_type(v)) {
+	case CHAN_LIST:
+	case CHAN_MAP:
+		for (size_t i = 0; i < chan_value_count(v); i++)
+			walk_conns(chan_value_at(v, i), list, n);
+		break;
+	case CHAN_HANDLE:
+		if (chan_value_kind(v) == CHAN_KIND_CONN && *n < MAXFDS)
+			list[(*n)++] = v;
+		break;
+	default:
+		break;
+	}
+}
+
+static int new_conn_id(void)
+{
+	for (int i = 1; i < MAXCONNS; i++)
+		if (!conns[i])
+			return i;
+	return -1;
+}
+
+/* ---- requests ---------------------------------------------------------- */
+
+struct req {
+	char op[16];
+	unsigned char *frame;
+	size_t framelen;
+	char *value;
+	int nfds, conn;
+	struct chan_limits lim;
+};
+
+static void parse_req(char *body, struct req *r)
+{
+	memset(r, 0, sizeof *r);
+	for (char *l = strtok(body, "\n"); l; l = strtok(NULL, "\n")) {
+		char *v = strchr(l, ' ');
+		if (v)
+			*v++ = 0;
+		else
+			v = l + strlen(l);
+		if (!strcmp(l, "op"))
+			snprintf(r->op, sizeof r->op, "%s", v);
+		else if (!strcmp(l, "fds"))
+			r->nfds = atoi(v);
+		else if (!strcmp(l, "conn"))
+			r->conn = atoi(v);
+		else if (!strcmp(l, "value"))
+			r->value = v;
+		else if (!strcmp(l, "max_payload"))
+			r->lim.max_payload = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(l, "max_handles"))
+			r->lim.max_handles = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(l, "max_depth"))
+			r->lim.max_depth = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(l, "frame")) {
+			size_t n = strlen(v) / 2;
+			r->frame = malloc(n + 1);
+			for (size_t i = 0; i < n; i++) {
+				unsigned x;
+				sscanf(v + 2 * i, "%2x", &x);
+				r->frame[i] = (unsigned char)x;
+			}
+			r->framelen = n;
+		}
+	}
+}
+
+static chan_conn *get_conn(int id)
+{
+	return id > 0 && id < MAXCONNS ? conns[id] : NULL;
+}
+
+static void handle(struct req *r, int *fds)
+{
+	int rc;
+	chan_msg *m = NULL;
+	if (!strcmp(r->op, "hello")) {
+		putf("ok\nbinding c-libchan %s\n", chan_version());
+	} else if (!strcmp(r->op, "reset")) {
+		for (int i = 0; i < MAXCONNS; i++)
+			conns[i] = chan_conn_free(conns[i]);
+		putf("ok\n");
+	} else if (!strcmp(r->op, "decode")) {
+		size_t used = 0;
+		rc = chan_decode(r->frame, r->framelen, fds, (size_t)r->nfds, 0, &r->lim, NULL, &m,
+				 &used);
+		if (rc == CHAN_E_HANDLE_INDEX_OUT_OF_ORDER && !strcmp(break_mode, "order")) {
+			putf("ok\nframe ");
+			puthex(r->frame, r->framelen);
+			putf("\nfds 0\n");
+			return;
+		}
+		if (rc) {
+			error_response(rc);
+			return;
+		}
+		if (!strcmp(break_mode, "leak") && r->nfds > 0)
+			(void)fcntl(fds[0], F_DUPFD_CLOEXEC, 0); /* never closed */
+		rc = respond_frame(m);
+		if (rc) {
+			outlen = 0;
+			error_response(rc);
+			chan_msg_free(m);
+			return;
+		}
+		putf("consumed %zu\n", used);
+		held = m;
+	} else if (!strcmp(r->op, "encode")) {
+		rc = text_to_msg(r->value ? r->value : "", fds, r->nfds, &m);
+		if (!rc)
+			rc = respond_frame(m);
+		if (rc) {
+			outlen = 0;
+			error_response(rc);
+			chan_msg_free(m);
+			return;
+		}
+		held = m;
+	} else if (!strcmp(r->op, "attach")) {
+		int id = new_conn_id();
+		chan_conn *c = NULL;
+		rc = r->nfds == 1 && id > 0 ? chan_conn_from_fd(fds[0], &c) : CHAN_E_INVALID_ARGUMENT;
+		if (!rc)
+			rc = chan_conn_set_limits(c, &r->lim);
+		if (rc) {
+			if (c)
+				chan_conn_free(c);
+			else
+				for (int i = 0; i < r->nfds; i++)
+					close(fds[i]);
+			error_response(rc);
+			return;
+		}
+		conns[id] = c;
+		climits[id] = r->lim;
+		putf("ok\nconn %d\n", id);
+	} else if (!strcmp(r->op, "recv")) {
+		chan_conn *c = get_conn(r->conn);
+		rc = c ? chan_conn_recv(c, &m, -1) : CHAN_E_INVALID_ARGUMENT;
+		if (rc) {
+			if (chan_error_scope(rc) == CHAN_SCOPE_FATAL) {
+				conns[r->conn] = chan_conn_free(c);
+			}
+			error_response(rc);
+			return;
+		}
+		rc = respond_frame(m);
+		if (rc) {
+			outlen = 0;
+			error_response(rc);
+			chan_msg_free(m);
+			return;
+		}
+		chan_value *list[MAXFDS];
+		int n = 0;
+		walk_conns(chan_msg_root(m), list, &n);
+		putf("conns");
+		for (int i = 0; i < n; i++) {
+			chan_conn *nc = NULL;
+			int id = new_conn_id();
+			if (id > 0 && chan_conn_from_value(list[i], &nc) == 0) {
+				conns[id] = nc;
+				climits[id] = climits[r->conn];
+				chan_conn_set_limits(nc, &climits[id]);
+				putf(" %d", id);
+			}
+		}
+		putf("\n");
+		held = m;
+	} else if (!strcmp(r->op, "send")) {
+		chan_conn *c = get_conn(r->conn);
+		rc = text_to_msg(r->value ? r->value : "", fds, r->nfds, &m);
+		if (!rc)
+			rc = c ? chan_conn_send(c, m, -1) : CHAN_E_INVALID_ARGUMENT;
+		chan_msg_free(m);
+		if (rc)
+			error_response(rc);
+		else
+			putf("ok\n");
+	} else if (!strcmp(r->op, "close")) {
+		chan_conn *c = get_conn(r->conn);
+		if (c)
+			conns[r->conn] = chan_conn_free(c);
+		putf(c ? "ok\n" : "error INVALID_ARGUMENT\n");
+	} else {
+		for (int i = 0; i < r->nfds; i++)
+			close(fds[i]);
+		putf("error UNSUPPORTED\n");
+	}
+}
+
+int main(void)
+{
+	const char *b = getenv("CHAN_TESTEE_BREAK");
+	if (b)
+		break_mode = b;
+	for (;;) {
+		unsigned char len[4];
+		size_t got = 0;
+		while (got < 4) {
+			ssize_t n = read(0, len + got, 4 - got);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				goto done;
+			got += (size_t)n;
+		}
+		size_t n = len[0] | (size_t)len[1] << 8 | (size_t)len[2] << 16 | (size_t)len[3] << 24;
+		char *body = malloc(n + 1);
+		for (got = 0; got < n;) {
+			ssize_t k = read(0, body + got, n - got);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				exit(1);
+			got += (size_t)k;
+		}
+		body[n] = 0;
+		held = chan_msg_free(held);
+		struct req r;
+		parse_req(body, &r);
+		static int fds[MAXFDS];
+		if (r.nfds < 0 || r.nfds > MAXFDS || (r.nfds && recv_fds(fds, r.nfds)))
+			exit(1);
+		handle(&r, fds);
+		flush_response();
+		free(r.frame);
+		free(body);
+	}
+done:
+	held = chan_msg_free(held);
+	for (int i = 0; i < MAXCONNS; i++)
+		conns[i] = chan_conn_free(conns[i]);
+	free(out);
+	return 0;
+}
