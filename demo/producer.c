@@ -1,0 +1,174 @@
+/*
+ * producer.c - a producer: asks the consumer questions, each with a fresh
+ * reply_to connection, and checks the answers.
+ *
+ * An answer arrives on the reply_to connection and is either
+ *   {"value": 49}                  the result, or
+ *   {"future": <conn>}             a connection on which the result will
+ *                                  arrive later, from someone else.
+ */
+#include <string.h>
+
+#include "demo.h"
+
+struct question {
+	const char *op;
+	int64_t n;
+};
+
+static int64_t
+expected(const struct question *q)
+{
+	int64_t a = 0, b = 1;
+
+	if (strcmp(q->op, "square") == 0)
+		return q->n * q->n;
+	for (int64_t i = 0; i < q->n; i++) { /* fib */
+		int64_t t = a + b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+/* {"from": name, "op": op, "n": n, "reply_to": <conn>} */
+static chan_msg *
+make_request(const char *name, const struct question *q, chan_conn *reply_to)
+{
+	chan_msg *m = chan_msg_new(NULL);
+	chan_value *root;
+
+	if (!m)
+		return NULL;
+	root = chan_map(m);
+	chan_map_put(root, "from", chan_string(m, name));
+	chan_map_put(root, "op", chan_string(m, q->op));
+	chan_map_put(root, "n", chan_int(m, q->n));
+	/* chan_handle duplicates the fd: the message owns its copy. */
+	chan_map_put(root, "reply_to",
+		     chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(reply_to)));
+	if (chan_msg_set_root(m, root) < 0) /* reports any earlier failure */
+		return chan_msg_free(m);
+	return m;
+}
+
+/* Wait for {"value": v} on c. */
+static int
+receive_value(chan_conn *c, int64_t *ret)
+{
+	chan_msg *m = NULL;
+	chan_value *v;
+	int r = chan_conn_recv(c, &m, DEMO_TIMEOUT_MS);
+
+	if (r < 0)
+		return r;
+	v = chan_map_get(chan_msg_root(m), "value");
+	r = v && chan_value_type(v) == CHAN_INT ? 0 : CHAN_E_INVALID_ARGUMENT;
+	if (r == 0)
+		*ret = chan_value_int(v);
+	chan_msg_free(m);
+	return r;
+}
+
+/*
+ * Ask one question and wait for its answer.  *ret_future tells whether the
+ * value came through a future.
+ */
+static int
+ask(chan_conn *consumer, const char *name, const struct question *q,
+    int64_t *ret_value, int *ret_future)
+{
+	chan_conn *mine = NULL, *theirs = NULL, *future = NULL;
+	chan_msg *req = NULL, *answer = NULL;
+	chan_value *v;
+	int r;
+
+	/* A fresh connection for the answer: we keep one end, the other
+	 * travels in the request. */
+	if ((r = chan_conn_pair(&mine, &theirs)) < 0)
+		return r;
+	req = make_request(name, q, theirs);
+	r = req ? chan_conn_send(consumer, req, DEMO_TIMEOUT_MS) : CHAN_E_NO_MEMORY;
+	/* Sent: the consumer has its own copy.  Drop ours now, or we would
+	 * never see the consumer close it. */
+	chan_msg_free(req);
+	chan_conn_free(theirs);
+	if (r < 0)
+		goto out;
+
+	if ((r = chan_conn_recv(mine, &answer, DEMO_TIMEOUT_MS)) < 0)
+		goto out;
+	v = chan_map_get(chan_msg_root(answer), "value");
+	if (v) {
+		*ret_value = chan_value_int(v);
+		*ret_future = 0;
+	} else {
+		/* A future: a connection that arrived inside a message that
+		 * arrived on a connection we sent inside a message. */
+		r = chan_conn_from_value(chan_map_get(chan_msg_root(answer), "future"),
+					 &future);
+		if (r == 0)
+			r = receive_value(future, ret_value);
+		*ret_future = 1;
+	}
+out:
+	chan_msg_free(answer);
+	chan_conn_free(future);
+	chan_conn_free(mine);
+	return r;
+}
+
+/* {"from": name, "op": "bye", "answered": k} */
+static int
+say_goodbye(chan_conn *consumer, const char *name, int answered)
+{
+	chan_msg *m = chan_msg_new(NULL);
+	chan_value *root = chan_map(m);
+	int r;
+
+	chan_map_put(root, "from", chan_string(m, name));
+	chan_map_put(root, "op", chan_string(m, "bye"));
+	chan_map_put(root, "answered", chan_int(m, answered));
+	r = chan_msg_set_root(m, root);
+	if (r == 0)
+		r = chan_conn_send(consumer, m, DEMO_TIMEOUT_MS);
+	chan_msg_free(m);
+	return r;
+}
+
+int
+producer_run(const char *path, const char *name, int seed)
+{
+	struct question qs[QUESTIONS_PER_PRODUCER] = {
+		{"square", 3 + seed},
+		{"fib", 20 + 5 * seed},
+		{"square", 11 * (seed + 1)},
+	};
+	chan_conn *consumer = NULL;
+	int answered = 0, r;
+
+	if ((r = chan_connect(path, &consumer)) < 0) {
+		say(name, "cannot connect to %s: %s", path, chan_strerror(r));
+		return -1;
+	}
+	for (int i = 0; i < QUESTIONS_PER_PRODUCER; i++) {
+		int64_t value = 0, want = expected(&qs[i]);
+		int future = 0;
+
+		r = ask(consumer, name, &qs[i], &value, &future);
+		if (r < 0) {
+			say(name, "%s(%lld) failed: %s", qs[i].op, (long long)qs[i].n,
+			    chan_errname(r));
+			continue;
+		}
+		say(name, "%s(%lld) = %lld%s%s", qs[i].op, (long long)qs[i].n,
+		    (long long)value,
+		    future ? "  (resolved on a future received on my reply_to)" : "",
+		    value == want ? "" : "  WRONG");
+		answered += value == want;
+	}
+	r = say_goodbye(consumer, name, answered);
+	chan_conn_free(consumer);
+	return r < 0 ? -1 : answered;
+}
