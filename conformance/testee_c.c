@@ -274,13 +274,15 @@ static int jstring(struct rd *r, char **ret, size_t *len)
 					goto fail;
 				if (u >= 0xD800 && u <= 0xDBFF) {
 					if (r->end - r->p < 6 || r->p[0] != '\\' || r->p[1] != 'u')
-						goto fail;
+						goto lone;
 					r->p += 2;
-					if (hex4(r, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+					if (hex4(r, &lo))
 						goto fail;
+					if (lo < 0xDC00 || lo > 0xDFFF)
+						goto lone;
 					u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
 				} else if (u >= 0xDC00 && u <= 0xDFFF) {
-					goto fail;
+					goto lone;
 				}
 				if (u < 0x80) {
 					tmp[0] = (char)u;
@@ -315,6 +317,9 @@ static int jstring(struct rd *r, char **ret, size_t *len)
 	*ret = s;
 	*len = n;
 	return 0;
+lone: /* SPEC.md §12.4: a \u escape that yields a lone surrogate */
+	if (!r->err)
+		r->err = CHAN_E_INVALID_UTF8;
 fail:
 	free(s);
 	return bad(r);

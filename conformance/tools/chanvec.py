@@ -241,8 +241,18 @@ def _pairs(pairs):
     return ("__obj__", pairs)
 
 
+def _utf8(s):
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TextError("INVALID_UTF8", "lone surrogate")
+    return s
+
+
 def _conv(j):
-    if j is None or isinstance(j, bool) or isinstance(j, str):
+    if isinstance(j, str):
+        return _utf8(j)
+    if j is None or isinstance(j, bool):
         return j
     if isinstance(j, int):
         if not INT_MIN <= j <= INT_MAX:
@@ -280,6 +290,7 @@ def _conv(j):
         return Handle(1 if k == "$fd" else 2, v)
     items = []
     for k, v in pairs:
+        _utf8(k)
         if k.startswith("$$"):
             k = k[1:]
         elif k.startswith("$"):

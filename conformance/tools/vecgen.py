@@ -175,7 +175,7 @@ TITLES = {
 
 def add(file, name, kind, sections, *, value=None, payload=None, handles=(), limits=None,
         error=None, hdr=None, trailing=None, transport=None, note=None, canonical=None,
-        handle_ranges=None, no_bytes=False):
+        handle_ranges=None, no_bytes=False, raw_text=None):
     """payload: list of lines (None: encode value). hdr: header overrides.
     trailing: extra lines after the payload (beyond payload_length)."""
     assert name.startswith(file + "."), name
@@ -184,7 +184,7 @@ def add(file, name, kind, sections, *, value=None, payload=None, handles=(), lim
          "handle_ranges": handle_ranges}
     if value is not None or kind in ("success", "decode_success", "encode_failure"):
         c["value"] = value
-        c["value_text"] = render_text(value)
+        c["value_text"] = render_text(value) if raw_text is None else raw_text
     if kind != "encode_failure" and not no_bytes:
         if payload is None:
             payload = enc_value(value)
@@ -457,6 +457,10 @@ def build():
     for nm, b in [("empty", b""), ("one", b"\x00"), ("two", b"\x00\xff"), ("three", b"abc"),
                   ("not_utf8", b"\xff\xfe\xc0\x80"), ("all_256", bytes(range(256)))]:
         add(T, "strings.bytes." + nm, "success", ["4.1", "7.2", "12"], value=Bytes(b))
+    add(T, "strings.text.lone_surrogate", "encode_failure", ["12", "4.1"], error="INVALID_UTF8",
+        value="", raw_text='"\\ud800"', note="text input: a \\u escape that yields a lone surrogate")
+    add(T, "strings.text.lone_low_surrogate_key", "encode_failure", ["12", "4.1"], error="INVALID_UTF8",
+        value="", raw_text='{"a\\udc00":1}', note="text input: a lone surrogate in a key")
     add(T, "strings.string.len_past_end", "decode_failure", ["7.3"], error="MALFORMED",
         payload=[R("2a 05 61", "Value.string_value len 5, one byte present")])
     add(T, "strings.string.len_nonminimal", "decode_failure", ["7.2", "7.3"], error="NONCANONICAL",
@@ -515,6 +519,10 @@ def build():
     add(C, "containers.map.nested_mix", "success", ["4.1"],
         value=M(("list", [M(("x", 1.5)), M(("y", None))]), ("map", M(("z", [True])))))
     add(C, "containers.map.twenty", "success", ["4.1"], value=M(*[("k%02d" % i, i) for i in range(20)]))
+    add(C, "containers.text.duplicate_key", "encode_failure", ["12", "4.1"], error="DUPLICATE_KEY",
+        value=M(), raw_text='{"a":1,"b":2,"a":3}', note="text input: a key twice in one object")
+    add(C, "containers.text.duplicate_key_nested", "encode_failure", ["12", "4.1"], error="DUPLICATE_KEY",
+        value=M(), raw_text='[{"x":{"k":1,"k":1}}]')
     add(C, "containers.list.empty_item", "decode_failure", ["7.3"], error="EMPTY_VALUE",
         payload=[R("3a 02", "Value.list_value len 2"), R("0a 00", "List.items[0] len 0: no member", 1)])
     add(C, "containers.entry.no_value", "decode_failure", ["7.3"], error="EMPTY_VALUE",

@@ -178,7 +178,7 @@ def must_sentences(path):
     text = open(path, encoding="utf-8").read()
     for para in re.split(r"\n\s*\n", text):
         for line in para.split("\n"):
-            m = re.match(r"^#+\s+(?:([0-9]+(?:\.[0-9]+)*)\s|.*\(§([0-9.]+)\))", line)
+            m = re.match(r"^#+\s+(?:([0-9]+(?:\.[0-9]+)*)\.?\s|.*\(§([0-9.]+)\))", line)
             if m:
                 section = m.group(1) or m.group(2)
         flat = " ".join(l.strip() for l in para.split("\n"))
@@ -208,8 +208,13 @@ def coverage(root, cases, errs):
         if len(row) != 3:
             errs.append("musts.tsv: bad row %r" % row)
             continue
-        for pat in row[2].split():
-            if not fnmatch.filter(names, pat):
+        how = row[1]
+        if how.startswith("runner:") or how.startswith("api:"):
+            if how.split(":", 1)[1] == "":
+                errs.append("musts.tsv: %r needs a reason" % how)
+            continue
+        for pat in how.split():
+            if not fnmatch.filter(names | {n + "@stream" for n in names}, pat):
                 errs.append("musts.tsv: %r names no case" % pat)
     docs = [os.path.join(root, "spec", "DESIGN-NOTES.md")]
     if os.path.exists(os.path.join(root, "SPEC.md")):
@@ -218,10 +223,14 @@ def coverage(root, cases, errs):
     for d in docs:
         for sec, s in must_sentences(d):
             n += 1
-            hits = [r for r in rows if len(r) == 3 and r[1] in " ".join(s.split())]
+            hits = [r for r in rows if len(r) == 3 and r[0] in " ".join(s.split())]
             if not hits:
                 errs.append("coverage: MUST not mapped in conformance/musts.tsv (%s §%s): %s"
                             % (os.path.basename(d), sec, s[:160]))
+    for r in rows:
+        if len(r) == 3 and not any(r[0] in " ".join(s.split())
+                                   for d in docs for _, s in must_sentences(d)):
+            errs.append("musts.tsv: %r matches no MUST sentence any more (stale row)" % r[0])
     return n
 
 

@@ -1,0 +1,44 @@
+#!/bin/sh
+# selftest.sh - the runner must catch deliberately broken testees (issue 4):
+# one that leaks a descriptor, one that accepts out-of-order handle indices,
+# one that returns a different descriptor than it received; and a failure list
+# entry whose case passes must fail the run.  Env: RUNNER, TESTEE.
+set -u
+: "${RUNNER:?}" "${TESTEE:?}"
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+bad=0
+
+# expect BREAK ONLY CASE TEXT: the run fails and CASE fails with TEXT
+expect() {
+	out="$tmp/out.$1"
+	CHAN_TESTEE_BREAK=$1 "$RUNNER" --only "$2" -- "$TESTEE" >"$out" 2>&1
+	rc=$?
+	if [ "$rc" -ne 1 ]; then
+		echo "selftest: broken testee '$1': runner exit status $rc, expected 1"; bad=1; return
+	fi
+	if ! grep -q "^FAIL $3: .*$4" "$out"; then
+		echo "selftest: broken testee '$1': no 'FAIL $3: ...$4' line:"; sed 's/^/  /' "$out"; bad=1; return
+	fi
+	echo "selftest: broken testee '$1' caught: $(grep "^FAIL $3:" "$out" | head -1)"
+}
+
+expect leak 'handles.table.three' 'handles.table.three' 'unexpected descriptor'
+expect order 'handles.index.*' 'handles.index.repeat' 'expected error HANDLE_INDEX_OUT_OF_ORDER, testee accepted'
+expect swapfd 'handles.fd.memfd' 'handles.fd.memfd' 'is not the object #0 sent'
+
+# a stale failure list fails the run
+printf 'scalars.null  # pretend it fails\n' >"$tmp/failing.txt"
+"$RUNNER" --only 'scalars.null' --failing "$tmp/failing.txt" -- "$TESTEE" >"$tmp/out.stale" 2>&1
+if [ $? -ne 1 ] || ! grep -q 'listed as failing but passes' "$tmp/out.stale"; then
+	echo "selftest: a stale failure list entry did not fail the run"; cat "$tmp/out.stale"; bad=1
+else
+	echo "selftest: stale failure list entry caught"
+fi
+
+# the unbroken testee passes the same cases
+if ! "$RUNNER" --only 'handles.*' -- "$TESTEE" >"$tmp/out.good" 2>&1; then
+	echo "selftest: the reference testee fails:"; cat "$tmp/out.good"; bad=1
+fi
+[ $bad -eq 0 ] && echo "selftest: runner self-test passed"
+exit $bad
