@@ -1636,7 +1636,7 @@ static void run_stream(const struct vcase *c)
 				close(objs[i].fd);
 				close(objs[i].other);
 				objs[i].other = -1;
-				objs[i].fd = dup(tc.keep);
+				objs[i].fd = fcntl(tc.keep, F_DUPFD_CLOEXEC, 0);
 				objs[i].dev = tc.dev;
 				objs[i].ino = tc.ino;
 			}
@@ -1647,7 +1647,7 @@ static void run_stream(const struct vcase *c)
 				close(objs[i].fd);
 				close(objs[i].other);
 				objs[i].other = -1;
-				objs[i].fd = dup(tc.peer);
+				objs[i].fd = fcntl(tc.peer, F_DUPFD_CLOEXEC, 0);
 				fstat(objs[i].fd, &st);
 				objs[i].dev = st.st_dev;
 				objs[i].ino = st.st_ino;

@@ -35,6 +35,9 @@ TRANSPORT_ONLY_ERRORS = {"MISATTACHED_HANDLES", "HANDLES_TRUNCATED", "CONNECTION
 
 def load_pb(root):
     tmp = tempfile.mkdtemp(prefix="vecheck-")
+    import atexit
+    import shutil
+    atexit.register(shutil.rmtree, tmp, True)
     subprocess.check_call(["protoc", "--proto_path=" + os.path.join(root, "proto"),
                            "--python_out=" + tmp, "chan/v1/chan.proto"])
     sys.path.insert(0, tmp)
