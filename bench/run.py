@@ -1,0 +1,597 @@
+#!/usr/bin/python3
+"""The driver of `make bench` (bench/bench.mk): runs every benchmark, prints
+the table, writes BENCHMARKS.md and the scaling plot.
+
+  run.py --build DIR            everything; rewrites BENCHMARKS.md and
+                                bench/scaling.png
+  run.py --build DIR --smoke    every benchmark for a handful of iterations,
+                                checks that every figure came out; writes
+                                only into DIR/smoke
+  run.py --build DIR --callgrind-only
+                                the callgrind instruction counts alone
+
+Sources of figures (all print bench/bench.h result lines):
+  DIR/codec_bench               chan vs protobuf-c vs msgpack-c
+  bench/py_codec.py             pickle
+  DIR/transport_bench           chan vs raw sendmsg/recvmsg, scaling
+  bench/py_mp.py                multiprocessing Queue + Pipe reply_to
+  valgrind --tool=callgrind DIR/codec_bench callgrind
+  python/bench.py --json        the Python binding's own benchmark, if present
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PY = "/usr/bin/python3"
+
+# ---------------------------------------------------------------------------
+# running things
+
+
+def run_lines(cmd, what, env=None):
+    """Run cmd, echo its commentary, return its result lines (split)."""
+    t0 = time.time()
+    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, env=env)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout[-3000:] + p.stderr[-3000:])
+        sys.exit("bench: %s failed (exit %d): %s" % (what, p.returncode, " ".join(cmd)))
+    rows = []
+    for line in p.stdout.splitlines():
+        f = line.split("\t")
+        if f[0] == "R" and len(f) == 12:
+            rows.append({"group": f[1], "case": f[2], "impl": f[3], "op": f[4], "pin": f[5],
+                         "med": float(f[6]), "min": float(f[7]), "max": float(f[8]),
+                         "bytes": float(f[9]), "mallocs": float(f[10]), "n": int(f[11])})
+        elif f[0] == "C":
+            rows.append({"cg": f[1], "bytes": float(f[2])})
+        elif line.startswith("#"):
+            print("  " + line)
+    print("  %s: %d figures in %.1f s" % (what, len(rows), time.time() - t0))
+    sys.stdout.flush()
+    return rows
+
+
+def callgrind(build, smoke):
+    """Instruction counts per operation: {(case, impl, op): Ir}."""
+    if not shutil.which("valgrind"):
+        sys.exit("bench: valgrind not found (DEB_PACKAGES names it)")
+    out = os.path.join(build, "callgrind")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.out" % out,
+           os.path.join(build, "codec_bench")]
+    if smoke:
+        cmd += ["--smoke", "--only", "depth"]
+    cmd += ["callgrind"]
+    rows = run_lines(cmd, "callgrind")
+    names = {r["cg"]: r["bytes"] for r in rows if "cg" in r}
+    counts = {}
+    for path in glob.glob(os.path.join(out, "cg.out.*")):
+        desc = total = None
+        with open(path) as f:
+            for line in f:
+                if line.startswith("desc: Trigger: Client Request: "):
+                    desc = line.split(": ", 3)[3].strip()
+                elif line.startswith("totals:") or (line.startswith("summary:") and total is None):
+                    total = int(line.split()[1])
+        if desc in names and total is not None:
+            _, case, impl, op, n = desc.split("/")
+            counts[(case, impl, op)] = total / int(n)
+    if len(counts) != len(names):
+        sys.exit("bench: callgrind: %d dumps for %d operations" % (len(counts), len(names)))
+    return counts
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, cwd=ROOT).stdout.strip()
+    except OSError:
+        return ""
+
+
+def machine():
+    model = sh("lscpu | sed -n 's/^Model name: *//p' | head -1")
+    return {
+        "cpu": model or "unknown",
+        "cpus": os.cpu_count(),
+        "kernel": sh("uname -sr"),
+        "mem": sh("awk '/MemTotal/ {printf \"%.1f GiB\", $2/1048576}' /proc/meminfo"),
+        "virt": sh("systemd-detect-virt 2>/dev/null || lscpu | sed -n 's/^Hypervisor vendor: *//p'"),
+        "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
+        "cc": sh("cc --version | head -1"),
+        "python": sh(PY + " --version"),
+        "commit": sh("git rev-parse --short HEAD"),
+        "dirty": sh("git status --porcelain -- c/src c/include"),
+    }
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+# ---------------------------------------------------------------------------
+# formatting
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return "-"
+    if ns < 1e3:
+        return "%.0f ns" % ns
+    if ns < 1e6:
+        return "%.3g µs" % (ns / 1e3) if ns < 1e5 else "%.0f µs" % (ns / 1e3)
+    if ns < 1e9:
+        return "%.3g ms" % (ns / 1e6) if ns < 1e8 else "%.0f ms" % (ns / 1e6)
+    return "%.3g s" % (ns / 1e9)
+
+
+def fmt_rate(per_s, unit):
+    if per_s >= 1e6:
+        return "%.3gM %s" % (per_s / 1e6, unit)
+    if per_s >= 1e3:
+        return "%.3gk %s" % (per_s / 1e3, unit)
+    return "%.3g %s" % (per_s, unit)
+
+
+def fmt_mbs(bytes_, ns):
+    return "%.0f MB/s" % (bytes_ / ns * 1e3) if bytes_ / ns * 1e3 >= 10 else "%.2g MB/s" % (bytes_ / ns * 1e3)
+
+
+def spread(r, fmt=fmt_ns):
+    return "%s [%s–%s]" % (fmt(r["med"]), fmt(r["min"]), fmt(r["max"]))
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(x):
+    return "-" if x is None else "%.2fx" % x
+
+
+def render_text(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    return "\n".join(out)
+
+
+def render_md(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# the tables
+
+CODEC_CASES = ["repr", "4k", "1m", "list", "depth"]
+CODEC_CASE_TEXT = {
+    "repr": "representative map (11 entries, 1 handle)",
+    "4k": "44 records (~4 KiB)",
+    "1m": "one 1 MiB bytes value",
+    "list": "list of 100,000 ints",
+    "depth": "maps nested to depth 32",
+}
+TRANSPORT_CASES = [("rtt-plain", "round trip, no handles"),
+                   ("rtt-fd1", "round trip, 1 fd in the request"),
+                   ("rtt-reply_to", "round trip via a fresh reply_to conn"),
+                   ("oneway-fd1", "one-way frames, 1 fd each"),
+                   ("oneway-fd253", "one-way frames, 253 fds each"),
+                   ("stream-1MiB", "one-way 1 MiB bytes frames"),
+                   ("stream-16MiB", "one-way 16 MiB bytes frames")]
+
+
+class Results:
+    def __init__(self, rows):
+        self.rows = rows
+        self.by = {}
+        for r in rows:
+            if "group" in r:
+                self.by[(r["group"], r["case"], r["impl"], r["op"], r["pin"])] = r
+
+    def get(self, group, case, impl, op, pin="-"):
+        return self.by.get((group, case, impl, op, pin))
+
+    def med(self, *k):
+        r = self.get(*k)
+        return r["med"] if r else None
+
+
+def codec_table(res, cg):
+    headers = ["case", "op", "chan", "chan MB/s", "protobuf-c (typed)", "chan/pbc",
+               "msgpack-c", "chan/msgpack", "pickle", "chan/pickle", "mallocs chan/pbc/msgpack"]
+    rows = []
+    for case in CODEC_CASES:
+        for op, base_op in (("encode", "encode"), ("build+encode", "encode"), ("decode", "decode")):
+            c = res.get("codec", case, "chan", op)
+            if not c:
+                continue
+            pb = res.get("codec", case, "pbc", base_op)
+            mp = res.get("codec", case, "msgpack", base_op)
+            pk = res.get("codec", case, "pickle", base_op)
+
+            def m(r):
+                return "-" if not r or r["mallocs"] < 0 else "%g" % r["mallocs"]
+
+            rows.append([case, op, spread(c), fmt_mbs(c["bytes"], c["med"]),
+                         fmt_ns(pb["med"]) if pb else "-", fmt_ratio(ratio(c["med"], pb and pb["med"])),
+                         fmt_ns(mp["med"]) if mp else "-", fmt_ratio(ratio(c["med"], mp and mp["med"])),
+                         fmt_ns(pk["med"]) if pk else "-", fmt_ratio(ratio(c["med"], pk and pk["med"])),
+                         "%s / %s / %s" % (m(c), m(pb), m(mp))])
+    return headers, rows
+
+
+def codec_sizes(res):
+    headers = ["case", "message", "chan frame", "protobuf-c", "msgpack-c", "pickle"]
+    rows = []
+    for case in CODEC_CASES:
+        def b(impl):
+            r = res.get("codec", case, impl, "decode")
+            return "%d B" % r["bytes"] if r else "-"
+        rows.append([case, CODEC_CASE_TEXT[case], b("chan"), b("pbc"), b("msgpack"), b("pickle")])
+    return headers, rows
+
+
+def callgrind_table(cg):
+    headers = ["case", "op", "chan Ir", "protobuf-c Ir", "chan/pbc", "msgpack-c Ir", "chan/msgpack"]
+    rows = []
+    for case in CODEC_CASES:
+        for op, base_op in (("encode", "encode"), ("build+encode", "encode"), ("decode", "decode")):
+            c = cg.get((case, "chan", op))
+            if c is None:
+                continue
+            pb = cg.get((case, "pbc", base_op))
+            mp = cg.get((case, "msgpack", base_op))
+            rows.append([case, op, "{:,.0f}".format(c), "{:,.0f}".format(pb) if pb else "-",
+                         fmt_ratio(ratio(c, pb)), "{:,.0f}".format(mp) if mp else "-",
+                         fmt_ratio(ratio(c, mp))])
+    return headers, rows
+
+
+def transport_value(r, case):
+    """The figure people read: µs per round trip, frames/s, or MB/s."""
+    if r is None:
+        return "-"
+    if case.startswith("rtt"):
+        return spread(r)
+    if case.startswith("stream"):
+        return "%s [%s–%s]" % (fmt_mbs(r["bytes"], r["med"]), fmt_mbs(r["bytes"], r["max"]),
+                               fmt_mbs(r["bytes"], r["min"]))
+    return "%s [%s–%s]" % (fmt_rate(1e9 / r["med"], "/s"), fmt_rate(1e9 / r["max"], "/s"),
+                           fmt_rate(1e9 / r["min"], "/s"))
+
+
+def transport_table(res, pins):
+    headers = ["case", "pin", "chan", "chan-pre", "raw", "chan/raw", "chan-pre/raw",
+               "python-mp", "python-mp/chan"]
+    rows = []
+    for case, _ in TRANSPORT_CASES:
+        for pin in pins:
+            op = "rtt" if case.startswith("rtt") else "oneway"
+            c = res.get("transport", case, "chan", op, pin)
+            cp = res.get("transport", case, "chan-pre", op, pin)
+            raw = res.get("transport", case, "raw", op, pin)
+            mp = res.get("transport", case, "python-mp", op, pin)
+            if not (c or cp):
+                continue
+            rows.append([case, pin, transport_value(c, case), transport_value(cp, case),
+                         transport_value(raw, case),
+                         fmt_ratio(ratio(c and c["med"], raw and raw["med"])),
+                         fmt_ratio(ratio(cp and cp["med"], raw and raw["med"])),
+                         transport_value(mp, case),
+                         fmt_ratio(ratio(mp and mp["med"], c and c["med"]))])
+    return headers, rows
+
+
+def scale_points(res, kind, pin):
+    """[(x, chan-pre row, raw row)] of one sweep, x ascending."""
+    pts = {}
+    for (g, case, impl, op, p), r in res.by.items():
+        if g != "scale" or p != pin:
+            continue
+        m = re.match(r"(rtt|oneway)-(size|fds)-(\d+)$", case)
+        if not m or "%s-%s" % (m.group(1), m.group(2)) != kind:
+            continue
+        pts.setdefault(int(m.group(3)), {})[impl] = r
+    return [(x, pts[x].get("chan-pre"), pts[x].get("raw")) for x in sorted(pts)]
+
+
+def fmt_size(n):
+    for unit, div in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return "%d %s" % (n // div, unit)
+    return "%d B" % n
+
+
+def scale_table(res, pins):
+    out = []
+    for kind, title, xname in (("rtt-size", "round trip vs payload size", "payload"),
+                               ("oneway-size", "one-way throughput vs payload size", "payload"),
+                               ("rtt-fds", "round trip vs handles per request", "handles"),
+                               ("oneway-fds", "one-way frames/s vs handles per frame", "handles")):
+        headers = [xname]
+        for pin in pins:
+            headers += ["chan-pre " + pin, "raw " + pin, "ratio " + pin]
+        xs = {}
+        for pin in pins:
+            for x, c, r in scale_points(res, kind, pin):
+                xs.setdefault(x, {})[pin] = (c, r)
+        rows = []
+        for x in sorted(xs):
+            row = [fmt_size(x) if kind.endswith("size") else str(x)]
+            for pin in pins:
+                c, r = xs[x].get(pin, (None, None))
+                if kind == "rtt-size" or kind == "rtt-fds":
+                    f = lambda v: fmt_ns(v["med"]) if v else "-"
+                elif kind == "oneway-size":
+                    f = lambda v: fmt_mbs(v["bytes"], v["med"]) if v else "-"
+                else:
+                    f = lambda v: fmt_rate(1e9 / v["med"], "/s") if v else "-"
+                row += [f(c), f(r), fmt_ratio(ratio(c and c["med"], r and r["med"]))]
+            rows.append(row)
+        out.append((title, headers, rows))
+    return out
+
+
+def targets(res, cg, pins, pybench):
+    """[(target, where, measured, goal, verdict)]"""
+    t = []
+
+    def add(target, where, x, limit, aim=None, higher_is_better=False, note=""):
+        if x is None:
+            t.append([target, where, "-", "-", "not measured"])
+            return
+        ok = x >= limit if higher_is_better else x <= limit
+        goal = ("≥ %.1fx" if higher_is_better else "≤ %.1fx") % limit
+        if aim:
+            goal += " (aim %.1fx)" % aim
+        verdict = "met" if ok else "MISSED"
+        if ok and aim and not higher_is_better and x > aim:
+            verdict = "met (not the aim)"
+        t.append([target, where, "%.2fx%s" % (x, note), goal, verdict])
+
+    for case in CODEC_CASES:
+        for op in ("encode", "decode"):
+            x = ratio(res.med("codec", case, "chan", op), res.med("codec", case, "pbc", op))
+            ir = ratio(cg.get((case, "chan", op)), cg.get((case, "pbc", op))) if cg else None
+            add("codec %s vs protobuf-c (typed)" % op, case, x, 2.0, 1.2,
+                note=" (Ir %.2fx)" % ir if ir else "")
+    for case in CODEC_CASES:
+        for op, base in (("encode", "encode"), ("build+encode", "encode"), ("decode", "decode")):
+            x = ratio(res.med("codec", case, "chan", op), res.med("codec", case, "msgpack", base))
+            ir = ratio(cg.get((case, "chan", op)), cg.get((case, "msgpack", base))) if cg else None
+            add("codec %s vs msgpack-c" % op, case, x, 1.0, note=" (Ir %.2fx)" % ir if ir else "")
+    mallocs = [(case, res.get("codec", case, "chan", "decode")) for case in CODEC_CASES]
+    mallocs = [(c, r["mallocs"]) for c, r in mallocs if r]
+    if mallocs:
+        worst = max(m for _, m in mallocs)
+        t.append(["decode mallocs O(1) per message", "all codec cases",
+                  ", ".join("%s %g" % (c, m) for c, m in mallocs), "constant",
+                  "met" if worst == min(m for _, m in mallocs) else "MISSED"])
+    for pin in pins:
+        c = res.med("transport", "rtt-reply_to", "chan", "rtt", pin)
+        add("reply_to round trip vs raw", pin, ratio(c, res.med("transport", "rtt-reply_to", "raw", "rtt", pin)),
+            1.3, 1.1)
+    for pin in pins:
+        c = res.med("transport", "rtt-reply_to", "chan", "rtt", pin)
+        add("reply_to round trip: python-mp / chan", pin,
+            ratio(res.med("transport", "rtt-reply_to", "python-mp", "rtt", pin), c), 5.0,
+            higher_is_better=True)
+    for case in ("stream-1MiB", "stream-16MiB"):
+        for impl in ("chan-pre", "chan"):
+            for pin in pins:
+                add("large payload throughput vs raw (%s)" % impl, "%s %s" % (case, pin),
+                    ratio(res.med("transport", case, impl, "oneway", pin),
+                          res.med("transport", case, "raw", "oneway", pin)), 1.2)
+    return ["target", "where", "measured (time ratio)", "goal", "verdict"], t
+
+
+# ---------------------------------------------------------------------------
+# plot
+
+
+def write_plot(res, pins, outdir, png):
+    os.makedirs(outdir, exist_ok=True)
+    files = {}
+    for kind in ("rtt-size", "oneway-size", "rtt-fds", "oneway-fds"):
+        for pin in pins:
+            for impl in ("chan-pre", "raw"):
+                path = os.path.join(outdir, "%s-%s-%s.dat" % (kind, impl, pin))
+                with open(path, "w") as f:
+                    f.write("# x median min max (%s %s %s)\n" % (kind, impl, pin))
+                    for x, c, r in scale_points(res, kind, pin):
+                        v = c if impl == "chan-pre" else r
+                        if not v:
+                            continue
+                        if kind.startswith("rtt"):  # µs
+                            vals = (v["med"] / 1e3, v["min"] / 1e3, v["max"] / 1e3)
+                        elif kind == "oneway-size":  # MB/s
+                            vals = tuple(v["bytes"] / ns * 1e3 for ns in (v["med"], v["max"], v["min"]))
+                        else:  # µs per frame: linear in the handle count
+                            vals = (v["med"] / 1e3, v["min"] / 1e3, v["max"] / 1e3)
+                        f.write("%d %g %g %g\n" % ((x,) + vals))
+                files[(kind, impl, pin)] = path
+    if not shutil.which("gnuplot"):
+        sys.exit("bench: gnuplot not found (DEB_PACKAGES names it)")
+    p = subprocess.run(["gnuplot", "-e", "dir='%s'; out='%s'; pins='%s'" % (outdir, png, " ".join(pins)),
+                        os.path.join(HERE, "scaling.gp")], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0 or not os.path.exists(png):
+        sys.exit("bench: gnuplot failed: %s" % p.stderr)
+    return png
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--callgrind-only", action="store_true")
+    ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--no-pybench", action="store_true", help="skip python/bench.py")
+    a = ap.parse_args()
+    build = a.build
+    smoke = ["--smoke"] if a.smoke else []
+    t_start = time.time()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = loadavg()
+    mach = machine()
+    print("bench: %s, %s CPUs, %s; load average %s%s" % (
+        mach["cpu"], mach["cpus"], mach["kernel"], load_before, " (smoke)" if a.smoke else ""))
+    if a.callgrind_only:
+        cg = callgrind(build, a.smoke)
+        print(render_text(*callgrind_table(cg)))
+        return 0
+
+    rows = []
+    rows += run_lines([os.path.join(build, "codec_bench")] + smoke, "codec_bench")
+    rows += run_lines([PY, os.path.join(HERE, "py_codec.py")] + smoke, "pickle")
+    rows += run_lines([os.path.join(build, "transport_bench")] + smoke, "transport_bench")
+    rows += run_lines([PY, os.path.join(HERE, "py_mp.py")] + smoke, "python-mp")
+    cg = {}
+    if not a.no_callgrind:
+        cg = callgrind(build, a.smoke)
+    pybench = None
+    pyb = os.path.join(ROOT, "python", "bench.py")
+    if os.path.exists(pyb) and not a.smoke and not a.no_pybench:
+        jpath = os.path.join(build, "python-bench.json")
+        t0 = time.time()
+        p = subprocess.run([PY, pyb, "--json", jpath], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+        if p.returncode == 0 and os.path.exists(jpath):
+            with open(jpath) as f:
+                pybench = {"json": json.load(f), "text": p.stdout.strip()}
+            print("  python/bench.py: done in %.1f s" % (time.time() - t0))
+        else:
+            print("  python/bench.py FAILED (exit %d), left out:\n%s" % (p.returncode, p.stdout[-2000:]))
+    res = Results(rows)
+    pins = sorted({r["pin"] for r in rows if r.get("group") == "transport"})
+
+    # Every figure must be there: a benchmark that silently measures
+    # nothing is rot.
+    expect = [("codec", c, i, o, "-") for c in CODEC_CASES
+              for i, ops in (("chan", ("encode", "build+encode", "decode")),
+                             ("pbc", ("encode", "decode")), ("msgpack", ("encode", "decode")),
+                             ("pickle", ("encode", "decode"))) for o in ops]
+    for pin in pins:
+        for case, _ in TRANSPORT_CASES:
+            op = "rtt" if case.startswith("rtt") else "oneway"
+            impls = ["chan", "raw"] + ([] if case == "rtt-reply_to" else ["chan-pre"])
+            if case == "rtt-reply_to":
+                impls.append("python-mp")
+            expect += [("transport", case, i, op, pin) for i in impls]
+    missing = [k for k in expect if k not in res.by]
+    if missing or not pins:
+        sys.exit("bench: figures missing: %s" % (missing or "all transport"))
+    for pin in pins:
+        for kind in ("rtt-size", "oneway-size", "rtt-fds", "oneway-fds"):
+            pts = scale_points(res, kind, pin)
+            if len(pts) < 3 or any(c is None or r is None for _, c, r in pts):
+                sys.exit("bench: scaling sweep %s %s incomplete" % (kind, pin))
+
+    out_dir = os.path.join(build, "smoke") if a.smoke else os.path.join(build, "results")
+    png = os.path.join(out_dir, "scaling.png") if a.smoke else os.path.join(HERE, "scaling.png")
+    write_plot(res, pins, os.path.join(out_dir, "plotdata"), png)
+    load_after = loadavg()
+    elapsed = time.time() - t_start
+
+    sections = []
+    sections.append(("Codec (ns per message: median [min–max] of the runs; ratios of medians)",
+                     codec_table(res, cg)))
+    sections.append(("Encoded sizes", codec_sizes(res)))
+    if cg:
+        sections.append(("Codec instructions per message (callgrind Ir)", callgrind_table(cg)))
+    sections.append(("Transport between two processes (ratio = chan time / raw time)",
+                     transport_table(res, pins)))
+    for title, h, r in scale_table(res, pins):
+        sections.append(("Scaling: " + title, (h, r)))
+    sections.append(("Targets", targets(res, cg, pins, pybench)))
+
+    for title, (h, r) in sections:
+        print("\n== %s ==" % title)
+        print(render_text(h, r))
+    print("\nplot: %s" % os.path.relpath(png, ROOT))
+    print("load average before %s, after %s; %.0f s" % (load_before, load_after, elapsed))
+
+    md = os.path.join(out_dir, "BENCHMARKS.md") if a.smoke else os.path.join(ROOT, "BENCHMARKS.md")
+    write_md(md, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows)
+    print("wrote %s" % os.path.relpath(md, ROOT))
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump({"rows": rows, "callgrind": {"/".join(k): v for k, v in cg.items()},
+                   "machine": mach, "started": started.isoformat()}, f, indent=1)
+    return 0
+
+
+def write_md(path, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows):
+    notes_path = os.path.join(HERE, "notes.md")
+    notes = open(notes_path).read().strip() if os.path.exists(notes_path) else ""
+    L = []
+    L.append("# chan benchmarks")
+    L.append("")
+    L.append("Generated by `make bench` (bench/run.py); do not edit by hand: the prose comes from "
+             "`bench/notes.md`. Regenerate with `make bench` on an idle machine.")
+    L.append("")
+    L.append("- **Date**: %s" % started.strftime("%Y-%m-%d %H:%M UTC"))
+    L.append("- **Command**: `make bench` (%.0f s, including the build)" % elapsed)
+    L.append("- **Machine**: %s, %s CPUs%s, %s RAM; %s; %s" % (
+        mach["cpu"], mach["cpus"], " (%s guest)" % mach["virt"] if mach["virt"] and mach["virt"] != "none" else "",
+        mach["mem"], mach["kernel"], mach["os"]))
+    L.append("- **Toolchain**: %s, -O2; %s" % (mach["cc"], mach["python"]))
+    L.append("- **libchan**: commit %s%s" % (mach["commit"], " + uncommitted changes in c/" if mach["dirty"] else ""))
+    L.append("- **Load average** (1/5/15 min) before: %s, after: %s" % (load_before, load_after))
+    L.append("")
+    L.append("Every figure is the median of repeated timed runs, with the fastest and slowest run "
+             "in brackets; compared implementations run interleaved in the same process run, so "
+             "their ratio holds even when the machine is noisy. Ratios are of medians; a ratio "
+             "above 1 means chan takes longer. MB/s are 10^6 bytes of each codec's own encoding "
+             "(or of the frame) per second.")
+    L.append("")
+    L.append("![scaling](bench/%s)" % os.path.basename(png))
+    L.append("")
+    for title, (h, r) in sections:
+        if title == "Targets":
+            continue
+        L.append("## " + title)
+        L.append("")
+        L.append(render_md(h, r))
+        L.append("")
+    tgt = [s for s in sections if s[0] == "Targets"][0][1]
+    L.insert(L.index("![scaling](bench/%s)" % os.path.basename(png)),
+             "## Targets (issue 6), measured\n\n" + render_md(*tgt) + "\n")
+    if pybench:
+        L.append("## The Python binding (python/bench.py, run by make bench)")
+        L.append("")
+        L.append("```")
+        L.append(pybench["text"])
+        L.append("```")
+        L.append("")
+    if notes:
+        L.append(notes)
+        L.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
