@@ -11,8 +11,10 @@
  *
  * Client and server are separate processes, pinned (sched_setaffinity) to
  * one CPU, then to two different CPUs.  Each configuration runs RUNS times
- * ROUNDS round trips; the figure is the median over the runs of the mean
- * round trip of a run.  A measurement, not a test: `make rtt`.
+ * ROUNDS round trips, chan and raw runs alternating; the figure is the
+ * median over the runs of each run's median round trip (medians, because
+ * other load on the machine shows up as outliers).  A measurement, not a
+ * test: `make rtt`.
  *
  *   chan-rtt [ROUNDS [RUNS]]
  */
@@ -188,13 +190,21 @@ cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Median over the runs of the mean round trip in microseconds. */
 static double
-measure(int use_chan, int server_cpu, int client_cpu)
+median(double *v, int n)
 {
-	double per_run[64];
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* One run: a fresh server process, a warm-up, then `rounds` timed round
+ * trips.  Returns the median round trip of the run in microseconds. */
+static double
+one_run(int use_chan, int server_cpu, int client_cpu, double *scratch)
+{
 	chan_conn *a = NULL, *b = NULL;
 	int sv[2] = {-1, -1}, r, st;
+	double m;
 	pid_t pid;
 
 	if (use_chan) {
@@ -223,14 +233,13 @@ measure(int use_chan, int server_cpu, int client_cpu)
 		chan_conn_free(b);
 	else
 		close(sv[1]);
-	for (int i = 0; i < 2000; i++) /* warm up */
+	for (int i = 0; i < 500; i++) /* warm up */
 		use_chan ? chan_round(a, i) : raw_round(sv[0], i);
-	for (int k = 0; k < runs; k++) {
+	for (int i = 0; i < rounds; i++) {
 		double t0 = now_us();
 
-		for (int i = 0; i < rounds; i++)
-			use_chan ? chan_round(a, i) : raw_round(sv[0], i);
-		per_run[k] = (now_us() - t0) / rounds;
+		use_chan ? chan_round(a, i) : raw_round(sv[0], i);
+		scratch[i] = now_us() - t0;
 	}
 	if (use_chan)
 		chan_conn_free(a);
@@ -238,8 +247,26 @@ measure(int use_chan, int server_cpu, int client_cpu)
 		close(sv[0]);
 	if (waitpid(pid, &st, 0) < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		die("server process failed", 0);
-	qsort(per_run, (size_t)runs, sizeof(double), cmp_double);
-	return per_run[runs / 2];
+	m = median(scratch, rounds);
+	return m;
+}
+
+/* chan and raw runs alternate, so both see the same machine. */
+static void
+measure(int server_cpu, int client_cpu, double *ret_chan, double *ret_raw)
+{
+	double chan_runs[64], raw_runs[64];
+	double *scratch = malloc((size_t)rounds * sizeof(double));
+
+	if (!scratch)
+		die("malloc", 0);
+	for (int k = 0; k < runs; k++) {
+		chan_runs[k] = one_run(1, server_cpu, client_cpu, scratch);
+		raw_runs[k] = one_run(0, server_cpu, client_cpu, scratch);
+	}
+	*ret_chan = median(chan_runs, runs);
+	*ret_raw = median(raw_runs, runs);
+	free(scratch);
 }
 
 int
@@ -256,13 +283,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: chan-rtt [ROUNDS [RUNS<=64]]\n");
 		return 2;
 	}
-	c1 = measure(1, 0, 0);
-	r1 = measure(0, 0, 0);
-	if (ncpu > 1) {
-		c2 = measure(1, 1, 0);
-		r2 = measure(0, 1, 0);
-	}
-	printf("round trip, median of %d runs x %d round trips (microseconds)\n", runs, rounds);
+	measure(0, 0, &c1, &r1);
+	if (ncpu > 1)
+		measure(1, 0, &c2, &r2);
+	printf("round trip in microseconds: median over %d runs of each run's median of %d\n",
+	       runs, rounds);
 	printf("                                      one CPU   two CPUs\n");
 	printf("  chan: request with fresh reply_to   %7.2f   %7.2f\n", c1, c2);
 	printf("  raw sendmsg/recvmsg with one fd     %7.2f   %7.2f\n", r1, r2);

@@ -15,8 +15,11 @@
  * one thread at a time.
  *
  * Blocking.  The socket is never made O_NONBLOCK (the flag belongs to the
- * open file description, which other processes may share); every call uses
- * MSG_DONTWAIT and waits in poll(2) until its deadline.
+ * open file description, which other processes may share).  With timeout -1
+ * a call makes plain blocking recvmsg/sendmsg calls; with a finite timeout
+ * it passes MSG_DONTWAIT and waits in poll(2) until its deadline.  (Should
+ * someone else set O_NONBLOCK on the socket, the blocking path sees EAGAIN
+ * and waits in poll(2) as well.)
  *
  * Errors.  Fatal receive errors (SPEC.md §9.2) stick: every later receive
  * returns the same code.  A send that fails once a frame is committed (its
@@ -50,7 +53,7 @@ enum { PEER_UNKNOWN = 0, PEER_KNOWN = 1, PEER_UNAVAILABLE = 2 };
 
 struct chan_conn {
 	int fd;
-	uint64_t id; /* the socket's inode */
+	_Atomic uint64_t id; /* the socket's inode; 0 until first needed */
 
 	pthread_mutex_t send_lock;
 	unsigned char *sbuf; /* the frame being sent */
@@ -88,6 +91,9 @@ struct deadline {
 	int timeout_ms; /* as given: -1 forever, 0 never wait */
 	struct timespec at;
 };
+
+/* Finite timeouts use MSG_DONTWAIT and poll; -1 blocks in the call. */
+#define DONTWAIT(d) ((d)->timeout_ms >= 0)
 
 static void
 deadline_start(struct deadline *d, int timeout_ms)
@@ -204,18 +210,14 @@ trim(unsigned char **buf, size_t *cap)
 
 /* ---- construction ---- */
 
+/* A connection on fd, which the caller knows to be an AF_UNIX stream
+ * socket.  Takes fd on success only. */
 static int
-conn_new(int fd, chan_conn **ret)
+conn_alloc(int fd, chan_conn **ret)
 {
-	chan_conn *c;
-	uint64_t id;
-	int r = chan__check_conn_fd(fd);
+	chan_conn *c = calloc(1, sizeof(*c));
+	int r;
 
-	if (r < 0)
-		return r;
-	if (chan_plat_socket_id(fd, &id) < 0)
-		return CHAN_E_SYSTEM;
-	c = calloc(1, sizeof(*c));
 	if (!c)
 		return CHAN_E_NO_MEMORY;
 	if ((r = pthread_mutex_init(&c->send_lock, NULL)) != 0) {
@@ -230,19 +232,35 @@ conn_new(int fd, chan_conn **ret)
 		return CHAN_E_SYSTEM;
 	}
 	c->fd = fd;
-	c->id = id;
+	atomic_init(&c->id, 0);
 	c->limits = chan__limits(NULL);
 	atomic_init(&c->pending, 0);
 	*ret = c;
 	return 0;
 }
 
+/* The socket's inode, looked up once (either lock may ask first: both
+ * would store the same value).  0 if it cannot be had. */
+static uint64_t
+conn_id(chan_conn *c)
+{
+	uint64_t id = atomic_load(&c->id);
+
+	if (!id && chan_plat_socket_id(c->fd, &id) == 0)
+		atomic_store(&c->id, id);
+	return id;
+}
+
 CHAN_EXPORT int
 chan_conn_from_fd(int fd, chan_conn **ret)
 {
+	int r;
+
 	if (fd < 0 || !ret)
 		return CHAN_E_INVALID_ARGUMENT;
-	return conn_new(fd, ret);
+	if ((r = chan__check_conn_fd(fd)) < 0)
+		return r;
+	return conn_alloc(fd, ret);
 }
 
 CHAN_EXPORT int
@@ -255,7 +273,7 @@ chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b)
 		return CHAN_E_INVALID_ARGUMENT;
 	if (chan_plat_socketpair(sv) < 0)
 		return CHAN_E_SYSTEM;
-	if ((r = conn_new(sv[0], &a)) < 0 || (r = conn_new(sv[1], &b)) < 0) {
+	if ((r = conn_alloc(sv[0], &a)) < 0 || (r = conn_alloc(sv[1], &b)) < 0) {
 		int saved = errno;
 
 		if (a) {
@@ -267,11 +285,13 @@ chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b)
 		errno = saved;
 		return r;
 	}
-	/* Each end knows the other: no sock_diag lookup needed. */
-	a->peer_id = b->id;
-	a->peer_state = PEER_KNOWN;
-	b->peer_id = a->id;
-	b->peer_state = PEER_KNOWN;
+	/* Each end knows the other: no sock_diag lookup needed later. */
+	if (conn_id(a) && conn_id(b)) {
+		a->peer_id = conn_id(b);
+		a->peer_state = PEER_KNOWN;
+		b->peer_id = conn_id(a);
+		b->peer_state = PEER_KNOWN;
+	}
 	*ret_a = a;
 	*ret_b = b;
 	return 0;
@@ -290,8 +310,10 @@ chan_conn_from_value(chan_value *v, chan_conn **ret)
 	fd = chan_value_fd(v);
 	if (fd < 0)
 		return CHAN_E_INVALID_ARGUMENT; /* taken, or decoded detached */
-	/* Wrap first, take second: a failure steals nothing. */
-	if ((r = conn_new(fd, &c)) < 0)
+	/* Wrap first, take second: a failure steals nothing.  The fd's kind
+	 * was verified when the handle was made (chan_handle) or received
+	 * (chan_decode). */
+	if ((r = conn_alloc(fd, &c)) < 0)
 		return r;
 	if ((r = chan_value_take_fd(v, &fd)) < 0) {
 		c->fd = -1;
@@ -437,7 +459,7 @@ chan_listener_accept(chan_listener *l, int timeout_ms, chan_conn **ret)
 		if ((r = wait_fd(l->fd, POLLIN, &d)) < 0)
 			return r;
 	}
-	if ((r = conn_new(fd, ret)) < 0) {
+	if ((r = conn_alloc(fd, ret)) < 0) {
 		int saved = errno;
 
 		close(fd);
@@ -482,7 +504,7 @@ chan_connect(const char *path, chan_conn **ret)
 	fd = chan_plat_connect(&addr);
 	if (fd < 0)
 		return CHAN_E_SYSTEM;
-	if ((r = conn_new(fd, ret)) < 0) {
+	if ((r = conn_alloc(fd, ret)) < 0) {
 		int saved = errno;
 
 		close(fd);
@@ -530,10 +552,10 @@ is_self_send(chan_conn *c, const chan_msg *msg, const int *fds, size_t n,
 
 		if (chan_plat_socket_id(fds[i], &id) < 0)
 			continue; /* not a socket */
-		match = id == c->id;
+		match = id == conn_id(c);
 		if (!match && check_peer) {
 			if (c->peer_state == PEER_UNKNOWN)
-				c->peer_state = chan_plat_peer_id(c->fd, c->id,
+				c->peer_state = chan_plat_peer_id(c->fd, conn_id(c),
 								  &c->peer_id) == 0
 							? PEER_KNOWN
 							: PEER_UNAVAILABLE;
@@ -577,7 +599,7 @@ flush_locked(chan_conn *c, const struct deadline *d)
 	while (c->soff < c->slen) {
 		struct iovec iov = {c->sbuf + c->soff, c->slen - c->soff};
 		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-		ssize_t n = chan_plat_sendmsg(c->fd, &mh);
+		ssize_t n = chan_plat_sendmsg(c->fd, &mh, DONTWAIT(d));
 		int r;
 
 		if (n < 0) {
@@ -626,7 +648,7 @@ send_first(chan_conn *c, const int *fds, size_t nfds, const struct deadline *d)
 		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
 	}
 	for (;;) {
-		n = chan_plat_sendmsg(c->fd, &mh);
+		n = chan_plat_sendmsg(c->fd, &mh, DONTWAIT(d));
 		if (n >= 0)
 			break;
 		if (errno == EINTR)
@@ -759,7 +781,7 @@ recv_part(chan_conn *c, size_t want, const struct deadline *d)
 		};
 		int got[RECV_MAX_FDS];
 		size_t ngot = 0;
-		ssize_t n = chan_plat_recvmsg(c->fd, &mh);
+		ssize_t n = chan_plat_recvmsg(c->fd, &mh, DONTWAIT(d));
 		int r;
 
 		if (n < 0) {
@@ -871,7 +893,7 @@ chan_conn_recv(chan_conn *c, chan_msg **ret_msg, int timeout_ms)
 	for (size_t i = 0; i < c->nfds; i++) {
 		uint64_t id;
 
-		if (chan_plat_socket_id(c->fds[i], &id) == 0 && id == c->id)
+		if (chan_plat_socket_id(c->fds[i], &id) == 0 && id == conn_id(c))
 			self[nself++] = c->fds[i];
 	}
 	r = chan_decode(c->rbuf, c->rsize, c->fds, c->nfds, 0, &c->limits,

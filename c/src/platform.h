@@ -9,7 +9,8 @@
  * Conventions: like the system calls they wrap, these return -1 (or NULL)
  * with errno set on failure.  Every descriptor they create is close-on-exec
  * from birth.  None of them blocks except chan_plat_connect (a connect to a
- * listener whose backlog is full waits, as connect(2) does).
+ * listener whose backlog is full waits, as connect(2) does) and send and
+ * receive when asked to.
  */
 #ifndef CHAN_PLATFORM_H
 #define CHAN_PLATFORM_H
@@ -39,10 +40,12 @@ int chan_plat_accept(int listen_fd);
 /* A new socket connected to addr (EINTR handled). */
 int chan_plat_connect(const struct chan_plat_addr *addr);
 
-/* recvmsg(MSG_DONTWAIT) with received descriptors close-on-exec. */
-ssize_t chan_plat_recvmsg(int fd, struct msghdr *msg);
-/* sendmsg(MSG_DONTWAIT) that never raises SIGPIPE (EPIPE instead). */
-ssize_t chan_plat_sendmsg(int fd, const struct msghdr *msg);
+/* recvmsg with received descriptors close-on-exec; MSG_DONTWAIT if
+ * dontwait (the socket itself is never made non-blocking). */
+ssize_t chan_plat_recvmsg(int fd, struct msghdr *msg, int dontwait);
+/* sendmsg that never raises SIGPIPE (EPIPE instead); MSG_DONTWAIT if
+ * dontwait. */
+ssize_t chan_plat_sendmsg(int fd, const struct msghdr *msg, int dontwait);
 
 /* The socket's identity (its inode on Linux). */
 int chan_plat_socket_id(int fd, uint64_t *ret);

@@ -107,15 +107,15 @@ chan_plat_connect(const struct chan_plat_addr *addr)
 }
 
 ssize_t
-chan_plat_recvmsg(int fd, struct msghdr *msg)
+chan_plat_recvmsg(int fd, struct msghdr *msg, int dontwait)
 {
-	return recvmsg(fd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	return recvmsg(fd, msg, MSG_CMSG_CLOEXEC | (dontwait ? MSG_DONTWAIT : 0));
 }
 
 ssize_t
-chan_plat_sendmsg(int fd, const struct msghdr *msg)
+chan_plat_sendmsg(int fd, const struct msghdr *msg, int dontwait)
 {
-	return sendmsg(fd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return sendmsg(fd, msg, MSG_NOSIGNAL | (dontwait ? MSG_DONTWAIT : 0));
 }
 
 int
