@@ -658,6 +658,80 @@ test_concurrent_senders(void)
 	close(p[1]);
 }
 
+/* Three threads receive from one connection while one sends: the receive
+ * lock hands each of them whole frames, every frame exactly once. */
+#define RECEIVERS 3
+#define FRAMES 300
+
+struct receiver {
+	chan_conn *c;
+	int fd;
+	unsigned char *seen; /* shared; one slot per frame, written once */
+	int got, bad;
+};
+
+static void *
+receiver_main(void *arg)
+{
+	struct receiver *rc = arg;
+
+	for (;;) {
+		chan_msg *m = NULL;
+		int64_t seq;
+		int r = chan_conn_recv(rc->c, &m, LONG_MS);
+
+		if (r == CHAN_E_CONNECTION_CLOSED)
+			break;
+		if (r < 0) {
+			rc->bad++;
+			break;
+		}
+		seq = chan_value_int(chan_map_get(chan_msg_root(m), "seq"));
+		if (seq < 0 || seq >= FRAMES || rc->seen[seq] ||
+		    !tp_sample_ok(m, seq, pad_for(0, (int)seq), &rc->fd, seq % 2))
+			rc->bad++;
+		else
+			rc->seen[seq] = 1;
+		rc->got++;
+		chan_msg_free(m);
+	}
+	return NULL;
+}
+
+static void
+test_concurrent_receivers(void)
+{
+	static unsigned char seen[FRAMES];
+	struct receiver rc[RECEIVERS];
+	pthread_t t[RECEIVERS];
+	chan_conn *a, *b;
+	int p[2], total = 0, err = 0;
+
+	memset(seen, 0, sizeof(seen));
+	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
+	chan_test_pipes(p, 1);
+	for (int i = 0; i < RECEIVERS; i++) {
+		rc[i] = (struct receiver){.c = b, .fd = p[0], .seen = seen};
+		CU_ASSERT_FATAL(pthread_create(&t[i], NULL, receiver_main, &rc[i]) == 0);
+	}
+	for (int i = 0; i < FRAMES && !err; i++)
+		err = send_free(a, tp_sample(i, pad_for(0, i), p, i % 2));
+	CU_ASSERT_EQUAL(err, 0);
+	/* Half-close: the receivers read everything, then see the end. */
+	CU_ASSERT(shutdown(chan_conn_fd(a), SHUT_WR) == 0);
+	for (int i = 0; i < RECEIVERS; i++) {
+		pthread_join(t[i], NULL);
+		CU_ASSERT_EQUAL(rc[i].bad, 0);
+		total += rc[i].got;
+	}
+	CU_ASSERT_EQUAL(total, FRAMES);
+	CU_ASSERT(memchr(seen, 0, FRAMES) == NULL);
+	chan_conn_free(a);
+	chan_conn_free(b);
+	close(p[0]);
+	close(p[1]);
+}
+
 /* Non-blocking use in one thread under poll: a frame much larger than the
  * socket buffer is committed by a send with timeout 0, a second send is
  * refused with WOULD_BLOCK while the first is pending, and flush + receive
@@ -793,6 +867,7 @@ CU_TestInfo conn_tests[] = {
 	{"handles_outlive_sender", test_handles_outlive_sender},
 	{"handle_limits", test_handle_limits},
 	{"concurrent_senders", test_concurrent_senders},
+	{"concurrent_receivers", test_concurrent_receivers},
 	{"nonblocking_poll", test_nonblocking_poll},
 	{"send_to_dead_peer", test_send_to_dead_peer},
 	{"allocator", test_allocator},
