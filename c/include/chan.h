@@ -97,7 +97,8 @@ extern "C" {
 	X(NO_MEMORY, 27)                                                       \
 	X(SYSTEM, 28)                                                          \
 	X(INVALID_ARGUMENT, 29)                                                \
-	X(BUFFER_TOO_SMALL, 30)
+	X(BUFFER_TOO_SMALL, 30)                                                \
+	X(INVALID_KEY, 31)
 
 enum chan_error {
 	CHAN_OK = 0,
@@ -208,8 +209,9 @@ CHAN_EXPORT chan_value *chan_handle(chan_msg *msg, enum chan_kind kind, int fd);
  * Attach a detached value.  A value can be attached once (no sharing, no
  * cycles): attaching an attached value is CHAN_E_INVALID_ARGUMENT.  A NULL
  * item (a failed constructor) returns the message's poison error.
- * chan_map_put fails with CHAN_E_DUPLICATE_KEY if key is present and with
- * CHAN_E_INVALID_UTF8 if key is not UTF-8.  Key is copied.
+ * chan_map_put fails with CHAN_E_DUPLICATE_KEY if key is present, with
+ * CHAN_E_INVALID_UTF8 if key is not UTF-8 and with CHAN_E_INVALID_KEY if it
+ * contains U+0000 (keys are names: every key is a C string).  Key is copied.
  */
 CHAN_EXPORT int chan_list_append(chan_value *list, chan_value *item);
 CHAN_EXPORT int chan_map_put(chan_value *map, const char *key, chan_value *v);

@@ -345,6 +345,10 @@ dec_entry(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 			fail_dec(d, CHAN_E_INVALID_UTF8);
 			return NULL;
 		}
+		if (memchr(p, 0, key_len)) {
+			fail_dec(d, CHAN_E_INVALID_KEY);
+			return NULL;
+		}
 		if (!(key = dec_text(d, p, key_len)))
 			return NULL;
 		p += key_len;

@@ -41,6 +41,7 @@ static const struct error_info errors[] = {
 	[28] = {"SYSTEM", "a system call failed (see errno)", CHAN_SCOPE_LOCAL},
 	[29] = {"INVALID_ARGUMENT", "invalid argument", CHAN_SCOPE_LOCAL},
 	[30] = {"BUFFER_TOO_SMALL", "buffer too small for the encoded frame", CHAN_SCOPE_LOCAL},
+	[31] = {"INVALID_KEY", "a map key contains U+0000", CHAN_SCOPE_FRAME},
 };
 
 #define N_ERRORS (sizeof(errors) / sizeof(errors[0]))

@@ -36,6 +36,7 @@ rnd(void)
 static const char *const words[] = {"", "a", "op", "reply_to", "héllo", "ключ", "\xf0\x9f\x98\x80",
 				    "with\0nul", "$x", "0123456789abcdef0123456789abcdef"};
 static const size_t word_lens[] = {0, 1, 2, 8, 6, 8, 4, 8, 2, 32};
+static const size_t key_words[] = {0, 1, 2, 3, 4, 5, 6, 8, 9};
 
 static int64_t
 random_int(void)
@@ -143,7 +144,8 @@ random_tree(chan_msg *m, int depth, uint32_t *handles)
 		pb->map_value->entries = calloc(n + 1, sizeof(Chan__V1__Entry *));
 		p.v = chan_map(m);
 		for (size_t i = 0; i < n; i++) {
-			size_t w = (base + i) % 10; /* distinct keys */
+			/* distinct keys; words[7] holds U+0000, which no key may */
+			size_t w = key_words[(base + i) % 9];
 			struct pair c = random_tree(m, depth + 1, handles);
 			Chan__V1__Entry *e;
 

@@ -78,6 +78,17 @@ test_value_map_order_and_lookup(void)
 	CU_ASSERT_EQUAL(chan_map_put(map, "k5", chan_int(m, 5)), CHAN_E_DUPLICATE_KEY);
 	CU_ASSERT_EQUAL(chan_msg_error(m), 0);
 	CU_ASSERT_EQUAL(chan_map_put_n(map, "\xff", 1, chan_int(m, 5)), CHAN_E_INVALID_UTF8);
+	chan_msg_free(m);
+	m = chan_msg_new(NULL);
+	map = chan_map(m);
+	CU_ASSERT_EQUAL(chan_map_put_n(map, "a\0b", 3, chan_int(m, 5)), CHAN_E_INVALID_KEY);
+	chan_msg_free(m);
+	m = chan_msg_new(NULL);
+	map = chan_map(m);
+	for (int i = 999; i >= 0; i--) {
+		snprintf(key, sizeof(key), "k%d", i);
+		CU_ASSERT_EQUAL(chan_map_put(map, key, chan_int(m, i)), 0);
+	}
 	CU_ASSERT_STRING_EQUAL(chan_map_key_at(map, 0, NULL), "k999");
 	CU_ASSERT_STRING_EQUAL(chan_map_key_at(map, 999, NULL), "k0");
 	for (int i = 0; i < 1000; i++) {

@@ -237,6 +237,8 @@ def _pairs(pairs):
     for k, _ in pairs:
         if k in seen:
             raise TextError("DUPLICATE_KEY", "duplicate key %r" % k)
+        if "\x00" in k:
+            raise TextError("INVALID_KEY", "map key contains U+0000")
         seen.add(k)
     return ("__obj__", pairs)
 
@@ -537,6 +539,8 @@ class _Walker:
                         raise DecodeError("INVALID_UTF8")
                     if len(kb) == 0:
                         raise DecodeError("NONCANONICAL")
+                    if b"\x00" in kb:
+                        raise DecodeError("INVALID_KEY")
                     fields["key"] = kb.decode()
                 else:
                     self.check_depth(depth + 1)

@@ -513,12 +513,23 @@ def build():
     add(C, "containers.map.dollar_only_keys", "success", ["4.1", "12"], value=M(("$", 1), ("$$", 2)))
     add(C, "containers.map.marker_named_key", "success", ["4.1", "12"], value=M(("$int", "5")),
         note="a map whose key is \"$int\" is not an int marker")
-    add(C, "containers.map.unicode_keys", "success", ["4.1"], value=M(("\u00e9", 1), ("\U0001F600", 2), ("a\u0000", 3)))
+    add(C, "containers.map.unicode_keys", "success", ["4.1"], value=M(("\u00e9", 1), ("\U0001F600", 2), ("a\u0001", 3)))
+    add(C, "containers.map.key_with_nul", "decode_failure", ["4.1", "7.3"], error="INVALID_KEY",
+        payload=[R("42 0a", "Value.map_value len 10"), R("0a 08", "Map.entries[0] len 8", 1),
+                 R("0a 02 61 00", "Entry.key len 2: 'a' U+0000 (not a valid key)", 2), R("12 02 0a 00", "Entry.value null", 2)])
+    add(C, "containers.map.key_nul_before_missing_value", "decode_failure", ["4.1", "7.3", "9.3"], error="INVALID_KEY",
+        payload=[R("42 06", "Value.map_value len 6"), R("0a 04", "Map.entries[0] len 4", 1),
+                 R("0a 02 00 61", "Entry.key len 2: U+0000 'a'; no value follows", 2)])
+    add(C, "containers.map.key_utf8_before_nul", "decode_failure", ["4.1", "7.3", "9.3"], error="INVALID_UTF8",
+        payload=[R("42 0a", "Value.map_value len 10"), R("0a 08", "Map.entries[0] len 8", 1),
+                 R("0a 02 ff 00", "Entry.key len 2: ff (not UTF-8) then U+0000", 2), R("12 02 0a 00", "Entry.value null", 2)])
     add(C, "containers.map.same_key_other_maps", "success", ["4.1"], value=M(("a", M(("a", M(("a", 1)))))),
         note="keys are unique per map only")
     add(C, "containers.map.nested_mix", "success", ["4.1"],
         value=M(("list", [M(("x", 1.5)), M(("y", None))]), ("map", M(("z", [True])))))
     add(C, "containers.map.twenty", "success", ["4.1"], value=M(*[("k%02d" % i, i) for i in range(20)]))
+    add(C, "containers.text.key_with_nul", "encode_failure", ["12", "4.1"], error="INVALID_KEY",
+        value=M(), raw_text='{"a\\u0000b":1}', note="text input: U+0000 in an object key")
     add(C, "containers.text.duplicate_key", "encode_failure", ["12", "4.1"], error="DUPLICATE_KEY",
         value=M(), raw_text='{"a":1,"b":2,"a":3}', note="text input: a key twice in one object")
     add(C, "containers.text.duplicate_key_nested", "encode_failure", ["12", "4.1"], error="DUPLICATE_KEY",
