@@ -43,7 +43,7 @@ TEST_OBJS    := $(TEST_SRCS:c/tests/%.c=$(BUILD)/obj/tests/%.o) \
 	$(BUILD)/obj/tests/suites.o $(BUILD)/obj/tests/chan.pb-c.o
 CHAN_TESTS   := $(BUILD)/chan_tests
 TEST_CFLAGS  = $(ALL_CFLAGS) -Ic/tests $(shell pkg-config --cflags libprotobuf-c cunit 2>/dev/null) \
-	-DCHAN_SOURCE_DIR='"$(CURDIR)"' -DCHAN_BUILD_DIR='"$(CURDIR)/$(BUILD)"'
+	-DCHAN_SOURCE_DIR='"$(CURDIR)"' -DCHAN_BUILD_DIR='"$(abspath $(BUILD))"'
 TEST_LIBS    = $(shell pkg-config --libs libprotobuf-c cunit 2>/dev/null || echo -lprotobuf-c -lcunit) -lpthread
 
 $(BUILD)/gen/suites.c: $(TEST_SRCS) c/c.mk

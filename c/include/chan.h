@@ -327,7 +327,9 @@ CHAN_EXPORT int chan_decode(const void *buf, size_t len, int *fds, size_t nfds,
 typedef struct chan_conn chan_conn;         /* opaque; owns its socket */
 typedef struct chan_listener chan_listener; /* opaque; owns its socket */
 
-/* Timeouts in milliseconds: -1 waits forever, 0 never waits. */
+/* Timeouts in milliseconds: -1 waits forever (blocking in the system call),
+ * 0 never waits, a positive value waits at most that long (MSG_DONTWAIT and
+ * poll).  Waiting for another thread's lock counts against the timeout. */
 
 /* Two connected endpoints (socketpair). */
 CHAN_EXPORT int chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b);
@@ -335,20 +337,21 @@ CHAN_EXPORT int chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b);
  * Listen on a filesystem path, or on a Linux abstract name when path starts
  * with '@' ("@name").  The listener unlinks a filesystem path it bound when
  * freed.  An existing socket file at path is not removed (CHAN_E_SYSTEM,
- * errno EADDRINUSE).
+ * errno EADDRINUSE).  CHAN_E_INVALID_ARGUMENT for an empty name, "@" alone,
+ * or a name longer than sun_path holds (107 bytes on Linux).
  */
 CHAN_EXPORT int chan_listen(const char *path, chan_listener **ret);
 CHAN_EXPORT int chan_listener_accept(chan_listener *l, int timeout_ms,
 				     chan_conn **ret);
 CHAN_EXPORT int chan_listener_fd(const chan_listener *l);
 CHAN_EXPORT chan_listener *chan_listener_free(chan_listener *l);
-/* Connect to a listener at path ('@name' for abstract). */
+/* Connect to a listener at path ('@name' for abstract); names as chan_listen. */
 CHAN_EXPORT int chan_connect(const char *path, chan_conn **ret);
 /* Wrap an AF_UNIX SOCK_STREAM socket; TAKES fd on success only. */
 CHAN_EXPORT int chan_conn_from_fd(int fd, chan_conn **ret);
 /* Turn a received handle of kind conn into a connection: MOVES its fd out of
  * the message (the nested case).  CHAN_E_WRONG_HANDLE_KIND if v is not a
- * conn handle. */
+ * conn handle, CHAN_E_INVALID_ARGUMENT if its fd was already taken. */
 CHAN_EXPORT int chan_conn_from_value(chan_value *v, chan_conn **ret);
 /* Closes the socket and drops any unsent or partly received data (their fds
  * closed).  NULL-safe; returns NULL. */
@@ -358,7 +361,9 @@ CHAN_EXPORT chan_conn *chan_conn_free(chan_conn *c);
  * it.  libchan never sets O_NONBLOCK on it (that flag is shared with every
  * copy of the socket): it uses MSG_DONTWAIT. */
 CHAN_EXPORT int chan_conn_fd(const chan_conn *c);
-/* Receive limits for this connection; NULL restores the defaults. */
+/* Receive limits for this connection; NULL restores the defaults, a zero
+ * field means its default.  CHAN_E_INVALID_ARGUMENT if a field exceeds its
+ * hard maximum (it is not clamped). */
 CHAN_EXPORT int chan_conn_set_limits(chan_conn *c,
 				     const struct chan_limits *limits);
 /* Allocator for received messages (NULL = malloc). */
@@ -385,7 +390,9 @@ CHAN_EXPORT int chan_conn_peer_cred(const chan_conn *c,
  * send) writes the rest.  If nothing could be written in time: CHAN_E_TIMEOUT
  * (or CHAN_E_WOULD_BLOCK with timeout 0) and nothing was sent.
  * Errors: encode errors, SELF_SEND (a conn handle is this connection or its
- * peer), CONNECTION_CLOSED (EPIPE), SYSTEM.
+ * peer), CONNECTION_CLOSED (EPIPE), SYSTEM.  A failure after a frame was
+ * committed (CONNECTION_CLOSED, SYSTEM) sticks: every later send and flush
+ * returns it.
  */
 CHAN_EXPORT int chan_conn_send(chan_conn *c, chan_msg *msg, int timeout_ms);
 /* Write buffered remainder of a committed frame.  0 when nothing is pending. */

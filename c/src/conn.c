@@ -777,7 +777,10 @@ recv_part(chan_conn *c, size_t want, const struct deadline *d)
 			.msg_iov = &iov,
 			.msg_iovlen = 1,
 			.msg_control = ctl.buf,
-			.msg_controllen = sizeof(ctl.buf),
+			/* CMSG_LEN, not the buffer's CMSG_SPACE: no descriptor
+			 * can land in the alignment padding (CVE-2014-3635,
+			 * SPEC.md §10.4). */
+			.msg_controllen = CMSG_LEN(CHAN_HARD_MAX_HANDLES * sizeof(int)),
 		};
 		int got[RECV_MAX_FDS];
 		size_t ngot = 0;
