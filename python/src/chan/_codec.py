@@ -46,6 +46,8 @@ _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
 _CANONICAL_NAN = b"\x00\x00\x00\x00\x00\x00\xf8\x7f"
 _CANONICAL_NAN_BITS = 0x7FF8000000000000
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
@@ -816,7 +818,7 @@ def fds_from_ancillary(ancdata: List[Tuple[int, int, bytes]]) -> List[int]:
     """The SCM_RIGHTS descriptors of a recvmsg result, in order."""
     out: List[int] = []
     for level, typ, data in ancdata:
-        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+        if level == _SOL_SOCKET and typ == _SCM_RIGHTS:
             a = array("i")
             a.frombytes(data[: len(data) - len(data) % a.itemsize])
             out.extend(a)

@@ -14,6 +14,7 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from array import array
 from typing import Any, List, NamedTuple, Optional, Tuple
 
@@ -26,8 +27,13 @@ from ._errors import ChanError, error, system_error
 _ANCBUF = socket.CMSG_SPACE(_codec.HARD_MAX_HANDLES * array("i").itemsize)
 _MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
 _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0x4000)
-_MSG_DONTWAIT = socket.MSG_DONTWAIT
+_MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
 
 
 class PeerCred(NamedTuple):
@@ -140,6 +146,7 @@ class Connection:
         self._ident: Optional[Tuple[int, int]] = None
         self._peer_ino: Optional[int] = None
         self._peer_known = False
+        self._pipe_peer: Optional["weakref.ref[Connection]"] = None
         return self
 
     @classmethod
@@ -232,7 +239,11 @@ class Connection:
 
     def _peer_inode(self) -> Optional[int]:
         if not self._peer_known:
-            self._peer_ino = _peer_inode(self.fileno())
+            other = self._pipe_peer() if self._pipe_peer is not None else None
+            if other is not None and not other.closed:
+                self._peer_ino = other._identity()[1]
+            else:
+                self._peer_ino = _peer_inode(self.fileno())
             self._peer_known = True
         return self._peer_ino
 
@@ -253,7 +264,7 @@ class Connection:
         if KIND_CONN in kinds:
             self._check_self_send(objs, kinds, fds)
         frame = header(len(fds), len(payload)) + payload
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", fds).tobytes())] if fds else []
+        anc = [(_SOL_SOCKET, _SCM_RIGHTS, array("i", fds).tobytes())] if fds else []
         deadline = _deadline(timeout)
         with self._send_lock:
             sock = self._sock
@@ -266,7 +277,7 @@ class Connection:
                     n = sock.sendmsg((frame,), anc, _MSG_NOSIGNAL)
                 else:
                     while True:
-                        _wait(self._fd, select.POLLOUT, deadline, timeout)
+                        _wait(self._fd, _POLLOUT, deadline, timeout)
                         try:
                             n = sock.sendmsg((frame,), anc, _MSG_NOSIGNAL | _MSG_DONTWAIT)
                             break
@@ -293,7 +304,7 @@ class Connection:
                     n = sock.send(self._pending, _MSG_NOSIGNAL)
                 else:
                     try:
-                        _wait(self._fd, select.POLLOUT, deadline, timeout)
+                        _wait(self._fd, _POLLOUT, deadline, timeout)
                     except ChanError:
                         if committed:
                             return  # the frame is committed; the rest waits for flush()
@@ -389,7 +400,7 @@ class Connection:
                     first = False
                 if want:
                     if deadline is not None:
-                        _wait(self._fd, select.POLLIN, deadline, timeout)
+                        _wait(self._fd, _POLLIN, deadline, timeout)
                     try:
                         data, anc, mflags, _addr = sock.recvmsg(want, _ANCBUF, flags)
                     except BlockingIOError:
@@ -400,7 +411,7 @@ class Connection:
                         raise system_error(exc, "recvmsg") from None
                     if anc:
                         fds = fds_from_ancillary(anc)
-                        if mflags & socket.MSG_CTRUNC:
+                        if mflags & _MSG_CTRUNC:
                             _codec._close_all(fds)
                             raise self._fail(error("HANDLES_TRUNCATED", "the kernel dropped descriptors (MSG_CTRUNC)"))
                         if fds:
@@ -410,7 +421,7 @@ class Connection:
                                     "MISATTACHED_HANDLES",
                                     "descriptors arrived with a read that does not start a frame"))
                             self._ffds = fds
-                    elif mflags & socket.MSG_CTRUNC:
+                    elif mflags & _MSG_CTRUNC:
                         raise self._fail(error("HANDLES_TRUNCATED", "the kernel dropped descriptors (MSG_CTRUNC)"))
                     if not data:
                         if first:
@@ -456,10 +467,9 @@ def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:
         raise system_error(exc, "socketpair") from None
     ca = Connection._from_socket(a)
     cb = Connection._from_socket(b)
-    ia = ca._identity()
-    ib = cb._identity()
-    ca._peer_ino, ca._peer_known = ib[1], True
-    cb._peer_ino, cb._peer_known = ia[1], True
+    # Each end knows its peer without asking sock_diag (SPEC.md §10.6).
+    ca._pipe_peer = weakref.ref(cb)
+    cb._pipe_peer = weakref.ref(ca)
     return ca, cb
 
 
@@ -510,7 +520,7 @@ class Listener:
         fd = self.fileno()
         assert self._sock is not None
         if deadline is not None:
-            _wait(fd, select.POLLIN, deadline, timeout)
+            _wait(fd, _POLLIN, deadline, timeout)
         try:
             s, _ = self._sock.accept()  # accept4(SOCK_CLOEXEC)
         except OSError as exc:
