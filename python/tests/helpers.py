@@ -95,7 +95,7 @@ def random_value(rng: random.Random, depth: int = 1, max_depth: int = 6, handles
     if c == "map":
         out = {}
         for _ in range(rng.randint(0, 5)):
-            k = rng.choice(["", "a", "b", "key", "ключ", "$x", "\x00", "k" * 130, str(rng.randint(0, 99))])
+            k = rng.choice(["", "a", "b", "key", "ключ", "$x", "\x01", "$$", "k" * 130, str(rng.randint(0, 99))])
             out[k] = random_value(rng, depth + 1, max_depth, handles)
         return out
     return chan.Handle(rng.choice([chan.KIND_FD, chan.KIND_CONN]))

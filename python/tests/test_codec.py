@@ -97,13 +97,16 @@ class EncodeTests(FdTestCase):
             (object(), chan.InvalidArgument),
             ("\ud800", chan.InvalidUtf8),
             ({"\udfff": 1}, chan.InvalidUtf8),
+            ({"a\x00": 1}, chan.InvalidKey),
+            ({"\x00": 1}, chan.InvalidKey),
             (chan.Handle(3), chan.UnknownHandleKind),
         ]
         for value, exc in cases:
             with self.subTest(value=value):
                 with self.assertRaises(exc) as cm:
                     chan.encode(value)
-                self.assertEqual(cm.exception.scope, "local" if exc is chan.InvalidArgument else exc.scope)
+                self.assertEqual(cm.exception.scope, "local" if exc in (chan.InvalidArgument, chan.InvalidKey)
+                                 else exc.scope)
 
     def test_depth_limit(self) -> None:
         v: object = 1
@@ -240,6 +243,11 @@ def error_cases():
     add(("entry unknown field", frame("42060a041a021800"), "UNKNOWN_FIELD", None))
     add(("entry key as varint", frame("42040a020800"), "MALFORMED", None))
     add(("entry key invalid utf8", frame("420a0a080a02c08012021802"), "INVALID_UTF8", None))
+    add(("entry key with nul", frame("420a0a080a02610012021802"), "INVALID_KEY", None))
+    add(("entry key only nul", frame("42090a070a010012021802"), "INVALID_KEY", None))
+    add(("entry key utf8 beats nul", frame("420b0a090a0300c08012021802"), "INVALID_UTF8", None))
+    add(("entry key nul beats later errors", frame("42090a070a010012021002"), "INVALID_KEY", None))
+    add(("entry key nul, generic path", frame("420b0a090a0100120418021802"), "INVALID_KEY", None))
     add(("entry value empty", frame("42040a021200"), "EMPTY_VALUE", None))
     add(("entry key len long", frame("42060a040a051200"), "MALFORMED", None))
     # step 8 and handles

@@ -266,6 +266,8 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
                 kb = k.encode("utf-8")
             except UnicodeEncodeError:
                 raise error("INVALID_UTF8", "map key holds a lone surrogate") from None
+            if b"\x00" in kb:
+                raise error("INVALID_KEY", "map keys cannot contain U+0000", scope="local")
             vb = _enc_value(v, d1, enc)
             kn = len(kb)
             vn = len(vb)
@@ -594,10 +596,13 @@ def _dec_map(st: _Dec, pos: int, end: int, depth: int) -> Dict[str, Any]:
             kn = buf[a + 1]
             q = a + 2 + kn
             if 0 < kn < 0x80 and q + 2 <= pos and buf[q] == 0x12 and buf[q + 1] == pos - q - 2 < 0x80:
+                kb = buf[a + 2:q]
                 try:
-                    key = str(buf[a + 2:q], "utf-8")
+                    key = str(kb, "utf-8")
                 except UnicodeDecodeError:
                     raise _err("INVALID_UTF8", f"map key at offset {a + 2} is not valid UTF-8") from None
+                if b"\x00" in kb:
+                    raise _err("INVALID_KEY", f"map key at offset {a + 2} contains U+0000")
                 if d1 > maxd:
                     raise _err("DEPTH_EXCEEDED", f"map value at offset {q + 2} is at depth {d1} > {maxd}")
                 value = _dec_value(st, q + 2, pos, d1)
@@ -632,12 +637,15 @@ def _dec_entry(st: _Dec, pos: int, end: int, depth: int) -> Tuple[str, Any]:
         last = fn
         a, pos = _read_len(buf, p, end)
         if fn == 1:
-            if a == pos:
-                raise _err("NONCANONICAL", f"empty Entry.key present at offset {a}")
+            kb = buf[a:pos]
             try:
-                key = str(buf[a:pos], "utf-8")
+                key = str(kb, "utf-8")
             except UnicodeDecodeError:
                 raise _err("INVALID_UTF8", f"map key at offset {a} is not valid UTF-8") from None
+            if b"\x00" in kb:
+                raise _err("INVALID_KEY", f"map key at offset {a} contains U+0000")
+            if a == pos:
+                raise _err("NONCANONICAL", f"empty Entry.key present at offset {a}")
         else:
             d1 = depth + 1
             if d1 > st.maxd:

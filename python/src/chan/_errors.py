@@ -46,6 +46,7 @@ REGISTRY: Tuple[Tuple[int, str, str, str], ...] = (
     (28, "SYSTEM", "11.3", "local"),
     (29, "INVALID_ARGUMENT", "11.3", "local"),
     (30, "BUFFER_TOO_SMALL", "11.3", "local"),
+    (31, "INVALID_KEY", "4.1", "frame"),
 )
 
 
@@ -183,3 +184,4 @@ NoMemory: Type[LocalError] = BY_NAME["NO_MEMORY"]  # type: ignore[assignment]
 System: Type[LocalError] = BY_NAME["SYSTEM"]  # type: ignore[assignment]
 InvalidArgument: Type[LocalError] = BY_NAME["INVALID_ARGUMENT"]  # type: ignore[assignment]
 BufferTooSmall: Type[LocalError] = BY_NAME["BUFFER_TOO_SMALL"]  # type: ignore[assignment]
+InvalidKey: Type[FrameError] = BY_NAME["INVALID_KEY"]  # type: ignore[assignment]

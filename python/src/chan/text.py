@@ -189,6 +189,8 @@ def _resolve(v: Any) -> Any:
                 k = k[1:]
             if k in out:
                 raise error("DUPLICATE_KEY", f"text form object repeats the key {k!r}")
+            if "\x00" in k:
+                raise error("INVALID_KEY", "a map key cannot contain U+0000")
             out[_check_str(k)] = _resolve(x)
         return out
     return v  # None, bool, float
