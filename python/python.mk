@@ -3,6 +3,9 @@
 #   make test-python    unit, transport, oracle, interop, install, example and
 #                       conformance tests of the binding; prints
 #                       "python: N passed, 0 failed"
+#   make conformance-python
+#                       the conformance runner (conformance/) against
+#                       python/conformance_testee.py, with NO expected failures
 #   make bench-python   python/bench.py (chan vs multiprocessing, codec vs pickle)
 #
 # The C helpers in python/interop/ (interop peers, the codec oracle) link
@@ -22,12 +25,18 @@ $(PY_BUILD)/bin/%: python/interop/%.c c/include/chan.h $(LIBCHAN_A)
 PY_TEST_ENV = CHAN_SOURCE_DIR=$(CURDIR) CHAN_PY_BIN=$(CURDIR)/$(PY_BUILD)/bin \
 	CHAN_PY_WORK=$(CURDIR)/$(PY_BUILD)/work PYTHONDONTWRITEBYTECODE=1
 
-.PHONY: test-python bench-python
+.PHONY: test-python conformance-python bench-python
 test-python: $(PY_C_BINS) $(DEPS_STAMP)
 	@mkdir -p $(PY_BUILD)/work
 	$(PY_TEST_ENV) $(PY) python/tests/run.py
 
+# The runner is built by conformance/conformance.mk.  An empty failure list:
+# every case must pass.
+conformance-python: $(BUILD)/conformance/runner $(DEPS_STAMP)
+	$(BUILD)/conformance/runner --vectors conformance/vectors --errors spec/errors.tsv \
+		-- $(PY) python/conformance_testee.py
+
 bench-python: $(DEPS_STAMP)
 	$(PY) python/bench.py
 
-TEST_TARGETS += test-python
+TEST_TARGETS += test-python conformance-python

@@ -1,0 +1,284 @@
+#!/usr/bin/python3
+"""The Python binding's testee for the chan/1 conformance runner (spec/vectors.md §4).
+
+    build/conformance/runner --vectors conformance/vectors --errors spec/errors.tsv \
+        -- /usr/bin/python3 python/conformance_testee.py
+
+stdin: requests, stdout: responses (4-byte little-endian length + text lines);
+fd 3: descriptors only.  Everything chan-specific goes through the binding (package
+chan in python/src): decode, encode, connections, the text form reader.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import struct
+import sys
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src"))
+
+import chan  # noqa: E402
+import chan.text  # noqa: E402
+from chan import _codec  # noqa: E402
+
+FDSOCK = socket.socket(fileno=3)
+ANCBUF = socket.CMSG_SPACE(253 * 4)
+CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+
+
+def read_exact(n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = os.read(0, n - len(out))
+        if not chunk:
+            return b""
+        out += chunk
+    return out
+
+
+def read_request() -> Optional[Dict[str, str]]:
+    head = read_exact(4)
+    if len(head) < 4:
+        return None
+    body = read_exact(struct.unpack("<I", head)[0]).decode("utf-8")
+    req: Dict[str, str] = {}
+    for line in body.split("\n"):
+        if not line:
+            continue
+        key, _, value = line.partition(" ")
+        req.setdefault(key, value)
+    return req
+
+
+def write_response(lines: List[str]) -> None:
+    body = "".join(line + "\n" for line in lines).encode("utf-8")
+    data = struct.pack("<I", len(body)) + body
+    while data:
+        n = os.write(1, data)
+        data = data[n:]
+
+
+def recv_fds(n: int) -> List[int]:
+    fds: List[int] = []
+    while len(fds) < n:
+        _data, anc, _flags, _addr = FDSOCK.recvmsg(1, ANCBUF, CLOEXEC)
+        got = _codec.fds_from_ancillary(anc)
+        if not got:
+            raise RuntimeError("descriptor message without descriptors")
+        fds.extend(got)
+    return fds
+
+
+def send_fds(fds: List[int]) -> None:
+    for i in range(0, len(fds), 253):
+        part = fds[i:i + 253]
+        FDSOCK.sendmsg([b"F"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", part).tobytes())])
+
+
+def close_quietly(fds: List[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class Testee:
+    def __init__(self) -> None:
+        self.held: Any = None
+        self.conns: Dict[int, chan.Connection] = {}
+        self.next_id = 1
+
+    # -- helpers -------------------------------------------------------------
+
+    def release(self) -> None:
+        self.held = None  # Fd and Connection objects close when collected
+
+    def limits(self, req: Dict[str, str]) -> chan.Limits:
+        return chan.Limits(int(req.get("max_payload", "16777216")), int(req.get("max_handles", "64")),
+                           int(req.get("max_depth", "32")))
+
+    def build(self, text: str, fds: List[int]) -> Any:
+        """The value of a text form with {"$fd":i}/{"$conn":i} bound to descriptor i.
+
+        Takes fds: on success those the value uses belong to its Fd/Connection
+        objects and the rest are closed; on failure all are closed."""
+        made: Dict[Tuple[int, int], Any] = {}
+        try:
+            value = self.bind(chan.text.loads(text), fds, made)
+        except BaseException:
+            for obj in made.values():
+                obj.close()
+            used = {i for (_k, i) in made}
+            close_quietly([fd for i, fd in enumerate(fds) if i not in used])
+            raise
+        used = {i for (_k, i) in made}
+        close_quietly([fd for i, fd in enumerate(fds) if i not in used])
+        return value
+
+    def bind(self, v: Any, fds: List[int], made: Dict[Tuple[int, int], Any]) -> Any:
+        t = type(v)
+        if t is list:
+            return [self.bind(x, fds, made) for x in v]
+        if t is dict:
+            return {k: self.bind(x, fds, made) for k, x in v.items()}
+        if t is chan.Handle:
+            if v.index >= len(fds):
+                raise chan.InvalidArgument(f"handle {v.index} but only {len(fds)} descriptors")
+            key = (v.kind, v.index)
+            if key not in made:
+                if v.kind == chan.KIND_CONN:
+                    made[key] = chan.Connection.from_fd(fds[v.index])
+                else:
+                    made[key] = chan.Fd(fds[v.index], owned=True)
+            return made[key]
+        return v
+
+    def ok_frame(self, value: Any, extra: List[str]) -> List[str]:
+        frame, table = chan.encode(value)
+        send_fds(table)
+        return ["ok", "frame " + frame.hex(), f"fds {len(table)}", "value " + chan.text.dumps(value)] + extra
+
+    def conn(self, req: Dict[str, str]) -> chan.Connection:
+        c = self.conns.get(int(req.get("conn", "0")))
+        if c is None:
+            raise chan.InvalidArgument(f"no connection {req.get('conn')}")
+        return c
+
+    # -- operations -----------------------------------------------------------
+
+    def op_hello(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        return ["ok", "binding python", "chan " + chan.__version__]
+
+    def op_decode(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        value, consumed = _codec.decode_frame(bytes.fromhex(req.get("frame", "")), fds,
+                                              limits=self.limits(req).resolved())
+        self.held = value
+        return self.ok_frame(value, [f"consumed {consumed}"])
+
+    def op_encode(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        value = self.build(req.get("value", ""), fds)
+        self.held = value
+        try:
+            return self.ok_frame(value, [])
+        except BaseException:
+            self.held = None
+            for obj in walk_handles(value):
+                obj.close()
+            raise
+
+    def op_attach(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        if len(fds) != 1:
+            close_quietly(fds)
+            raise chan.InvalidArgument("attach takes one descriptor")
+        try:
+            c = chan.Connection.from_fd(fds[0])
+        except chan.ChanError:
+            close_quietly(fds)
+            raise
+        c.set_limits(*self.limits(req))
+        cid = self.next_id
+        self.next_id += 1
+        self.conns[cid] = c
+        return ["ok", f"conn {cid}"]
+
+    def op_recv(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        close_quietly(fds)
+        cid = int(req.get("conn", "0"))
+        c = self.conn(req)
+        try:
+            value = c.recv()
+        except chan.ChanError as exc:
+            if exc.scope == "fatal":
+                c.close()
+                del self.conns[cid]
+            raise
+        self.held = value
+        ids = []
+        for obj in walk_handles(value):
+            if isinstance(obj, chan.Connection):
+                obj.set_limits(*c.limits)
+                nid = self.next_id
+                self.next_id += 1
+                self.conns[nid] = obj
+                ids.append(str(nid))
+        return self.ok_frame(value, ["conns " + " ".join(ids)])
+
+    def op_send(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        try:
+            c = self.conn(req)
+        except chan.ChanError:
+            close_quietly(fds)
+            raise
+        value = self.build(req.get("value", ""), fds)
+        try:
+            c.send(value)
+        finally:
+            for obj in walk_handles(value):
+                obj.close()
+        return ["ok"]
+
+    def op_close(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        close_quietly(fds)
+        c = self.conns.pop(int(req.get("conn", "0")), None)
+        if c is None:
+            raise chan.InvalidArgument(f"no connection {req.get('conn')}")
+        c.close()
+        return ["ok"]
+
+    def op_reset(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        close_quietly(fds)
+        self.release()
+        for c in self.conns.values():
+            c.close()
+        self.conns.clear()
+        return ["ok"]
+
+    def serve(self) -> int:
+        while True:
+            req = read_request()
+            if req is None:
+                return 0
+            self.release()
+            fds = recv_fds(int(req.get("fds", "0") or 0))
+            handler = getattr(self, "op_" + req.get("op", ""), None)
+            if handler is None:
+                close_quietly(fds)
+                write_response(["error UNSUPPORTED"])
+                continue
+            try:
+                lines = handler(req, fds)
+            except chan.ChanError as exc:
+                lines = ["error " + exc.name, "message " + str(exc).replace("\n", " ")]
+            except Exception as exc:  # a bug in the testee or the binding: say so loudly
+                traceback.print_exc()
+                lines = ["error INTERNAL_" + type(exc).__name__]
+            # The exception and its traceback (which holds the failed request's value)
+            # are gone here: its descriptors are closed before the runner looks.
+            if lines[0] != "ok":
+                self.release()
+            write_response(lines)
+
+
+def walk_handles(v: Any) -> List[Any]:
+    """Handle objects of a value in table (depth-first) order."""
+    out: List[Any] = []
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        t = type(x)
+        if t is list:
+            stack.extend(reversed(x))
+        elif t is dict:
+            stack.extend(reversed(list(x.values())))
+        elif isinstance(x, (chan.Fd, chan.Connection)):
+            out.append(x)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(Testee().serve())
