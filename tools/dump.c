@@ -63,8 +63,8 @@ static const struct mdef MDEFS[] = {
 		       {"kind", 0, F_KIND, 0}}},
 };
 
-static const char *const WT_NAMES[8] = {"varint", "fixed64", "LEN",
-					"SGROUP", "EGROUP", "fixed32",
+static const char *const WT_NAMES[8] = {"VARINT", "I64", "LEN",
+					"SGROUP", "EGROUP", "I32",
 					"wt6",    "wt7"};
 
 /* Read a varint.  0 ok; -1 runs past end; -2 longer than 10 bytes or the

@@ -27,24 +27,11 @@ tf_seterr(struct tf_error *err, const char *name, const char *fmt, ...)
 /* ------------------------------------------------------------------------ */
 /* Reading.
  *
- * jansson refuses U+0000 in object keys ("NUL byte in object key not
- * supported"), but chan map keys may hold it.  So the bytes handed to jansson
- * pass through a small filter that knows only where JSON strings begin and
- * end, and rewrites two escapes inside strings:
- *     \u0000 -> \u0001 '0'      \u0001 -> \u0001 '1'
- * U+0001 can only enter a JSON string through the escape \u0001 (raw control
- * characters are invalid JSON), so after the filter every U+0001 of a parsed
- * string is followed by '0' or '1' and unfilter() restores the original
- * exactly.  The filter never changes what is valid JSON: a valid prefix
- * determines the string boundaries exactly as jansson's lexer sees them.
- *
  * jansson reads from a callback that is fed ONE byte per call: its internal
  * read-ahead buffer is dropped when a value ends, so anything buffered there
  * would be lost for the next value.  jansson looks one byte past a number or
  * a literal (true, false, null); that byte must be whitespace.
  */
-
-enum fstate { F_OUT, F_IN, F_ESC, F_HEX };
 
 struct tf_reader {
 	FILE *fp;
@@ -54,11 +41,6 @@ struct tf_reader {
 	unsigned long line, col;             /* position of the next byte */
 	unsigned long start_line, start_col; /* where the current value began */
 	unsigned long last_line, last_col;   /* position of the last byte read */
-	enum fstate state;
-	char hex[4];
-	int nhex;
-	char out[8];
-	int nout, pout;
 };
 
 struct tf_reader *
@@ -101,93 +83,26 @@ advance(struct tf_reader *r, int c)
 	}
 }
 
-static void
-emit(struct tf_reader *r, const char *p, int n)
-{
-	memcpy(r->out + r->nout, p, (size_t)n);
-	r->nout += n;
-}
-
-static int
-is_hex(int c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-	       (c >= 'A' && c <= 'F');
-}
-
-static void
-filter(struct tf_reader *r, int c)
-{
-	char ch = (char)c;
-
-	switch (r->state) {
-	case F_OUT:
-		if (c == '"')
-			r->state = F_IN;
-		break;
-	case F_IN:
-		if (c == '\\')
-			r->state = F_ESC;
-		else if (c == '"')
-			r->state = F_OUT;
-		break;
-	case F_ESC:
-		r->state = c == 'u' ? F_HEX : F_IN;
-		r->nhex = 0;
-		break;
-	case F_HEX:
-		if (!is_hex(c)) {
-			/* not an escape jansson accepts: pass it on as is */
-			emit(r, r->hex, r->nhex);
-			r->state = c == '"' ? F_OUT : c == '\\' ? F_ESC : F_IN;
-			break;
-		}
-		r->hex[r->nhex++] = ch;
-		if (r->nhex < 4)
-			return;
-		r->state = F_IN;
-		if (memcmp(r->hex, "0000", 4) == 0)
-			emit(r, "00010", 5);
-		else if (memcmp(r->hex, "0001", 4) == 0)
-			emit(r, "00011", 5);
-		else
-			emit(r, r->hex, 4);
-		return;
-	}
-	emit(r, &ch, 1);
-}
-
 static size_t
 feed(void *buffer, size_t buflen, void *data)
 {
 	struct tf_reader *r = data;
+	int c;
 
 	if (buflen == 0)
 		return 0;
-	while (r->pout == r->nout) {
-		int c;
-
-		r->pout = r->nout = 0;
-		c = getc(r->fp);
-		if (c == EOF) {
-			if (ferror(r->fp)) {
-				r->io_errno = errno ? errno : EIO;
-				return (size_t)-1;
-			}
-			if (r->state == F_HEX && r->nhex > 0) {
-				emit(r, r->hex, r->nhex);
-				r->nhex = 0;
-				r->state = F_IN;
-				break;
-			}
-			r->hit_eof = 1;
-			return 0;
+	c = getc(r->fp);
+	if (c == EOF) {
+		if (ferror(r->fp)) {
+			r->io_errno = errno ? errno : EIO;
+			return (size_t)-1;
 		}
-		advance(r, c);
-		filter(r, c);
+		r->hit_eof = 1;
+		return 0;
 	}
-	((char *)buffer)[0] = r->out[r->pout++];
-	r->last_out = (unsigned char)((char *)buffer)[0];
+	advance(r, c);
+	((unsigned char *)buffer)[0] = (unsigned char)c;
+	r->last_out = c;
 	return 1;
 }
 
@@ -221,14 +136,12 @@ tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 	ungetc(c, r->fp);
 	r->start_line = r->line;
 	r->start_col = r->col;
-	r->state = F_OUT;
-	r->nhex = r->nout = r->pout = 0;
 	r->last_out = -1;
 	r->hit_eof = 0;
 
 	j = json_load_callback(feed, r,
 			       JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK |
-				       JSON_REJECT_DUPLICATES,
+				       JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
 			       &je);
 	if (!j) {
 		const char *name = TF_INVALID_JSON;
@@ -250,6 +163,10 @@ tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 		case json_error_duplicate_key:
 			name = "DUPLICATE_KEY";
 			break;
+		case json_error_null_byte_in_key:
+			/* "\u0000" in a key: keys are names (SPEC.md §4.1) */
+			name = "INVALID_KEY";
+			break;
 		case json_error_numeric_overflow:
 			name = TF_INVALID_TEXT;
 			break;
@@ -262,7 +179,12 @@ tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 		default:
 			break;
 		}
-		if (json_error_code(&je) == json_error_numeric_overflow)
+		if (json_error_code(&je) == json_error_null_byte_in_key)
+			tf_seterr(err, name,
+				  "line %lu column %lu: a map key cannot "
+				  "contain U+0000 (\\u0000)",
+				  r->last_line, r->last_col);
+		else if (json_error_code(&je) == json_error_numeric_overflow)
 			tf_seterr(err, name,
 				  "line %lu column %lu: %s (ints must fit "
 				  "int64, floats must be finite: use "
@@ -317,29 +239,6 @@ tf_parse_string(const char *s, struct tf_error *err)
 	tf_reader_free(r);
 	fclose(fp);
 	return j;
-}
-
-/* Undo the filter in a string jansson parsed (see above).  Returns a malloc'd
- * copy (NUL-terminated) and its length. */
-static char *
-unfilter(const char *s, size_t len, size_t *ret_len)
-{
-	char *o = malloc(len + 1);
-	size_t i, n = 0;
-
-	if (!o)
-		return NULL;
-	for (i = 0; i < len; i++) {
-		if (s[i] == '\001' && i + 1 < len) {
-			o[n++] = s[i + 1] == '0' ? '\0' : '\001';
-			i++;
-		} else {
-			o[n++] = s[i];
-		}
-	}
-	o[n] = '\0';
-	*ret_len = n;
-	return o;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -477,7 +376,8 @@ parse_int64(const char *s, int64_t *ret)
 
 	if (*p == '-')
 		p++;
-	if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] != '\0'))
+	/* -?(0|[1-9][0-9]*), and not "-0" (SPEC.md §12.1) */
+	if (*p < '0' || *p > '9' || (p[0] == '0' && (p[1] != '\0' || p != s)))
 		return -1;
 	for (; *p; p++)
 		if (*p < '0' || *p > '9')
@@ -598,10 +498,7 @@ build_object(struct build *b, json_t *j)
 		return fail_chan(b, chan_msg_error(b->msg));
 	json_object_foreach(j, key, v)
 	{
-		size_t klen = json_object_iter_key_len(
-			json_object_key_to_iter(key));
-		size_t old, n;
-		char *k;
+		size_t klen = strlen(key), old;
 
 		if (key[0] == '$' && key[1] != '$')
 			return fail(b, TF_INVALID_TEXT,
@@ -610,20 +507,15 @@ build_object(struct build *b, json_t *j)
 				    "marker such as \"$int\" must be alone in "
 				    "its object)",
 				    key);
-		k = unfilter(key, klen, &n);
-		if (!k)
-			return fail(b, "NO_MEMORY", "out of memory");
-		old = path_push(b, k, n);
+		/* jansson keys hold no U+0000: it rejects "\u0000" in keys */
+		old = path_push(b, key, klen);
 		item = build(b, v);
-		if (!item) {
-			free(k);
+		if (!item)
 			return NULL;
-		}
-		if (k[0] == '$')
-			rc = chan_map_put_n(map, k + 1, n - 1, item);
+		if (key[0] == '$') /* "$$x" -> "$x" */
+			rc = chan_map_put_n(map, key + 1, klen - 1, item);
 		else
-			rc = chan_map_put_n(map, k, n, item);
-		free(k);
+			rc = chan_map_put_n(map, key, klen, item);
 		if (rc < 0)
 			return fail_chan(b, rc);
 		path_pop(b, old);
@@ -655,17 +547,10 @@ build(struct build *b, json_t *j)
 	case JSON_REAL:
 		r = chan_float(b->msg, json_real_value(j));
 		break;
-	case JSON_STRING: {
-		size_t n;
-		char *s = unfilter(json_string_value(j), json_string_length(j),
-				   &n);
-
-		if (!s)
-			return fail(b, "NO_MEMORY", "out of memory");
-		r = chan_string_n(b->msg, s, n);
-		free(s);
+	case JSON_STRING:
+		r = chan_string_n(b->msg, json_string_value(j),
+				  json_string_length(j));
 		break;
-	}
 	case JSON_ARRAY:
 		r = chan_list(b->msg);
 		if (!r)
@@ -879,41 +764,62 @@ bad:
 	return NULL;
 }
 
+/* Is there a p-digit decimal that reads back as x?  The candidates are the
+ * correctly rounded p-digit decimal (nearest) and its neighbour on the other
+ * side of x: the round-trip interval is asymmetric at powers of two, so the
+ * nearest can miss it while the other one hits (46 powers of two need this).
+ * On success *m * 10^*e10 is the decimal, the nearest one if both work. */
+static int
+try_digits(double x, int p, uint64_t *m, int *e10)
+{
+	char buf[48], *q;
+	uint64_t v = 0, v2;
+	double back;
+	int e;
+
+	snprintf(buf, sizeof(buf), "%.*e", p - 1, x);
+	back = strtod(buf, NULL);
+	for (q = buf; *q != 'e'; q++)
+		if (*q >= '0' && *q <= '9')
+			v = v * 10 + (uint64_t)(*q - '0');
+	e = atoi(q + 1) - (p - 1);
+	if (back != x) {
+		v2 = back < x ? v + 1 : v - 1;
+		snprintf(buf, sizeof(buf), "%" PRIu64 "e%d", v2, e);
+		if (v2 == 0 || strtod(buf, NULL) != x)
+			return 0;
+		v = v2;
+	}
+	*m = v;
+	*e10 = e;
+	return 1;
+}
+
 /* Shortest decimal digits that round-trip: x = 0.DIGITS * 10^n, x > 0 and
- * finite.  For each length p the correctly rounded p-digit decimal is tried,
- * then its neighbour on the other side of x (the round-trip interval is
- * asymmetric at powers of two, so the nearest p-digit decimal can miss it
- * while the other one hits).  Ties go to the nearest, as ECMAScript and
- * David Gay's shortest mode require. */
+ * finite; ties between two shortest go to the nearest, as ECMAScript's
+ * Number::toString and David Gay's shortest mode require.  If p digits
+ * round-trip, so do p + 1, so the length is found by binary search; 17
+ * digits always round-trip. */
 static void
 shortest(double x, char *digits, int *ret_k, int *ret_n)
 {
-	char buf[48];
-	uint64_t m = 0;
-	int e10 = 0, p, k;
+	uint64_t m = 0, mt;
+	int e10 = 0, et, lo = 1, hi = 17, k, have = 0;
 
-	for (p = 1; p <= 17; p++) {
-		char *e, *q;
-		double back;
-		uint64_t m2;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
 
-		snprintf(buf, sizeof(buf), "%.*e", p - 1, x);
-		back = strtod(buf, NULL);
-		m = 0;
-		for (q = buf; *q != 'e'; q++)
-			if (*q >= '0' && *q <= '9')
-				m = m * 10 + (uint64_t)(*q - '0');
-		e = strchr(buf, 'e');
-		e10 = atoi(e + 1) - (p - 1); /* x ~ m * 10^e10 */
-		if (back == x)
-			break;
-		m2 = back < x ? m + 1 : m - 1;
-		snprintf(buf, sizeof(buf), "%" PRIu64 "e%d", m2, e10);
-		if (m2 > 0 && strtod(buf, NULL) == x) {
-			m = m2;
-			break;
+		if (try_digits(x, mid, &mt, &et)) {
+			hi = mid;
+			m = mt;
+			e10 = et;
+			have = 1;
+		} else {
+			lo = mid + 1;
 		}
 	}
+	if (!have || hi == 17)
+		try_digits(x, hi, &m, &e10);
 	while (m % 10 == 0) {
 		m /= 10;
 		e10++;
