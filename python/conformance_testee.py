@@ -134,7 +134,7 @@ class Testee:
                 if v.kind == chan.KIND_CONN:
                     made[key] = chan.Connection.from_fd(fds[v.index])
                 else:
-                    made[key] = chan.Fd(fds[v.index], owned=True)
+                    made[key] = chan.Fd.adopt(fds[v.index])
             return made[key]
         return v
 

@@ -99,7 +99,6 @@ class PipeTests(FdTestCase):
                 fw, (ff, fr) = m["w"], m["files"]
                 for x in (fw, ff, fr):
                     self.assertIsInstance(x, chan.Fd)
-                    self.assertTrue(x.owned)
                     self.assertTrue(is_cloexec(x.fileno()), "received fd without FD_CLOEXEC")
                     self.assertNotIn(x.fileno(), (r, w, f.fileno()))
                 os.write(fw.fileno(), b"ping")
@@ -375,12 +374,23 @@ class StreamErrorTests(FdTestCase):
         self.assertEqual(cm.exception.scope, "fatal")
 
     def assert_fatal_sticks(self, exc) -> None:
+        """A fatal error closes the connection (§9.2) and sticks for receive and send."""
+        before = self.count()
         with self.assertRaises(exc) as cm:
-            p = self.p
-            p.conn.recv(timeout=5)
+            self.p.conn.recv(timeout=5)
         self.assertEqual(cm.exception.scope, "fatal")
+        self.assertTrue(self.p.conn.closed)
+        self.closed_conn = before - self.count()
         with self.assertRaises(exc):
             self.p.conn.recv(timeout=0)
+        with self.assertRaises(exc):
+            self.p.conn.send("after a fatal error")
+        self.assertTrue(self.p.conn.poll())
+        # the peer sees the end of the stream (a reset when unread data was dropped)
+        try:
+            self.assertEqual(self.p.raw.recv(100, socket.MSG_DONTWAIT), b"")
+        except ConnectionResetError:
+            pass
 
     def test_bad_magic_fatal_closes_fds(self) -> None:
         fds = self.pipe_fds(1)
@@ -388,7 +398,7 @@ class StreamErrorTests(FdTestCase):
         send_raw(self.p.raw, raw_frame(chan.Handle(1), magic=b"XHAN"), fds)
         os.close(fds[0])
         self.assert_fatal_sticks(chan.BadMagic)
-        self.assertEqual(self.count(), before - 1)
+        self.assertEqual(self.count(), before - 1 - 1)  # our copy of the pipe, the connection
 
     def test_version_fatal(self) -> None:
         send_raw(self.p.raw, raw_frame(1, version=2))
@@ -409,7 +419,7 @@ class StreamErrorTests(FdTestCase):
         os.close(fds[0])
         self.p.raw.shutdown(socket.SHUT_WR)
         self.assert_fatal_sticks(chan.Truncated)
-        self.assertEqual(self.count(), before - 1)
+        self.assertEqual(self.count(), before - 1 - 1)
 
     def test_eof_in_payload(self) -> None:
         send_raw(self.p.raw, raw_frame("abcdef")[:19])
@@ -427,7 +437,7 @@ class StreamErrorTests(FdTestCase):
         send_raw(self.p.raw, data[5:], fds)
         os.close(fds[0])
         self.assert_fatal_sticks(chan.MisattachedHandles)
-        self.assertEqual(self.count(), before - 1)
+        self.assertEqual(self.count(), before - 1 - 1)
 
     def test_fds_with_payload_are_misattached(self) -> None:
         data = raw_frame([chan.Handle(1), "padding"])
@@ -437,7 +447,7 @@ class StreamErrorTests(FdTestCase):
         os.close(fds[0])
         before = self.count()
         self.assert_fatal_sticks(chan.MisattachedHandles)
-        self.assertEqual(self.count(), before)
+        self.assertEqual(self.count(), before - 1)  # the connection; no received fd stays
 
     def test_fds_of_next_frame_not_taken_by_previous(self) -> None:
         # frame 1 without fds, frame 2 with: the kernel may return frame 1's tail
@@ -491,7 +501,7 @@ try:
     conn.recv(timeout=10)
     print("no error")
 except chan.ChanError as e:
-    after = len(os.listdir('/proc/self/fd'))
+    after = len(os.listdir('/proc/self/fd')) + 1  # + the connection, closed by the fatal error
     try:
         conn.recv(timeout=0)
     except chan.ChanError as e2:

@@ -17,6 +17,7 @@ Python values map to the data model (§4.1) as follows:
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import socket
@@ -24,7 +25,7 @@ import struct
 from array import array
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ._errors import ChanError, error
+from ._errors import ChanError, error, system_error
 
 MAGIC = b"CHAN"
 VERSION = 1
@@ -69,8 +70,9 @@ class Limits(NamedTuple):
         ):
             if value is None:
                 value = default
-            if type(value) is not int or value < 0 or value > hard:
-                raise error("INVALID_ARGUMENT", f"{what} must be an int in 0..{hard}, not {value!r}")
+            low = 1 if what == "max_depth" else 0
+            if type(value) is not int or value < low or value > hard:
+                raise error("INVALID_ARGUMENT", f"{what} must be an int in {low}..{hard}, not {value!r}")
             out.append(value)
         return Limits(*out)
 
@@ -106,26 +108,42 @@ class Handle:
 
 
 class Fd:
-    """A file descriptor inside a message (handle kind fd).
+    """A file descriptor inside a message (handle kind fd) that this object owns.
 
-    ``Fd(fd)`` wraps a descriptor you keep: sending it passes a copy (the kernel
-    duplicates it into the receiver) and never closes yours.  Descriptors that
-    arrive in a message come back as *owned* Fd objects (``owned`` is True): they
-    are closed by :meth:`close`, by leaving a ``with`` block, or when the object is
-    garbage collected; :meth:`detach` hands the raw fd over to you instead.
+    ``Fd(fd)`` DUPLICATES fd (``F_DUPFD_CLOEXEC``): the caller keeps its own
+    descriptor and closes it as usual (SPEC.md §11.1 rule 1).  ``Fd.adopt(fd)``
+    TAKES fd instead.  Descriptors that arrive in a message come back as Fd
+    objects too.  An Fd closes its descriptor on :meth:`close`, when a ``with``
+    block ends, or when it is garbage collected; :meth:`detach` hands the raw fd
+    over to the caller instead.  Sending an Fd passes a copy (the kernel
+    duplicates it into the receiver) and changes nothing here.
     """
 
-    __slots__ = ("_fd", "owned", "__weakref__")
+    __slots__ = ("_fd", "__weakref__")
     _chan_kind = KIND_FD
 
-    def __init__(self, fd: int, *, owned: bool = False) -> None:
-        if type(fd) is not int or fd < 0:
+    def __init__(self, fd: Any) -> None:
+        self._fd = -1
+        if type(fd) is not int:
             if hasattr(fd, "fileno"):
-                fd = fd.fileno()  # type: ignore[attr-defined]
-            else:
+                fd = fd.fileno()
+            if type(fd) is not int:
                 raise error("INVALID_ARGUMENT", f"not a file descriptor: {fd!r}")
+        if fd < 0:
+            raise error("INVALID_ARGUMENT", f"not a file descriptor: {fd}")
+        try:
+            self._fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+        except OSError as exc:
+            raise system_error(exc, f"F_DUPFD_CLOEXEC of fd {fd}") from None
+
+    @classmethod
+    def adopt(cls, fd: int) -> "Fd":
+        """An Fd that takes fd itself (no duplicate): the caller must not close it."""
+        if type(fd) is not int or fd < 0:
+            raise error("INVALID_ARGUMENT", f"not a file descriptor: {fd!r}")
+        self = object.__new__(cls)
         self._fd = fd
-        self.owned = owned
+        return self
 
     def fileno(self) -> int:
         if self._fd < 0:
@@ -137,9 +155,8 @@ class Fd:
         return self._fd < 0
 
     def close(self) -> None:
-        """Close the descriptor if this object owns it; forget it either way."""
         fd, self._fd = self._fd, -1
-        if fd >= 0 and self.owned:
+        if fd >= 0:
             os.close(fd)
 
     def detach(self) -> int:
@@ -149,16 +166,12 @@ class Fd:
         return fd
 
     def dup(self) -> "Fd":
-        """A new owned Fd for a close-on-exec duplicate of this descriptor."""
-        import fcntl
-
-        return Fd(fcntl.fcntl(self.fileno(), fcntl.F_DUPFD_CLOEXEC, 0), owned=True)
+        """A new Fd for a close-on-exec duplicate of this descriptor."""
+        return Fd(self.fileno())
 
     def open(self, mode: str = "rb", **kwargs: Any) -> Any:
         """``os.fdopen`` on this descriptor: the file object takes it over (detach)."""
-        owned = self.owned
-        fd = self.detach()
-        return os.fdopen(fd, mode, closefd=owned, **kwargs)
+        return os.fdopen(self.detach(), mode, **kwargs)
 
     def __enter__(self) -> "Fd":
         return self
@@ -168,15 +181,14 @@ class Fd:
 
     def __del__(self) -> None:
         try:
-            if self._fd >= 0 and self.owned:
+            if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
         except (AttributeError, OSError):
             pass
 
     def __repr__(self) -> str:
-        state = "closed" if self._fd < 0 else str(self._fd)
-        return f"Fd({state}{', owned' if self.owned else ''})"
+        return f"Fd({'closed' if self._fd < 0 else self._fd})"
 
     def __reduce__(self) -> Any:
         raise TypeError("an Fd cannot be pickled: send it over a chan connection")
@@ -341,9 +353,13 @@ def encode_payload(obj: Any, *, allow_detached: bool = True) -> Tuple[bytes, Lis
     try:
         payload = _enc_value(obj, 1, enc)
     except RecursionError:
-        raise error("DEPTH_EXCEEDED", "value nests too deeply") from None
+        raise error("DEPTH_EXCEEDED", "value nests too deeply", scope="local") from None
+    except ChanError as exc:
+        exc.scope = "local"  # nothing reached the wire (SPEC.md §9.2 rule 1)
+        raise
     if len(payload) > HARD_MAX_PAYLOAD:
-        raise error("PAYLOAD_TOO_LARGE", f"payload of {len(payload)} bytes exceeds {HARD_MAX_PAYLOAD}")
+        raise error("PAYLOAD_TOO_LARGE", f"payload of {len(payload)} bytes exceeds {HARD_MAX_PAYLOAD}",
+                    scope="local")
     return payload, enc.objs, enc.kinds
 
 
@@ -803,7 +819,7 @@ def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Lim
             if hd.kind == KIND_CONN:
                 live: Any = conn_factory(socks[hd.index])
             else:
-                live = Fd(fd_list[hd.index], owned=True)
+                live = Fd.adopt(fd_list[hd.index])
             fd_list[hd.index] = -1
             if container is None:
                 value = live

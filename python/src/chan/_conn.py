@@ -7,10 +7,10 @@ timeouts use poll() and MSG_DONTWAIT, exactly as libchan does.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import socket
+import stat
 import struct
 import threading
 import time
@@ -24,7 +24,8 @@ from ._codec import (HEADER_SIZE, KIND_CONN, Header, Limits, decode_frame, encod
 from ._errors import ChanError, error, system_error
 
 # Room for the most descriptors one frame may carry (SPEC.md §10.4).
-_ANCBUF = socket.CMSG_SPACE(_codec.HARD_MAX_HANDLES * array("i").itemsize)
+# msg_controllen is CMSG_LEN, not CMSG_SPACE: no descriptor can land in padding (§10.4 rule 3).
+_ANCBUF = socket.CMSG_LEN(_codec.HARD_MAX_HANDLES * array("i").itemsize)
 _MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
 _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0x4000)
 _MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
@@ -155,10 +156,10 @@ class Connection:
         try:
             s = socket.socket(fileno=fd)
         except OSError as exc:
-            raise error("WRONG_HANDLE_KIND", f"fd {fd} is not a socket: {exc.strerror}") from None
+            raise error("WRONG_HANDLE_KIND", f"fd {fd} is not a socket: {exc.strerror}", scope="local") from None
         if s.family != socket.AF_UNIX or s.type != socket.SOCK_STREAM:
             s.detach()
-            raise error("WRONG_HANDLE_KIND", f"fd {fd} is not an AF_UNIX SOCK_STREAM socket")
+            raise error("WRONG_HANDLE_KIND", f"fd {fd} is not an AF_UNIX SOCK_STREAM socket", scope="local")
         return cls._from_socket(s)
 
     # -- plumbing -------------------------------------------------------------
@@ -261,13 +262,15 @@ class Connection:
         """
         payload, objs, kinds = encode_payload(obj, allow_detached=False)
         fds = [handle_fd(o) for o in objs]
-        if KIND_CONN in kinds:
+        if fds:
             self._check_self_send(objs, kinds, fds)
         frame = header(len(fds), len(payload)) + payload
         anc = [(_SOL_SOCKET, _SCM_RIGHTS, array("i", fds).tobytes())] if fds else []
         deadline = _deadline(timeout)
         with self._send_lock:
             sock = self._sock
+            if self._fatal is not None:
+                self._raise_fatal()
             if self._fd < 0:
                 raise error("INVALID_ARGUMENT", "connection is closed")
             if self._pending:
@@ -286,11 +289,9 @@ class Connection:
             except ChanError:
                 raise
             except (BrokenPipeError, ConnectionResetError):
-                raise error("CONNECTION_CLOSED", "the peer closed the connection") from None
+                raise self._fail(error("CONNECTION_CLOSED", "the peer closed the connection")) from None
             except OSError as exc:
-                if exc.errno == errno.ETOOMANYREFS:
-                    raise error("HANDLE_LIMIT_EXCEEDED", "the kernel refused the descriptors (ETOOMANYREFS)") from None
-                raise system_error(exc, "sendmsg") from None
+                raise system_error(exc, "sendmsg") from None  # ETOOMANYREFS, EINVAL: SPEC.md §10.2 rule 8
             if n < len(frame):
                 # The descriptors went with the first byte; the rest is plain bytes.
                 self._pending = frame[n:]
@@ -317,7 +318,7 @@ class Connection:
                 raise
             except (BrokenPipeError, ConnectionResetError):
                 self._pending = b""
-                raise error("CONNECTION_CLOSED", "the peer closed the connection") from None
+                raise self._fail(error("CONNECTION_CLOSED", "the peer closed the connection")) from None
             except OSError as exc:
                 raise system_error(exc, "send") from None
             self._pending = self._pending[n:]
@@ -340,10 +341,16 @@ class Connection:
         peer_asked = False
         for o, k, fd in zip(objs, kinds, fds):
             if k != KIND_CONN:
-                continue
-            if o is self:
+                # SPEC.md §10.6 rule 2: an fd handle that is an AF_UNIX socket gets the
+                # same check (only sockets can equal this socket or its peer).
+                st = os.fstat(fd)
+                if not stat.S_ISSOCK(st.st_mode):
+                    continue
+                ident = (st.st_dev, st.st_ino)
+            elif o is self:
                 raise error("SELF_SEND", "a connection cannot be sent over itself")
-            ident = o._identity() if isinstance(o, Connection) else _sock_ident(fd)
+            else:
+                ident = o._identity() if isinstance(o, Connection) else _sock_ident(fd)
             if ident == me:
                 raise error("SELF_SEND", "a connection cannot be sent over itself")
             if not peer_asked:
@@ -356,20 +363,25 @@ class Connection:
 
     def poll(self, timeout: Optional[float] = 0.0) -> bool:
         """True if recv() would not block (data, end of stream or an error is there)."""
-        fd = self.fileno()
         if self._fatal is not None:
             return True
+        fd = self.fileno()
         p = select.poll()
         p.register(fd, select.POLLIN)
         ms = -1 if timeout is None else max(0, int(timeout * 1000 + 0.999))
         return bool(p.poll(ms))
 
     def _fail(self, exc: ChanError) -> ChanError:
-        """Record a fatal error (sticky) after closing the frame's descriptors."""
-        ffds, self._ffds = self._ffds, []
-        _codec._close_all(ffds)
+        """A fatal error (SPEC.md §9.2): close the frame's descriptors and the
+        connection; every later receive or send reports the same error."""
         self._fatal = exc
+        self.close()
         return exc
+
+    def _raise_fatal(self) -> None:
+        f = self._fatal
+        assert f is not None
+        raise type(f)(f.args[0] if f.args else None, scope=f.scope)
 
     def recv(self, timeout: Optional[float] = None) -> Any:
         """Receive one frame and return its value (SPEC.md §10.3-10.5).
@@ -384,8 +396,7 @@ class Connection:
         deadline = _deadline(timeout)
         with self._recv_lock:
             if self._fatal is not None:
-                f = self._fatal
-                raise type(f)(f.args[0] if f.args else None, scope=f.scope)
+                self._raise_fatal()
             if self._fd < 0:
                 raise error("INVALID_ARGUMENT", "connection is closed")
             sock = self._sock
@@ -473,12 +484,17 @@ def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:
     return ca, cb
 
 
-def _sockaddr(path: str) -> str:
-    if not isinstance(path, str) or not path:
-        raise error("INVALID_ARGUMENT", f"a listener name is a non-empty path or '@name', not {path!r}")
+def _sockaddr(path: str) -> Any:
+    """The sun_path of a name (SPEC.md §10.1 rule 3): "@name" is abstract."""
+    if not isinstance(path, str) or path in ("", "@"):
+        raise error("INVALID_ARGUMENT", f"a socket name is a non-empty path or '@name', not {path!r}")
+    raw = os.fsencode(path)
+    # sun_path has 108 bytes: a path needs its NUL, an abstract name its leading 0
+    if len(raw) > 107 + (1 if path.startswith("@") else 0) or b"\0" in raw:
+        raise error("INVALID_ARGUMENT", f"socket name {path!r} does not fit in sun_path")
     if path.startswith("@"):
-        return "\0" + path[1:]
-    return path
+        return b"\0" + raw[1:]
+    return raw
 
 
 class Listener:
