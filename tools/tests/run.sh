@@ -333,6 +333,35 @@ expect "send: a file as a conn" 1 WRONG_HANDLE_KIND "$CC" send --fd 0=/etc/hosts
 echo '"last"' | "$CC" send "$S"
 wait "$L"
 check "only the good message arrived" test "$(grep -v '^#' "$T/l4.out")" = '"last"'
+# a raw peer sends a bad frame, then a good one: the bad one is reported by
+# name, the connection stays in sync, the good one is printed
+"$CC" listen --count 1 "$S" >"$T/l6.out" 2>"$T/l6.err" &
+L=$!
+PIDS+=("$L")
+wait_listening "$T/l6.err"
+"$PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+hdr = lambda n: b"CHAN\x01\x00\x00\x00\x00\x00\x00\x00" + bytes([n, 0, 0, 0])
+s.sendall(hdr(2) + b"\x10\x02" + hdr(2) + b"\x18\x54")
+s.close()
+' "$S"
+wait "$L"
+check "listen: a rejected frame makes the exit status 1" test $? = 1
+check "listen: the bad frame is named" grep -q "^chancodec: $S: NONCANONICAL: connection 0: " "$T/l6.err"
+check "listen: the next frame is read in sync" test "$(grep -v '^#' "$T/l6.out")" = 42
+# no descriptor leaks: 150 messages with a file and a reply connection each,
+# both processes limited to 24 open descriptors
+(ulimit -n 24 && exec "$CC" listen --count 150 --reply '"r"' "$S") >"$T/l7.out" 2>"$T/l7.err" &
+L=$!
+PIDS+=("$L")
+wait_listening "$T/l7.err"
+for i in $(seq 150); do echo '{"f":{"$fd":0},"r":{"$conn":1}}'; done >"$T/many.json"
+(ulimit -n 24 && exec "$CC" send --fd 0=/etc/hosts --reply 1 "$S" "$T/many.json") >"$T/s7.out" 2>"$T/s7.err"
+check "send: 150 requests under ulimit -n 24" test $? = 0 -a "$(grep -c '^"r"$' "$T/s7.out")" = 150
+wait "$L"
+check "listen: 150 requests under ulimit -n 24" test $? = 0 -a "$(grep -c '^# replied on #1$' "$T/l7.out")" = 150
 "$CC" listen "$S" >/dev/null 2>"$T/l5.err" &
 L=$!
 PIDS+=("$L")
