@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import _socket
 import os
 import socket
 import struct
@@ -48,6 +49,10 @@ _U64 = struct.Struct("<Q")
 _CANONICAL_NAN = b"\x00\x00\x00\x00\x00\x00\xf8\x7f"
 _CANONICAL_NAN_BITS = 0x7FF8000000000000
 _SOL_SOCKET = int(socket.SOL_SOCKET)
+_SO_DOMAIN = int(getattr(socket, "SO_DOMAIN", 39))
+_SO_TYPE = int(socket.SO_TYPE)
+_AF_UNIX = int(socket.AF_UNIX)
+_SOCK_STREAM = int(socket.SOCK_STREAM)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -734,10 +739,10 @@ def _close_all(fds: Sequence[int]) -> None:
                 pass
 
 
-ConnFactory = Callable[[socket.socket], Any]
+ConnFactory = Callable[[Any], Any]
 
 
-def _default_conn_factory(sock: socket.socket) -> Any:
+def _default_conn_factory(sock: Any) -> Any:
     from ._conn import Connection
 
     return Connection._from_socket(sock)
@@ -756,7 +761,7 @@ def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Lim
     ``self_ino`` (st_dev, st_ino) of the receiving socket: a conn handle that is
     that socket is SELF_SEND (frame scope, SPEC.md §10.6).
     """
-    fd_list = list(fds) if fds else []
+    fd_list = list(fds) if fds else []  # ours from here on: closed on any error
     try:
         if not isinstance(buf, bytes):
             buf = bytes(buf)
@@ -792,19 +797,11 @@ def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Lim
         if detached or not hc:
             return value, HEADER_SIZE + plen
         # Descriptors: verify conns (index order), then build the live objects.
-        socks: Dict[int, socket.socket] = {}
+        socks: Dict[int, Any] = {}
         try:
             for _c, _k, hd in st.handles:
                 if hd.kind == KIND_CONN:
-                    fd = fd_list[hd.index]
-                    try:
-                        s = socket.socket(fileno=fd)
-                    except OSError:
-                        raise _err("WRONG_HANDLE_KIND", f"conn handle {hd.index} is not a socket") from None
-                    socks[hd.index] = s
-                    if s.family != socket.AF_UNIX or s.type != socket.SOCK_STREAM:
-                        raise _err("WRONG_HANDLE_KIND",
-                                   f"conn handle {hd.index} is not an AF_UNIX SOCK_STREAM socket")
+                    socks[hd.index] = verify_conn(fd_list[hd.index], hd.index)
             if self_ino is not None and socks:
                 for i, s in socks.items():
                     stt = os.fstat(fd_list[i])
@@ -829,6 +826,25 @@ def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Lim
     except BaseException:
         _close_all(fd_list)
         raise
+
+
+def verify_conn(fd: int, index: int = -1) -> Any:
+    """A socket object for fd if it is an AF_UNIX SOCK_STREAM socket (SPEC.md §4.2
+    rule 2: SO_DOMAIN and SO_TYPE), else WRONG_HANDLE_KIND.  Takes fd on success only."""
+    what = f"conn handle {index}" if index >= 0 else f"fd {fd}"
+    try:
+        s = _socket.socket(_AF_UNIX, _SOCK_STREAM, 0, fd)
+    except OSError:
+        raise _err("WRONG_HANDLE_KIND", f"{what} is not a socket") from None
+    try:
+        ok = (s.getsockopt(_SOL_SOCKET, _SO_DOMAIN) == _AF_UNIX and
+              s.getsockopt(_SOL_SOCKET, _SO_TYPE) == _SOCK_STREAM)
+    except OSError:
+        ok = False
+    if not ok:
+        s.detach()
+        raise _err("WRONG_HANDLE_KIND", f"{what} is not an AF_UNIX SOCK_STREAM socket")
+    return s
 
 
 def decode(frame: bytes, fds: Optional[Sequence[int]] = None, *, limits: Optional[Limits] = None,

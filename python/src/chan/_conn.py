@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import _socket
 import socket
 import stat
 import struct
@@ -124,12 +125,15 @@ class Connection:
     """
 
     _chan_kind = KIND_CONN
+    __slots__ = ("_sock", "_fd", "_limits", "_send_lock", "_recv_lock", "_fatal", "_pending", "_hdr", "_head",
+                 "_parts", "_have", "_ffds", "_ident", "_peer_ino", "_peer_known", "_pipe_peer", "__weakref__")
 
     def __init__(self, *_a: Any, **_k: Any) -> None:
         raise TypeError("use chan.Pipe(), chan.Client(), Listener.accept() or Connection.from_fd()")
 
     @classmethod
-    def _from_socket(cls, sock: socket.socket) -> "Connection":
+    def _from_socket(cls, sock: Any) -> "Connection":
+        """Wrap a connected AF_UNIX stream socket object (socket.socket or _socket.socket)."""
         self = object.__new__(cls)
         self._sock = sock
         self._fd = sock.fileno()
@@ -152,15 +156,14 @@ class Connection:
 
     @classmethod
     def from_fd(cls, fd: int) -> "Connection":
-        """Wrap an AF_UNIX SOCK_STREAM socket.  Takes fd on success only."""
+        """Wrap an AF_UNIX SOCK_STREAM socket.  Takes fd on success only; anything
+        else is WRONG_HANDLE_KIND (local scope, SPEC.md §4.2 rule 3)."""
         try:
-            s = socket.socket(fileno=fd)
-        except OSError as exc:
-            raise error("WRONG_HANDLE_KIND", f"fd {fd} is not a socket: {exc.strerror}", scope="local") from None
-        if s.family != socket.AF_UNIX or s.type != socket.SOCK_STREAM:
-            s.detach()
-            raise error("WRONG_HANDLE_KIND", f"fd {fd} is not an AF_UNIX SOCK_STREAM socket", scope="local")
-        return cls._from_socket(s)
+            sock = _codec.verify_conn(fd)
+        except ChanError as exc:
+            exc.scope = "local"
+            raise
+        return cls._from_socket(sock)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -391,80 +394,121 @@ class Connection:
         never waits (WOULD_BLOCK); otherwise TIMEOUT.  A partly received frame is
         kept across timeouts: nothing is lost.  Frame-scope errors reject one
         frame (its descriptors closed) and the next recv reads the next frame;
-        fatal errors stick.  CONNECTION_CLOSED: the peer closed at a frame boundary.
+        fatal errors close the connection and stick.  CONNECTION_CLOSED: the peer
+        closed at a frame boundary.
         """
-        deadline = _deadline(timeout)
+        if timeout is not None:
+            deadline = _deadline(timeout)
+            with self._recv_lock:
+                return self._recv_locked(deadline, timeout)
         with self._recv_lock:
-            if self._fatal is not None:
-                self._raise_fatal()
-            if self._fd < 0:
-                raise error("INVALID_ARGUMENT", "connection is closed")
+            if self._fatal is not None or self._fd < 0 or self._hdr or self._head is not None:
+                return self._recv_locked(None, None)
+            # Fast path: a whole header, then a whole payload, no surprises.
             sock = self._sock
-            flags = _MSG_CMSG_CLOEXEC if deadline is None else _MSG_CMSG_CLOEXEC | _MSG_DONTWAIT
-            while True:
-                head = self._head
-                if head is None:
-                    want = HEADER_SIZE - len(self._hdr)
-                    first = not self._hdr
-                else:
-                    want = head.payload_length - self._have
-                    first = False
-                if want:
-                    if deadline is not None:
-                        _wait(self._fd, _POLLIN, deadline, timeout)
-                    try:
-                        data, anc, mflags, _addr = sock.recvmsg(want, _ANCBUF, flags)
-                    except BlockingIOError:
-                        continue
-                    except ConnectionResetError:
-                        data, anc, mflags = b"", [], 0
-                    except OSError as exc:
-                        raise system_error(exc, "recvmsg") from None
-                    if anc:
-                        fds = fds_from_ancillary(anc)
-                        if mflags & _MSG_CTRUNC:
-                            _codec._close_all(fds)
-                            raise self._fail(error("HANDLES_TRUNCATED", "the kernel dropped descriptors (MSG_CTRUNC)"))
-                        if fds:
-                            if not first:
-                                _codec._close_all(fds)
-                                raise self._fail(error(
-                                    "MISATTACHED_HANDLES",
-                                    "descriptors arrived with a read that does not start a frame"))
-                            self._ffds = fds
-                    elif mflags & _MSG_CTRUNC:
-                        raise self._fail(error("HANDLES_TRUNCATED", "the kernel dropped descriptors (MSG_CTRUNC)"))
-                    if not data:
-                        if first:
-                            raise self._fail(error("CONNECTION_CLOSED", "the peer closed the connection"))
-                        raise self._fail(error("TRUNCATED", "the stream ended inside a frame"))
-                    if head is None:
-                        self._hdr += data
-                        if len(self._hdr) < HEADER_SIZE:
-                            continue
-                        try:
-                            head = parse_header(self._hdr, self._limits)
-                        except ChanError as exc:
-                            raise self._fail(exc) from None
-                        self._head = head
-                        if head.payload_length:
-                            continue
-                    else:
-                        self._parts.append(data)
-                        self._have += len(data)
-                        if self._have < head.payload_length:
-                            continue
-                # The whole frame is here: decode it (frame-scope errors only).
-                assert head is not None
-                frame = self._hdr + b"".join(self._parts)
-                ffds = self._ffds
-                self._hdr = b""
-                self._head = None
-                self._parts = []
-                self._have = 0
-                self._ffds = []
-                return decode_frame(frame, ffds, limits=self._limits, header_checked=head,
-                                    self_ino=self._identity() if ffds else None)[0]
+            try:
+                data, anc, mflags, _a = sock.recvmsg(HEADER_SIZE, _ANCBUF, _MSG_CMSG_CLOEXEC)
+            except OSError:
+                return self._recv_locked(None, None)  # the general path reads again and names it
+            if mflags or len(data) != HEADER_SIZE:
+                if self._absorb(data, anc, mflags):
+                    return self._finish()
+                return self._recv_locked(None, None)
+            fds = fds_from_ancillary(anc) if anc else []
+            try:
+                head = parse_header(data, self._limits)
+            except ChanError as exc:
+                _codec._close_all(fds)
+                raise self._fail(exc) from None
+            plen = head.payload_length
+            if plen:
+                try:
+                    payload, anc, mflags, _a = sock.recvmsg(plen, _ANCBUF, _MSG_CMSG_CLOEXEC)
+                except OSError:
+                    payload, anc, mflags = None, [], 0
+                if payload is None or anc or mflags or len(payload) != plen:
+                    self._hdr, self._head, self._ffds = data, head, fds
+                    if payload is not None and self._absorb(payload, anc, mflags):
+                        return self._finish()
+                    return self._recv_locked(None, None)
+                data += payload
+            return decode_frame(data, fds, limits=self._limits, header_checked=head,
+                                self_ino=self._identity() if fds else None)[0]
+
+    def _absorb(self, data: bytes, anc: List[Any], mflags: int) -> bool:
+        """Take the result of one read into the frame in progress (SPEC.md §10.3-10.5).
+        True when the whole frame is buffered."""
+        head = self._head
+        first = head is None and not self._hdr
+        if anc:
+            fds = fds_from_ancillary(anc)
+            if mflags & _MSG_CTRUNC:
+                _codec._close_all(fds)
+                raise self._fail(error("HANDLES_TRUNCATED", "the kernel dropped descriptors (MSG_CTRUNC)"))
+            if fds:
+                if not first:
+                    _codec._close_all(fds)
+                    raise self._fail(error("MISATTACHED_HANDLES",
+                                           "descriptors arrived with a read that does not start a frame"))
+                self._ffds = fds
+        elif mflags & _MSG_CTRUNC:
+            raise self._fail(error("HANDLES_TRUNCATED", "the kernel dropped descriptors (MSG_CTRUNC)"))
+        if not data:
+            if first:
+                raise self._fail(error("CONNECTION_CLOSED", "the peer closed the connection"))
+            raise self._fail(error("TRUNCATED", "the stream ended inside a frame"))
+        if head is None:
+            self._hdr += data
+            if len(self._hdr) < HEADER_SIZE:
+                return False
+            try:
+                head = parse_header(self._hdr, self._limits)
+            except ChanError as exc:
+                raise self._fail(exc) from None
+            self._head = head
+            return head.payload_length == 0
+        self._parts.append(data)
+        self._have += len(data)
+        return self._have == head.payload_length
+
+    def _finish(self) -> Any:
+        """Decode the buffered frame (frame-scope errors only) and reset the state."""
+        head = self._head
+        assert head is not None
+        frame = self._hdr + b"".join(self._parts)
+        ffds = self._ffds
+        self._hdr = b""
+        self._head = None
+        self._parts = []
+        self._have = 0
+        self._ffds = []
+        return decode_frame(frame, ffds, limits=self._limits, header_checked=head,
+                            self_ino=self._identity() if ffds else None)[0]
+
+    def _recv_locked(self, deadline: Optional[float], timeout: Optional[float]) -> Any:
+        if self._fatal is not None:
+            self._raise_fatal()
+        if self._fd < 0:
+            raise error("INVALID_ARGUMENT", "connection is closed")
+        sock = self._sock
+        flags = _MSG_CMSG_CLOEXEC if deadline is None else _MSG_CMSG_CLOEXEC | _MSG_DONTWAIT
+        while True:
+            head = self._head
+            want = HEADER_SIZE - len(self._hdr) if head is None else head.payload_length - self._have
+            if not want:  # a header with payload_length 0, buffered earlier
+                return self._finish()
+            if deadline is not None:
+                _wait(self._fd, _POLLIN, deadline, timeout)
+            try:
+                data, anc, mflags, _addr = sock.recvmsg(want, _ANCBUF, flags)
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:  # SPEC.md §10.5 rule 3: end of stream
+                data, anc, mflags = b"", [], 0
+            except OSError as exc:
+                raise system_error(exc, "recvmsg") from None
+            if self._absorb(data, anc, mflags):
+                return self._finish()
 
 
 def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:
@@ -473,7 +517,9 @@ def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:
     chan connections are always duplex; ``duplex=False`` is accepted for
     familiarity and changes nothing."""
     try:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # _socket objects: the same calls as socket.socket without its Python-level
+        # wrapper; created close-on-exec (SOCK_CLOEXEC) like every socket of Python's.
+        a, b = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError as exc:
         raise system_error(exc, "socketpair") from None
     ca = Connection._from_socket(a)
