@@ -24,11 +24,14 @@ struct bench_opts {
 	int reps;         /* timed runs per figure */
 	double run_ms;    /* target duration of one run */
 	const char *only; /* run only cases whose name contains this */
+	const char *impl; /* run only this implementation (transport) */
+	uint64_t iters;   /* fixed iterations per run (0: calibrate) */
 };
 
 extern struct bench_opts bench_opt;
 
-/* Parse --smoke, --reps N, --ms X, --only NAME; returns the index of the
+/* Parse --smoke, --reps N, --ms X, --only NAME, --impl NAME, --iters N
+ * (for profiling: strace -c, perf); returns the index of the
  * first argument it did not take.  Exits on a bad option. */
 int bench_parse_args(int argc, char **argv);
 

@@ -7,7 +7,7 @@
 
 #include "bench.h"
 
-struct bench_opts bench_opt = {.smoke = 0, .reps = 7, .run_ms = 20.0, .only = NULL};
+struct bench_opts bench_opt = {.reps = 7, .run_ms = 20.0};
 
 int
 bench_parse_args(int argc, char **argv)
@@ -24,6 +24,10 @@ bench_parse_args(int argc, char **argv)
 			bench_opt.run_ms = atof(argv[++i]);
 		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
 			bench_opt.only = argv[++i];
+		} else if (!strcmp(argv[i], "--impl") && i + 1 < argc) {
+			bench_opt.impl = argv[++i];
+		} else if (!strcmp(argv[i], "--iters") && i + 1 < argc) {
+			bench_opt.iters = strtoull(argv[++i], NULL, 10);
 		} else if (argv[i][0] == '-' && argv[i][1] == '-') {
 			fprintf(stderr, "%s: unknown option %s\n", argv[0], argv[i]);
 			exit(2);
@@ -109,6 +113,8 @@ bench_calibrate(void (*fn)(void *ctx, uint64_t n), void *ctx, uint64_t min_n,
 
 	if (bench_opt.smoke)
 		return min_n < 2 ? min_n : 2;
+	if (bench_opt.iters)
+		return bench_opt.iters;
 	fn(ctx, 1); /* warm caches, fault in buffers */
 	for (;;) {
 		uint64_t t0 = bench_now_ns(), dt;

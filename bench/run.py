@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
+PYBENCH_TIMEOUT = 150  # s; python/bench.py normally takes ~30 s
 
 # ---------------------------------------------------------------------------
 # running things
@@ -477,14 +479,26 @@ def main():
     if os.path.exists(pyb) and not a.smoke and not a.no_pybench:
         jpath = os.path.join(build, "python-bench.json")
         t0 = time.time()
-        p = subprocess.run([PY, pyb, "--json", jpath], cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+        if os.path.exists(jpath):
+            os.unlink(jpath)
+        # Its own process group, so a hang can be killed with every child.
+        p = subprocess.Popen([PY, pyb, "--json", jpath], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            out, _ = p.communicate(timeout=PYBENCH_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, _ = p.communicate()
+            out += "\n[killed by bench/run.py after %d s]" % PYBENCH_TIMEOUT
         if p.returncode == 0 and os.path.exists(jpath):
             with open(jpath) as f:
-                pybench = {"json": json.load(f), "text": p.stdout.strip()}
+                pybench = {"json": json.load(f), "text": out.strip()}
             print("  python/bench.py: done in %.1f s" % (time.time() - t0))
         else:
-            print("  python/bench.py FAILED (exit %d), left out:\n%s" % (p.returncode, p.stdout[-2000:]))
+            pybench = {"failed": "exit %s after %.0f s" % (p.returncode, time.time() - t0),
+                       "text": out.strip()[-2000:]}
+            print("  python/bench.py FAILED (%s), its numbers are left out:\n%s" % (
+                pybench["failed"], pybench["text"]))
     res = Results(rows)
     pins = sorted({r["pin"] for r in rows if r.get("group") == "transport"})
 
@@ -582,6 +596,9 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
     if pybench:
         L.append("## The Python binding (python/bench.py, run by make bench)")
         L.append("")
+        if "failed" in pybench:
+            L.append("python/bench.py did not complete (%s); its output:" % pybench["failed"])
+            L.append("")
         L.append("```")
         L.append(pybench["text"])
         L.append("```")

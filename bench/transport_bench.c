@@ -504,6 +504,17 @@ measure(const char *group, const char *cas, enum kind kind, const enum impl *imp
 	if (bench_opt.only && !strstr(cas, bench_opt.only))
 		return;
 	bench_opt.run_ms = run_ms;
+	if (bench_opt.impl) { /* profiling one implementation */
+		for (size_t k = 0; k < nimpl; k++) {
+			if (!strcmp(IMPL_NAMES[impls[k]], bench_opt.impl)) {
+				impls += k;
+				nimpl = 1;
+				break;
+			}
+		}
+		if (nimpl != 1 || strcmp(IMPL_NAMES[impls[0]], bench_opt.impl))
+			return;
+	}
 	for (size_t k = 0; k < nimpl; k++) {
 		run_init(&runs[k], kind, impls[k], size, nfds, reply_to);
 		iters[k] = bench_calibrate(run_n, &runs[k], 2, 1000000);
