@@ -609,6 +609,16 @@ cmd_send(int argc, char **argv)
 	path = argv[optind];
 	if (optind == argc - 2)
 		input = argv[optind + 1];
+	if (!strcmp(input, "-"))
+		for (i = 0; i < (int)CHAN_HARD_MAX_HANDLES; i++)
+			if (m.fd[i] == STDIN_FILENO && !m.owned[i]) {
+				status = usage_error("send: --fd %d=- sends "
+						     "standard input, so the "
+						     "text must come from a "
+						     "FILE",
+						     i);
+				goto out;
+			}
 	in = open_input(input, &name);
 	if (!in) {
 		status = EXIT_USAGE;

@@ -177,6 +177,7 @@ expect "listen without PATH" 2 - "$CC" listen
 expect "send without PATH" 2 - "$CC" send
 expect "send: bad --fd" 2 - "$CC" send --fd x=/etc/hosts "$T/nosock"
 expect "send: --fd and --reply on one handle" 2 - "$CC" send --fd 1=/etc/hosts --reply 1 "$T/nosock"
+expect "send: --fd N=- with text on stdin" 2 - "$CC" send --fd 0=- "$T/nosock"
 expect "listen: --reply with a handle" 2 - "$CC" listen --reply '{"$fd":0}' "$T/nosock"
 check "encode refuses a terminal" sh -c "script -qec '$CC encode </dev/null' /dev/null | grep -q 'refusing to write binary frames to a terminal'"
 # I/O (2, SYSTEM)
