@@ -410,7 +410,7 @@ class Connection:
                 data, anc, mflags, _a = sock.recvmsg(HEADER_SIZE, _ANCBUF, _MSG_CMSG_CLOEXEC)
             except OSError:
                 return self._recv_locked(None, None)  # the general path reads again and names it
-            if mflags or len(data) != HEADER_SIZE:
+            if mflags & _MSG_CTRUNC or len(data) != HEADER_SIZE:
                 if self._absorb(data, anc, mflags):
                     return self._finish()
                 return self._recv_locked(None, None)
@@ -426,7 +426,7 @@ class Connection:
                     payload, anc, mflags, _a = sock.recvmsg(plen, _ANCBUF, _MSG_CMSG_CLOEXEC)
                 except OSError:
                     payload, anc, mflags = None, [], 0
-                if payload is None or anc or mflags or len(payload) != plen:
+                if payload is None or anc or mflags & _MSG_CTRUNC or len(payload) != plen:
                     self._hdr, self._head, self._ffds = data, head, fds
                     if payload is not None and self._absorb(payload, anc, mflags):
                         return self._finish()
