@@ -378,6 +378,8 @@ cmd_listen(int argc, char **argv)
 							  path);
 					fflush(stdout);
 					chan_msg_free(msg);
+					if (done)
+						break;
 					continue;
 				}
 				if (r == CHAN_E_CONNECTION_CLOSED) {
