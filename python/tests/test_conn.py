@@ -554,10 +554,18 @@ class SendTimeoutTests(FdTestCase):
 
     def test_send_to_closed_peer(self) -> None:
         a, b = chan.Pipe()
+        b.send("last words")
         b.close()
         with a:
-            with self.assertRaises(chan.ConnectionClosed):
+            with self.assertRaises(chan.ConnectionClosed) as cm:
                 a.send("anyone?")
+            self.assertEqual(cm.exception.scope, "fatal")
+            with self.assertRaises(chan.ConnectionClosed):
+                a.send("again?")  # sticks for sends
+            # what the peer sent before closing can still be read
+            self.assertEqual(a.recv(), "last words")
+            with self.assertRaises(chan.ConnectionClosed):
+                a.recv()
 
 
 class ListenerTests(FdTestCase):

@@ -126,7 +126,8 @@ class Connection:
 
     _chan_kind = KIND_CONN
     __slots__ = ("_sock", "_fd", "_limits", "_send_lock", "_recv_lock", "_fatal", "_pending", "_hdr", "_head",
-                 "_parts", "_have", "_ffds", "_ident", "_peer_ino", "_peer_known", "_pipe_peer", "__weakref__")
+                 "_parts", "_have", "_ffds", "_ident", "_peer_ino", "_peer_known", "_pipe_peer", "_send_fatal",
+                 "__weakref__")
 
     def __init__(self, *_a: Any, **_k: Any) -> None:
         raise TypeError("use chan.Pipe(), chan.Client(), Listener.accept() or Connection.from_fd()")
@@ -141,6 +142,7 @@ class Connection:
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
         self._fatal: Optional[ChanError] = None
+        self._send_fatal: Optional[ChanError] = None
         self._pending = b""
         # Receive state of the frame in progress (kept across timeouts).
         self._hdr = b""
@@ -274,6 +276,9 @@ class Connection:
             sock = self._sock
             if self._fatal is not None:
                 self._raise_fatal()
+            if self._send_fatal is not None:
+                f = self._send_fatal
+                raise type(f)(f.args[0] if f.args else None, scope=f.scope)
             if self._fd < 0:
                 raise error("INVALID_ARGUMENT", "connection is closed")
             if self._pending:
@@ -292,7 +297,7 @@ class Connection:
             except ChanError:
                 raise
             except (BrokenPipeError, ConnectionResetError):
-                raise self._fail(error("CONNECTION_CLOSED", "the peer closed the connection")) from None
+                raise self._send_failed() from None
             except OSError as exc:
                 raise system_error(exc, "sendmsg") from None  # ETOOMANYREFS, EINVAL: SPEC.md §10.2 rule 8
             if n < len(frame):
@@ -321,7 +326,7 @@ class Connection:
                 raise
             except (BrokenPipeError, ConnectionResetError):
                 self._pending = b""
-                raise self._fail(error("CONNECTION_CLOSED", "the peer closed the connection")) from None
+                raise self._send_failed() from None
             except OSError as exc:
                 raise system_error(exc, "send") from None
             self._pending = self._pending[n:]
@@ -379,6 +384,14 @@ class Connection:
         connection; every later receive or send reports the same error."""
         self._fatal = exc
         self.close()
+        return exc
+
+    def _send_failed(self) -> ChanError:
+        """EPIPE/ECONNRESET on send: CONNECTION_CLOSED (fatal, SPEC.md §9.2 rule 3).
+        Every later send reports it; receiving goes on, so frames the peer sent
+        before it closed can still be read (as libchan does)."""
+        exc = error("CONNECTION_CLOSED", "the peer closed the connection")
+        self._send_fatal = exc
         return exc
 
     def _raise_fatal(self) -> None:
