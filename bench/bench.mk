@@ -63,7 +63,8 @@ $(BENCH_DIR)/codec_bench: $(BENCH_DIR)/obj/codec_bench.o $(BENCH_DIR)/obj/typed.
 $(BENCH_DIR)/transport_bench: $(BENCH_DIR)/obj/transport_bench.o $(BENCH_COMMON) $(BENCH_LIBCHAN)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BENCH_LIBS)
 
-BENCH_RUN = $(BENCH_PY) bench/run.py --build $(BENCH_DIR)
+# valgrind cannot run sanitizer builds: no callgrind figures under SANITIZE=1.
+BENCH_RUN = $(BENCH_PY) bench/run.py --build $(BENCH_DIR) $(if $(filter 1,$(SANITIZE)),--no-callgrind)
 
 .PHONY: bench bench-smoke bench-callgrind
 bench: $(BENCH_BINS) $(DEPS_STAMP)
