@@ -22,11 +22,12 @@ $(PY_BUILD)/bin/%: python/interop/%.c c/include/chan.h $(LIBCHAN_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBCHAN_A) $(ALL_LDFLAGS) -lpthread
 
-PY_TEST_ENV = CHAN_SOURCE_DIR=$(CURDIR) CHAN_PY_BIN=$(CURDIR)/$(PY_BUILD)/bin \
+PY_TEST_ENV = CHAN_SOURCE_DIR=$(CURDIR) CHAN_BUILD=$(CURDIR)/$(BUILD) CHAN_PY_BIN=$(CURDIR)/$(PY_BUILD)/bin \
 	CHAN_PY_WORK=$(CURDIR)/$(PY_BUILD)/work PYTHONDONTWRITEBYTECODE=1
 
 .PHONY: test-python conformance-python bench-python
-test-python: $(PY_C_BINS) $(DEPS_STAMP)
+# $(BUILD)/chancodec (tools/tools.mk): the text form is checked against it.
+test-python: $(PY_C_BINS) $(BUILD)/chancodec $(DEPS_STAMP)
 	@mkdir -p $(PY_BUILD)/work
 	$(PY_TEST_ENV) $(PY) python/tests/run.py
 

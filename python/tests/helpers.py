@@ -19,6 +19,7 @@ if SRC not in sys.path:
 
 SOURCE_DIR = os.environ.get("CHAN_SOURCE_DIR") or os.path.dirname(PYDIR)
 BIN_DIR = os.environ.get("CHAN_PY_BIN") or os.path.join(SOURCE_DIR, "build", "python", "bin")
+BUILD_DIR = os.environ.get("CHAN_BUILD") or os.path.join(SOURCE_DIR, "build")
 WORK_DIR = os.environ.get("CHAN_PY_WORK") or os.path.join(SOURCE_DIR, "build", "python", "work")
 PYTHON = "/usr/bin/python3"
 

@@ -193,12 +193,14 @@ def _resolve(v: Any) -> Any:
                 raise error("INVALID_KEY", "a map key cannot contain U+0000")
             out[_check_str(k)] = _resolve(x)
         return out
+    if t is float and math.isinf(v):
+        raise error("INVALID_ARGUMENT", "a JSON number that rounds to infinity; write {\"$float\":\"Infinity\"}")
     return v  # None, bool, float
 
 
 def _marker(key: str, arg: Any) -> Any:
     if key == "$int":
-        if type(arg) is str and _INT_RE.match(arg):
+        if type(arg) is str and _INT_RE.match(arg) and arg != "-0":
             v = int(arg)
             if -(1 << 63) <= v < (1 << 63):
                 return v
@@ -214,9 +216,12 @@ def _marker(key: str, arg: Any) -> Any:
     if key == "$bytes":
         if type(arg) is str:
             try:
-                return base64.b64decode(arg.encode("ascii"), validate=True)
+                raw = base64.b64decode(arg.encode("ascii"), validate=True)
             except (binascii.Error, UnicodeEncodeError, ValueError):
-                pass
+                raw = None
+            # padded, and the unused bits of the last symbol zero: only the canonical form
+            if raw is not None and base64.b64encode(raw).decode("ascii") == arg:
+                return raw
         raise error("INVALID_ARGUMENT", f"bad $bytes {arg!r}")
     # $fd / $conn
     if type(arg) is int and arg >= 0:
@@ -224,8 +229,50 @@ def _marker(key: str, arg: Any) -> Any:
     raise error("INVALID_ARGUMENT", f"bad {key} {arg!r}")
 
 
-def loads(text: Any) -> Any:
-    """Parse the text form (str or UTF-8 bytes).  Handles become :class:`Handle`."""
+def _check_indices(v: Any, state: List[int], count: int) -> None:
+    """SPEC.md §12.1 rule 5 / §6.2: the k-th marker in walk order has index k."""
+    t = type(v)
+    if t is list:
+        for x in v:
+            _check_indices(x, state, count)
+    elif t is dict:
+        for x in v.values():
+            _check_indices(x, state, count)
+    elif t is Handle:
+        if v.index >= count:
+            raise error("HANDLE_INDEX_OUT_OF_RANGE", f"handle index {v.index} >= handle count {count}")
+        if v.index <= state[0]:
+            raise error("HANDLE_INDEX_OUT_OF_ORDER", f"handle index {v.index} after {state[0]}")
+        state[0] = v.index
+        state[1] += 1
+
+
+def _count_markers(v: Any) -> int:
+    t = type(v)
+    if t is list:
+        return sum(_count_markers(x) for x in v)
+    if t is dict:
+        return sum(_count_markers(x) for x in v.values())
+    return 1 if t is Handle else 0
+
+
+def loads(text: Any, *, handle_count: Any = None, check_handles: bool = True) -> Any:
+    """Parse the text form (str or UTF-8 bytes).  Handles become :class:`Handle`.
+
+    With check_handles (the default) the markers' indices are checked as in
+    SPEC.md §6.2 against handle_count (default: the number of markers):
+    HANDLE_INDEX_OUT_OF_RANGE, HANDLE_INDEX_OUT_OF_ORDER, UNREFERENCED_HANDLE."""
+    value = _loads(text)
+    if check_handles:
+        count = _count_markers(value) if handle_count is None else handle_count
+        state = [-1, 0]
+        _check_indices(value, state, count)
+        if state[1] < count:
+            raise error("UNREFERENCED_HANDLE", f"{count - state[1]} of {count} handles are never referenced")
+    return value
+
+
+def _loads(text: Any) -> Any:
     if isinstance(text, (bytes, bytearray, memoryview)):
         try:
             text = bytes(text).decode("utf-8")
