@@ -341,12 +341,8 @@ dec_entry(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 			fail_dec(d, CHAN_E_NONCANONICAL);
 			return NULL;
 		}
-		if (!chan__utf8_valid(p, key_len)) {
-			fail_dec(d, CHAN_E_INVALID_UTF8);
-			return NULL;
-		}
-		if (memchr(p, 0, key_len)) {
-			fail_dec(d, CHAN_E_INVALID_KEY);
+		if ((r = chan__key_check(p, key_len)) < 0) {
+			fail_dec(d, r);
 			return NULL;
 		}
 		if (!(key = dec_text(d, p, key_len)))
@@ -615,6 +611,15 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 	    const struct chan_limits *limits, const struct chan_allocator *allocator,
 	    chan_msg **ret_msg, size_t *ret_consumed)
 {
+	return chan__decode(buf, len, fds, nfds, flags, limits, allocator, ret_msg,
+			    ret_consumed, false);
+}
+
+int
+chan__decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
+	     const struct chan_limits *limits, const struct chan_allocator *allocator,
+	     chan_msg **ret_msg, size_t *ret_consumed, bool keep_fds_on_nomem)
+{
 	const uint8_t *p = buf, *payload, *end;
 	struct chan_limits lim = chan__limits(limits);
 	struct chan_header h;
@@ -649,7 +654,7 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 	size = first_chunk_size(h.payload_length, h.handle_count);
 	chunk = chan__alloc(&arena.allocator, hdr + size);
 	if (!chunk)
-		return fail(CHAN_E_NO_MEMORY, fds, nfds);
+		return keep_fds_on_nomem ? CHAN_E_NO_MEMORY : fail(CHAN_E_NO_MEMORY, fds, nfds);
 	chunk->next = NULL;
 	chunk->size = size;
 	chunk->used = 0;
@@ -674,13 +679,15 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 		for (chan_value *v = d.msg->handles_head; v; v = v->u.h.next) {
 			if (v->kind == CHAN_KIND_CONN &&
 			    (r = chan__check_conn_fd(fds[v->u.h.index])) < 0) {
-				d.error = CHAN_E_WRONG_HANDLE_KIND;
+				d.error = r; /* WRONG_HANDLE_KIND, or SYSTEM */
 				break;
 			}
 		}
 	}
 	if (d.error) {
 		chan_msg_free(d.msg); /* no fd is attached yet */
+		if (d.error == CHAN_E_NO_MEMORY && keep_fds_on_nomem)
+			return d.error;
 		return fail(d.error, fds, nfds);
 	}
 	for (chan_value *v = d.msg->handles_head; v; v = v->u.h.next) {

@@ -3,6 +3,7 @@
  * Two passes: size() computes every Value body's size bottom-up (protobuf
  * length prefixes need them), checks the limits and numbers the handles in
  * depth-first order; write() then emits bytes front to back with no checks. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "internal.h"
@@ -18,7 +19,28 @@ len_field(unsigned tag_size, size_t body)
 	return tag_size + varint_size(body) + body;
 }
 
-/* Size of the Value body of v; 0 with s->error set on failure. */
+static inline bool
+is_submessage(const chan_value *v)
+{
+	return v->type == CHAN_LIST || v->type == CHAN_MAP || v->type == CHAN_HANDLE;
+}
+
+/* Size of v's Value body, from what size_value stored. */
+static inline size_t
+value_size(const chan_value *v)
+{
+	return is_submessage(v) ? len_field(1, v->aux.enc_size) : v->aux.enc_size;
+}
+
+static inline size_t
+entry_size(const chan_value *e)
+{
+	return (e->key_len ? len_field(1, e->key_len) : 0) + len_field(1, value_size(e));
+}
+
+/* Size of the Value body of v; 0 with s->error set on failure.  Stores the
+ * size of v's sub-message (list, map, handle) or Value body (others) in
+ * v->aux.enc_size for write_value. */
 static size_t
 size_value(struct sizer *s, chan_value *v, uint32_t depth)
 {
@@ -30,8 +52,6 @@ size_value(struct sizer *s, chan_value *v, uint32_t depth)
 	}
 	switch (v->type) {
 	case CHAN_NULL:
-		n = 2;
-		break;
 	case CHAN_BOOL:
 		n = 2;
 		break;
@@ -53,20 +73,17 @@ size_value(struct sizer *s, chan_value *v, uint32_t depth)
 				return 0;
 			sum += len_field(1, item);
 		}
-		n = len_field(1, sum);
 		break;
 	case CHAN_MAP:
 		for (uint32_t i = 0; i < v->u.c.count; i++) {
 			chan_value *e = v->u.c.items[i];
-			size_t val = size_value(s, e, depth + 1), entry;
+			size_t val = size_value(s, e, depth + 1);
 
 			if (s->error)
 				return 0;
-			entry = (e->key_len ? len_field(1, e->key_len) : 0) +
-				len_field(1, val);
-			sum += len_field(1, entry);
+			sum += len_field(1, (e->key_len ? len_field(1, e->key_len) : 0) +
+						    len_field(1, val));
 		}
-		n = len_field(1, sum);
 		break;
 	case CHAN_HANDLE:
 		if (s->handles >= CHAN_HARD_MAX_HANDLES) {
@@ -76,8 +93,13 @@ size_value(struct sizer *s, chan_value *v, uint32_t depth)
 		v->u.h.index = s->handles++;
 		sum = (v->u.h.index ? 1 + varint_size(v->u.h.index) : 0) + 1 +
 		      varint_size(v->kind);
-		n = len_field(1, sum);
 		break;
+	}
+	if (is_submessage(v)) {
+		v->aux.enc_size = sum;
+		n = len_field(1, sum);
+	} else {
+		v->aux.enc_size = n;
 	}
 	/* Any payload within the hard maximum keeps these sums far from
 	 * overflow; bound them as we go so a huge tree cannot wrap. */
@@ -85,7 +107,6 @@ size_value(struct sizer *s, chan_value *v, uint32_t depth)
 		s->error = CHAN_E_PAYLOAD_TOO_LARGE;
 		return 0;
 	}
-	v->aux.enc_size = n;
 	return n;
 }
 
@@ -115,7 +136,6 @@ static uint8_t *
 write_value(uint8_t *p, const chan_value *v, int *fds)
 {
 	uint64_t bits;
-	size_t sum;
 
 	switch (v->type) {
 	case CHAN_NULL:
@@ -144,46 +164,31 @@ write_value(uint8_t *p, const chan_value *v, int *fds)
 		p += v->u.s.n;
 		break;
 	case CHAN_LIST:
-		sum = 0;
-		for (uint32_t i = 0; i < v->u.c.count; i++)
-			sum += len_field(1, v->u.c.items[i]->aux.enc_size);
-		p = put_len(p, TAG(CHAN_LIST, WT_LEN), sum);
+		p = put_len(p, TAG(CHAN_LIST, WT_LEN), v->aux.enc_size);
 		for (uint32_t i = 0; i < v->u.c.count; i++) {
 			const chan_value *item = v->u.c.items[i];
 
-			p = put_len(p, TAG(F_LIST_ITEMS, WT_LEN), item->aux.enc_size);
+			p = put_len(p, TAG(F_LIST_ITEMS, WT_LEN), value_size(item));
 			p = write_value(p, item, fds);
 		}
 		break;
 	case CHAN_MAP:
-		sum = 0;
+		p = put_len(p, TAG(CHAN_MAP, WT_LEN), v->aux.enc_size);
 		for (uint32_t i = 0; i < v->u.c.count; i++) {
 			const chan_value *e = v->u.c.items[i];
-			size_t entry = (e->key_len ? len_field(1, e->key_len) : 0) +
-				       len_field(1, e->aux.enc_size);
 
-			sum += len_field(1, entry);
-		}
-		p = put_len(p, TAG(CHAN_MAP, WT_LEN), sum);
-		for (uint32_t i = 0; i < v->u.c.count; i++) {
-			const chan_value *e = v->u.c.items[i];
-			size_t entry = (e->key_len ? len_field(1, e->key_len) : 0) +
-				       len_field(1, e->aux.enc_size);
-
-			p = put_len(p, TAG(F_MAP_ENTRIES, WT_LEN), entry);
+			p = put_len(p, TAG(F_MAP_ENTRIES, WT_LEN), entry_size(e));
 			if (e->key_len) {
 				p = put_len(p, TAG(F_ENTRY_KEY, WT_LEN), e->key_len);
 				memcpy(p, e->key, e->key_len);
 				p += e->key_len;
 			}
-			p = put_len(p, TAG(F_ENTRY_VALUE, WT_LEN), e->aux.enc_size);
+			p = put_len(p, TAG(F_ENTRY_VALUE, WT_LEN), value_size(e));
 			p = write_value(p, e, fds);
 		}
 		break;
 	case CHAN_HANDLE:
-		sum = (v->u.h.index ? 1 + varint_size(v->u.h.index) : 0) + 1 +
-		      varint_size(v->kind);
-		p = put_len(p, TAG(CHAN_HANDLE, WT_LEN), sum);
+		p = put_len(p, TAG(CHAN_HANDLE, WT_LEN), v->aux.enc_size);
 		if (v->u.h.index) {
 			*p++ = TAG(F_HANDLE_INDEX, WT_VARINT);
 			p = put_varint(p, v->u.h.index);

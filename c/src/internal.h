@@ -100,7 +100,9 @@ struct chan_value {
 	const char *key;
 	chan_msg *msg;
 	union {
-		size_t enc_size;   /* encoded size of the Value body, set by encode */
+		/* set by encode: for a list, map or handle the size of its
+		 * sub-message, for other types the size of the Value body */
+		size_t enc_size;
 		chan_value *next;  /* sibling link while a container is decoded */
 	} aux;
 	union {
@@ -141,10 +143,37 @@ CHAN_HIDDEN void msg_add_handle(chan_msg *msg, chan_value *v);
 CHAN_HIDDEN int map_index_build(chan_msg *msg, chan_value *map);
 CHAN_HIDDEN uint64_t chan__hash(const char *p, size_t n);
 
+/* chan_decode, but on NO_MEMORY the fds stay the caller's (open), so a
+ * connection can keep the frame and decode it again on the next call. */
+CHAN_HIDDEN int chan__decode(const void *buf, size_t len, int *fds, size_t nfds,
+			     unsigned flags, const struct chan_limits *limits,
+			     const struct chan_allocator *allocator, chan_msg **ret_msg,
+			     size_t *ret_consumed, bool keep_fds_on_nomem);
+
 /* ---- helpers ---- */
 /* Limits with defaults filled in and hard maxima applied. */
 CHAN_HIDDEN struct chan_limits chan__limits(const struct chan_limits *l);
 CHAN_HIDDEN bool chan__utf8_valid_slow(const uint8_t *p, size_t n);
+CHAN_HIDDEN int chan__key_check_slow(const uint8_t *p, size_t n);
+
+/* A map key: 0, CHAN_E_INVALID_UTF8, or CHAN_E_INVALID_KEY (U+0000), in
+ * that order of precedence (SPEC.md §7.3 step 7).  Short ASCII keys are
+ * checked inline. */
+static inline int
+chan__key_check(const uint8_t *p, size_t n)
+{
+	if (n <= 16) {
+		uint8_t any = 0, nul = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			any |= p[i];
+			nul |= p[i] == 0;
+		}
+		if (!(any & 0x80))
+			return nul ? CHAN_E_INVALID_KEY : 0;
+	}
+	return chan__key_check_slow(p, n);
+}
 
 /* Short ASCII strings (most keys) are checked inline. */
 static inline bool
@@ -183,12 +212,11 @@ le16(const uint8_t *p)
 static inline unsigned
 varint_size(uint64_t v)
 {
-	unsigned n = 1;
-	while (v >= 0x80) {
-		v >>= 7;
-		n++;
-	}
-	return n;
+	/* Most lengths and values fit one byte; otherwise 1 + floor(bits / 7)
+	 * without a loop (as upb does). */
+	if (v < 0x80)
+		return 1;
+	return (unsigned)(70 - __builtin_clzll(v)) / 7u;
 }
 
 static inline uint64_t

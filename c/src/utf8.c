@@ -56,3 +56,11 @@ chan__utf8_valid_slow(const uint8_t *p, size_t n)
 	}
 	return true;
 }
+
+int
+chan__key_check_slow(const uint8_t *p, size_t n)
+{
+	if (!chan__utf8_valid_slow(p, n))
+		return CHAN_E_INVALID_UTF8;
+	return memchr(p, 0, n) ? CHAN_E_INVALID_KEY : 0;
+}

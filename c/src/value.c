@@ -403,10 +403,8 @@ chan_map_put_n(chan_value *map, const char *key, size_t key_len, chan_value *v)
 		return poison(msg, CHAN_E_INVALID_ARGUMENT);
 	if (key_len > UINT32_MAX)
 		return poison(msg, CHAN_E_PAYLOAD_TOO_LARGE);
-	if (!chan__utf8_valid((const uint8_t *)key, key_len))
-		return poison(msg, CHAN_E_INVALID_UTF8);
-	if (key_len && memchr(key, 0, key_len))
-		return poison(msg, CHAN_E_INVALID_KEY);
+	if ((r = chan__key_check((const uint8_t *)key, key_len)) < 0)
+		return poison(msg, r);
 	/* A duplicate key is the caller's mistake, not a broken builder: report
 	 * it without poisoning, so the caller can choose another key. */
 	if (map_find(map, key ? key : "", key_len) >= 0)
