@@ -15,12 +15,11 @@ int main(void)
 	req = chan_msg_new(NULL);                    /* {"op": "get", "reply_to": <conn>} */
 	root = chan_map(req);
 	chan_map_put(root, "op", chan_string(req, "get"));
-	chan_map_put(root, "reply_to", chan_handle(req, CHAN_KIND_CONN, chan_conn_fd(answer)));
+	chan_map_put(root, "reply_to", chan_conn_handle(req, &answer)); /* moves it */
 	chan_msg_set_root(req, root);
 	if (chan_conn_send(client, req, -1) < 0)     /* the fd rides out of band */
 		return 1;
-	chan_msg_free(req);
-	chan_conn_free(answer);                      /* the message carried its own copy */
+	chan_msg_free(req);                          /* closes our copy of `answer` */
 
 	chan_conn_recv(server, &got, -1);            /* server side: answer through reply_to */
 	chan_conn *back;

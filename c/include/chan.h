@@ -204,6 +204,13 @@ CHAN_EXPORT chan_value *chan_map(chan_msg *msg);
  * attached to the tree, the duplicate is still closed by chan_msg_free().
  */
 CHAN_EXPORT chan_value *chan_handle(chan_msg *msg, enum chan_kind kind, int fd);
+/*
+ * As chan_handle, but the message TAKES fd (no duplicate): on success fd
+ * belongs to msg and is closed by chan_msg_free() unless taken out again; on
+ * failure (NULL) fd is still the caller's.  For senders that do not keep
+ * their copy: it saves a dup and a close per handle.
+ */
+CHAN_EXPORT chan_value *chan_handle_take(chan_msg *msg, enum chan_kind kind, int fd);
 
 /*
  * Attach a detached value.  A value can be attached once (no sharing, no
@@ -353,6 +360,15 @@ CHAN_EXPORT int chan_conn_from_fd(int fd, chan_conn **ret);
  * the message (the nested case).  CHAN_E_WRONG_HANDLE_KIND if v is not a
  * conn handle, CHAN_E_INVALID_ARGUMENT if its fd was already taken. */
 CHAN_EXPORT int chan_conn_from_value(chan_value *v, chan_conn **ret);
+/*
+ * MOVE a connection into msg as a handle of kind conn (the reply_to
+ * pattern): on success the socket belongs to msg, the connection object is
+ * freed and *conn is set to NULL.  On failure (NULL, msg poisoned) *conn is
+ * untouched.  CHAN_E_INVALID_ARGUMENT if the connection has a committed
+ * frame still being written or a frame partly received (moving it would
+ * tear the stream).
+ */
+CHAN_EXPORT chan_value *chan_conn_handle(chan_msg *msg, chan_conn **conn);
 /* Closes the socket and drops any unsent or partly received data (their fds
  * closed).  NULL-safe; returns NULL. */
 CHAN_EXPORT chan_conn *chan_conn_free(chan_conn *c);

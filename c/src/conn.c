@@ -46,8 +46,12 @@
 #define RECV_CMSG_SPACE CMSG_SPACE(CHAN_HARD_MAX_HANDLES * sizeof(int))
 #define RECV_MAX_FDS (RECV_CMSG_SPACE / sizeof(int))
 
-/* Buffers larger than this are released after each frame. */
+/* A buffer larger than this is released once this many frames in a row
+ * used less than a quarter of it: a stream of large frames keeps its buffer
+ * (no fresh pages to fault in for every frame), an idle connection does not
+ * hold a large one for ever. */
 #define KEEP_BUFFER (256u * 1024u)
+#define SHRINK_AFTER 16u
 
 enum { PEER_UNKNOWN = 0, PEER_KNOWN = 1, PEER_UNAVAILABLE = 2 };
 
@@ -58,6 +62,7 @@ struct chan_conn {
 	pthread_mutex_t send_lock;
 	unsigned char *sbuf; /* the frame being sent */
 	size_t scap;
+	unsigned sbuf_idle; /* frames in a row that used < 1/4 of sbuf */
 	size_t slen; /* frame size; 0 when nothing is pending */
 	size_t soff; /* bytes written */
 	atomic_int pending;
@@ -71,6 +76,7 @@ struct chan_conn {
 	int has_allocator;
 	unsigned char *rbuf; /* header, then payload, of the frame being read */
 	size_t rcap;
+	unsigned rbuf_idle;
 	size_t rgot;  /* bytes of the frame read so far */
 	size_t rsize; /* frame size once the header is read, else 0 */
 	int fds[RECV_MAX_FDS]; /* descriptors of the frame being read */
@@ -198,13 +204,19 @@ grow(unsigned char **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+/* After a frame that used `used` bytes of the buffer. */
 static void
-trim(unsigned char **buf, size_t *cap)
+trim(unsigned char **buf, size_t *cap, size_t used, unsigned *idle)
 {
-	if (*cap > KEEP_BUFFER) {
+	if (*cap <= KEEP_BUFFER || used >= *cap / 4) {
+		*idle = 0;
+		return;
+	}
+	if (++*idle >= SHRINK_AFTER) {
 		free(*buf);
 		*buf = NULL;
 		*cap = 0;
+		*idle = 0;
 	}
 }
 
@@ -322,6 +334,26 @@ chan_conn_from_value(chan_value *v, chan_conn **ret)
 	}
 	*ret = c;
 	return 0;
+}
+
+CHAN_EXPORT chan_value *
+chan_conn_handle(chan_msg *msg, chan_conn **conn)
+{
+	chan_conn *c = conn ? *conn : NULL;
+	chan_value *v;
+
+	if (!msg)
+		return NULL;
+	if (!c || c->fd < 0 || atomic_load(&c->pending) || c->rgot || c->nfds) {
+		chan__poison(msg, CHAN_E_INVALID_ARGUMENT);
+		return NULL;
+	}
+	v = chan__handle_new(msg, CHAN_KIND_CONN, c->fd, HANDLE_KIND_KNOWN);
+	if (!v)
+		return NULL;
+	c->fd = -1; /* the message owns the socket now */
+	*conn = chan_conn_free(c);
+	return v;
 }
 
 CHAN_EXPORT chan_conn *
@@ -515,54 +547,52 @@ chan_connect(const char *path, chan_conn **ret)
 
 /* ---- self-send (SPEC.md §10.6) ---- */
 
-/* Non-zero if the tree under v holds a conn handle whose fd is fd. */
+/* An error from chan_plat_peer_id that will not change by asking again:
+ * the kernel has no sock_diag for AF_UNIX, or cannot name this socket. */
 static int
-tree_has_conn_fd(const chan_value *v, int fd)
+peer_lookup_final(int err)
 {
-	size_t n;
-
-	switch (chan_value_type(v)) {
-	case CHAN_HANDLE:
-		return chan_value_kind(v) == CHAN_KIND_CONN && chan_value_fd(v) == fd;
-	case CHAN_LIST:
-	case CHAN_MAP:
-		n = chan_value_count(v);
-		for (size_t i = 0; i < n; i++)
-			if (tree_has_conn_fd(chan_value_at(v, i), fd))
-				return 1;
-		return 0;
-	default:
-		return 0;
-	}
+	return err == EPROTONOSUPPORT || err == EAFNOSUPPORT || err == EINVAL ||
+	       err == ENOENT || err == EOPNOTSUPP || err == EOVERFLOW;
 }
 
 /*
- * Is one of the frame's descriptors a conn handle that is this connection's
- * socket, or (when check_peer) its peer's?  The descriptors are compared
- * first (one fstat each); the tree is walked only for a match, to see
- * whether that descriptor travels as a conn.
+ * Does msg carry, as a conn handle that goes on the wire, this connection's
+ * own socket or (when check_peer) its peer's?  Only conn handles are looked
+ * at (one fstat each); fd handles are not connections (§10.6).  0: no;
+ * CHAN_E_SELF_SEND: yes; CHAN_E_SYSTEM: an identity could not be had, and
+ * the check fails closed.
  */
 static int
-is_self_send(chan_conn *c, const chan_msg *msg, const int *fds, size_t n,
-	     int check_peer)
+check_self_send(chan_conn *c, const chan_msg *msg, int check_peer)
 {
-	for (size_t i = 0; i < n; i++) {
-		uint64_t id;
-		int match;
+	uint64_t own = 0;
 
-		if (chan_plat_socket_id(fds[i], &id) < 0)
-			continue; /* not a socket */
-		match = id == conn_id(c);
-		if (!match && check_peer) {
-			if (c->peer_state == PEER_UNKNOWN)
-				c->peer_state = chan_plat_peer_id(c->fd, conn_id(c),
-								  &c->peer_id) == 0
-							? PEER_KNOWN
-							: PEER_UNAVAILABLE;
-			match = c->peer_state == PEER_KNOWN && id == c->peer_id;
+	for (const chan_value *v = msg->handles_head; v; v = v->u.h.next) {
+		uint64_t id;
+
+		/* Only handles in the frame's table (not detached values). */
+		if (v->kind != CHAN_KIND_CONN || v->u.h.fd < 0 ||
+		    v->u.h.index >= msg->handle_count ||
+		    msg->handle_fds[v->u.h.index] != v->u.h.fd)
+			continue;
+		if (!own && !(own = conn_id(c)))
+			return CHAN_E_SYSTEM;
+		if (chan_plat_socket_id(v->u.h.fd, &id) < 0)
+			return CHAN_E_SYSTEM;
+		if (id == own)
+			return CHAN_E_SELF_SEND;
+		if (!check_peer)
+			continue;
+		if (c->peer_state == PEER_UNKNOWN) {
+			if (chan_plat_peer_id(c->fd, own, &c->peer_id) == 0)
+				c->peer_state = PEER_KNOWN;
+			else if (peer_lookup_final(errno))
+				c->peer_state = PEER_UNAVAILABLE;
+			/* else: a passing failure; ask again next time */
 		}
-		if (match && tree_has_conn_fd(chan_msg_root(msg), fds[i]))
-			return 1;
+		if (c->peer_state == PEER_KNOWN && id == c->peer_id)
+			return CHAN_E_SELF_SEND;
 	}
 	return 0;
 }
@@ -587,9 +617,9 @@ send_errno_error(chan_conn *c)
 static void
 pending_done(chan_conn *c)
 {
+	trim(&c->sbuf, &c->scap, c->slen, &c->sbuf_idle);
 	c->slen = c->soff = 0;
 	atomic_store(&c->pending, 0);
-	trim(&c->sbuf, &c->scap);
 }
 
 /* Write the committed remainder with plain sends (never fds again). */
@@ -698,10 +728,8 @@ chan_conn_send(chan_conn *c, chan_msg *msg, int timeout_ms)
 			goto out;
 		}
 	}
-	if (nfds && is_self_send(c, msg, fds, nfds, 1)) {
-		r = CHAN_E_SELF_SEND;
+	if (nfds && (r = check_self_send(c, msg, 1)) < 0)
 		goto out;
-	}
 
 	c->slen = len;
 	r = send_first(c, fds, nfds, &d);
@@ -715,8 +743,6 @@ chan_conn_send(chan_conn *c, chan_msg *msg, int timeout_ms)
 	if (r == CHAN_E_TIMEOUT || r == CHAN_E_WOULD_BLOCK)
 		r = 0;
 out:
-	if (!c->slen)
-		trim(&c->sbuf, &c->scap);
 	pthread_mutex_unlock(&c->send_lock);
 	return r;
 }
@@ -859,8 +885,6 @@ chan_conn_recv(chan_conn *c, chan_msg **ret_msg, int timeout_ms)
 {
 	struct deadline d;
 	chan_msg *msg = NULL;
-	int self[RECV_MAX_FDS];
-	size_t nself = 0;
 	int r;
 
 	if (!c || !ret_msg)
@@ -891,27 +915,22 @@ chan_conn_recv(chan_conn *c, chan_msg **ret_msg, int timeout_ms)
 		c->rgot += (size_t)n;
 	}
 
-	/* A whole frame.  Note which of its descriptors are this socket
-	 * before chan_decode takes them. */
-	for (size_t i = 0; i < c->nfds; i++) {
-		uint64_t id;
-
-		if (chan_plat_socket_id(c->fds[i], &id) == 0 && id == conn_id(c))
-			self[nself++] = c->fds[i];
-	}
-	r = chan_decode(c->rbuf, c->rsize, c->fds, c->nfds, 0, &c->limits,
-			c->has_allocator ? &c->allocator : NULL, &msg, NULL);
+	/* A whole frame.  On NO_MEMORY the decoder leaves the descriptors
+	 * open and the frame stays here, so the next call decodes it again
+	 * (NO_MEMORY is a local error: nothing is lost). */
+	r = chan__decode(c->rbuf, c->rsize, c->fds, c->nfds, 0, &c->limits,
+			 c->has_allocator ? &c->allocator : NULL, &msg, NULL, true);
+	if (r == CHAN_E_NO_MEMORY)
+		goto out;
 	c->nfds = 0; /* chan_decode took them */
+	trim(&c->rbuf, &c->rcap, c->rsize, &c->rbuf_idle);
 	c->rgot = c->rsize = 0;
-	trim(&c->rbuf, &c->rcap);
 	if (r < 0)
 		goto out;
-	for (size_t i = 0; i < nself; i++) {
-		if (tree_has_conn_fd(chan_msg_root(msg), self[i])) {
-			chan_msg_free(msg); /* closes every fd of the frame */
-			r = CHAN_E_SELF_SEND;
-			goto out;
-		}
+	/* A conn handle that is this very socket (SPEC.md §10.6 rule 3). */
+	if ((r = check_self_send(c, msg, 0)) < 0) {
+		chan_msg_free(msg); /* closes every fd of the frame */
+		goto out;
 	}
 	*ret_msg = msg;
 out:

@@ -139,6 +139,11 @@ struct chan_msg {
 };
 
 CHAN_HIDDEN void msg_init(chan_msg *msg, const struct chan_allocator *a);
+/* Record err as msg's first builder error; returns err. */
+CHAN_HIDDEN int chan__poison(chan_msg *msg, int err);
+enum { HANDLE_DUP = 1u << 0, HANDLE_KIND_KNOWN = 1u << 1 };
+CHAN_HIDDEN chan_value *chan__handle_new(chan_msg *msg, enum chan_kind kind, int fd,
+					 unsigned flags);
 CHAN_HIDDEN void msg_add_handle(chan_msg *msg, chan_value *v);
 CHAN_HIDDEN int map_index_build(chan_msg *msg, chan_value *map);
 CHAN_HIDDEN uint64_t chan__hash(const char *p, size_t n);

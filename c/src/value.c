@@ -1,5 +1,6 @@
 /* value.c - chan_msg and the value tree: building and reading (SPEC.md §4). */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,13 +62,15 @@ chan_msg_free(chan_msg *msg)
 	return NULL;
 }
 
-static int
-poison(chan_msg *msg, int err)
+int
+chan__poison(chan_msg *msg, int err)
 {
 	if (!msg->error)
 		msg->error = err;
 	return err;
 }
+
+#define poison chan__poison
 
 static chan_value *
 new_value(chan_msg *msg, enum chan_type type)
@@ -221,11 +224,16 @@ chan_map(chan_msg *msg)
 	return new_value(msg, CHAN_MAP);
 }
 
-CHAN_EXPORT chan_value *
-chan_handle(chan_msg *msg, enum chan_kind kind, int fd)
+/*
+ * A handle value holding fd.  HANDLE_DUP: the value holds a duplicate and the
+ * caller keeps fd; otherwise the value takes fd, on success only.
+ * HANDLE_KIND_KNOWN: the caller vouches for the kind (a chan_conn's socket).
+ */
+chan_value *
+chan__handle_new(chan_msg *msg, enum chan_kind kind, int fd, unsigned flags)
 {
 	chan_value *v;
-	int dup_fd, r;
+	int r;
 
 	if (!msg)
 		return NULL;
@@ -233,22 +241,43 @@ chan_handle(chan_msg *msg, enum chan_kind kind, int fd)
 		poison(msg, CHAN_E_INVALID_ARGUMENT);
 		return NULL;
 	}
-	if (kind == CHAN_KIND_CONN && (r = chan__check_conn_fd(fd)) < 0) {
+	if (kind == CHAN_KIND_CONN && !(flags & HANDLE_KIND_KNOWN) &&
+	    (r = chan__check_conn_fd(fd)) < 0) {
 		poison(msg, r);
+		return NULL;
+	}
+	if (!(flags & HANDLE_DUP) && fcntl(fd, F_GETFD) < 0) {
+		poison(msg, CHAN_E_SYSTEM); /* not an open fd: take nothing */
 		return NULL;
 	}
 	v = new_value(msg, CHAN_HANDLE);
 	if (!v)
 		return NULL;
-	dup_fd = chan__dup_cloexec(fd);
-	if (dup_fd < 0) {
-		poison(msg, CHAN_E_SYSTEM);
-		return NULL;
+	if (flags & HANDLE_DUP) {
+		int dup_fd = chan__dup_cloexec(fd);
+
+		if (dup_fd < 0) {
+			poison(msg, CHAN_E_SYSTEM);
+			return NULL;
+		}
+		fd = dup_fd;
 	}
 	v->kind = (uint8_t)kind;
-	v->u.h.fd = dup_fd;
+	v->u.h.fd = fd;
 	msg_add_handle(msg, v);
 	return v;
+}
+
+CHAN_EXPORT chan_value *
+chan_handle(chan_msg *msg, enum chan_kind kind, int fd)
+{
+	return chan__handle_new(msg, kind, fd, HANDLE_DUP);
+}
+
+CHAN_EXPORT chan_value *
+chan_handle_take(chan_msg *msg, enum chan_kind kind, int fd)
+{
+	return chan__handle_new(msg, kind, fd, 0);
 }
 
 /* ---- containers ---- */

@@ -265,6 +265,58 @@ test_bad_arguments(void)
 	close(p[1]);
 }
 
+/* chan_conn_handle moves a connection into a message: no dup, the wrapper
+ * is gone, the receiver gets a working endpoint; a connection in the middle
+ * of a frame is refused and stays the caller's. */
+static void
+test_conn_handle_moves(void)
+{
+	chan_conn *a, *b, *reply_to, *answer, *back;
+	chan_msg *m, *got;
+	chan_value *h;
+	int fd;
+
+	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
+	CU_ASSERT_FATAL(chan_conn_pair(&reply_to, &answer) == 0);
+	fd = chan_conn_fd(answer);
+	m = chan_msg_new(NULL);
+	h = chan_conn_handle(m, &answer);
+	CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+	CU_ASSERT_PTR_NULL(answer);
+	CU_ASSERT_EQUAL(chan_value_fd(h), fd); /* the very socket, moved */
+	CU_ASSERT_EQUAL(chan_value_kind(h), CHAN_KIND_CONN);
+	CU_ASSERT_PTR_NULL(chan_conn_handle(m, &answer)); /* nothing left to move */
+	chan_msg_free(m);
+	CU_ASSERT_FALSE(chan_test_fd_is_open(fd)); /* the message closed it */
+	chan_conn_free(reply_to);
+
+	/* the seed pattern with a move: one socket less to close */
+	CU_ASSERT_FATAL(chan_conn_pair(&reply_to, &answer) == 0);
+	m = chan_msg_new(NULL);
+	CU_ASSERT_EQUAL(chan_msg_set_root(m, chan_conn_handle(m, &answer)), 0);
+	CU_ASSERT_EQUAL(send_free(a, m), 0);
+	CU_ASSERT_FATAL(chan_conn_recv(b, &got, LONG_MS) == 0);
+	CU_ASSERT_EQUAL(chan_conn_from_value(chan_msg_root(got), &back), 0);
+	chan_msg_free(got);
+	CU_ASSERT_EQUAL(send_free(back, request("done", 7, -1)), 0);
+	CU_ASSERT_FATAL(chan_conn_recv(reply_to, &got, LONG_MS) == 0);
+	CU_ASSERT_EQUAL(get_n(got), 7);
+	chan_msg_free(got);
+	chan_conn_free(back);
+	chan_conn_free(reply_to);
+
+	/* mid-frame: half a header received -> refused, conn untouched */
+	CU_ASSERT(write(chan_conn_fd(a), "CHAN\x01", 5) == 5);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, &got, 0), CHAN_E_WOULD_BLOCK);
+	m = chan_msg_new(NULL);
+	CU_ASSERT_PTR_NULL(chan_conn_handle(m, &b));
+	CU_ASSERT_PTR_NOT_NULL(b);
+	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_INVALID_ARGUMENT);
+	chan_msg_free(m);
+	chan_conn_free(a);
+	chan_conn_free(b);
+}
+
 /* Sending a connection over itself or over its own peer: SELF_SEND, and
  * nothing reaches the wire.  For a pair both ends are known; for accepted
  * and connected sockets the peer comes from sock_diag. */
@@ -861,6 +913,7 @@ CU_TestInfo conn_tests[] = {
 	{"listen_path", test_listen_path},
 	{"listen_abstract", test_listen_abstract},
 	{"bad_arguments", test_bad_arguments},
+	{"conn_handle_moves", test_conn_handle_moves},
 	{"self_send", test_self_send},
 	{"nested_three_processes", test_nested_three_processes},
 	{"round_trips", test_round_trips},

@@ -136,6 +136,30 @@ test_value_handle_ownership(void)
 	close(p[1]);
 }
 
+/* chan_handle_take: the message takes the fd on success only. */
+static void
+test_value_handle_take(void)
+{
+	int p[2], before = chan_test_count_fds();
+	chan_msg *m = chan_msg_new(NULL);
+	chan_value *h;
+
+	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
+	h = chan_handle_take(m, CHAN_KIND_FD, p[0]);
+	CU_ASSERT_EQUAL(chan_value_fd(h), p[0]); /* no duplicate */
+	CU_ASSERT_PTR_NULL(chan_handle_take(m, CHAN_KIND_CONN, p[1])); /* a pipe is no conn */
+	CU_ASSERT(chan_test_fd_is_open(p[1])); /* failure took nothing */
+	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_WRONG_HANDLE_KIND);
+	chan_msg_free(m);
+	CU_ASSERT_FALSE(chan_test_fd_is_open(p[0])); /* the message closed what it took */
+	close(p[1]);
+	m = chan_msg_new(NULL);
+	CU_ASSERT_PTR_NULL(chan_handle_take(m, CHAN_KIND_FD, 1000000)); /* not open */
+	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_SYSTEM);
+	chan_msg_free(m);
+	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
+}
+
 static void
 test_value_conn_kind_checked_on_add(void)
 {
@@ -328,6 +352,7 @@ CU_TestInfo value_tests[] = {
 	{"scalars_roundtrip", test_value_scalars_roundtrip},
 	{"map_order_and_lookup", test_value_map_order_and_lookup},
 	{"handle_ownership", test_value_handle_ownership},
+	{"handle_take", test_value_handle_take},
 	{"conn_kind_checked_on_add", test_value_conn_kind_checked_on_add},
 	{"poison_and_attach_rules", test_value_poison_and_attach_rules},
 	{"encode_errors", test_value_encode_errors},
