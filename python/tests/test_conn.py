@@ -261,6 +261,12 @@ class SelfSendTests(FdTestCase):
                 b.send(dup)
             dup.close()
             x, y = chan.Pipe()
+            # a copy of x made after x: over it, neither x nor its peer y may travel
+            cx = chan.Connection.from_fd(os.dup(x.fileno()))
+            for bad in (x, y):
+                with self.assertRaises(chan.SelfSend):
+                    cx.send(bad)
+            cx.close()
             a.send([x])  # another connection is fine
             b.recv()[0].close()
             x.close()

@@ -7,6 +7,7 @@ timeouts use poll() and MSG_DONTWAIT, exactly as libchan does.
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import _socket
@@ -34,6 +35,8 @@ _MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 _SOL_SOCKET = int(socket.SOL_SOCKET)
 _SCM_RIGHTS = int(socket.SCM_RIGHTS)
+_SEQUENCE = itertools.count()
+_HEADER_PACK = struct.Struct("<4sBBHII").pack
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 
@@ -127,7 +130,7 @@ class Connection:
     _chan_kind = KIND_CONN
     __slots__ = ("_sock", "_fd", "_limits", "_send_lock", "_recv_lock", "_fatal", "_pending", "_hdr", "_head",
                  "_parts", "_have", "_ffds", "_ident", "_peer_ino", "_peer_known", "_pipe_peer", "_send_fatal",
-                 "__weakref__")
+                 "_created", "_fresh", "__weakref__")
 
     def __init__(self, *_a: Any, **_k: Any) -> None:
         raise TypeError("use chan.Pipe(), chan.Client(), Listener.accept() or Connection.from_fd()")
@@ -154,6 +157,11 @@ class Connection:
         self._peer_ino: Optional[int] = None
         self._peer_known = False
         self._pipe_peer: Optional["weakref.ref[Connection]"] = None
+        # Creation order, for a cheap self-send proof: a socket made by Pipe()
+        # (_fresh) is newer than every connection created before it, so it can be
+        # neither of them nor their peers.
+        self._created = next(_SEQUENCE)
+        self._fresh: Optional[int] = None
         return self
 
     @classmethod
@@ -266,12 +274,14 @@ class Connection:
         :meth:`flush`.
         """
         payload, objs, kinds = encode_payload(obj, allow_detached=False)
-        fds = [handle_fd(o) for o in objs]
-        if fds:
+        if objs:
+            fds = [handle_fd(o) for o in objs]
             self._check_self_send(objs, kinds, fds)
-        frame = header(len(fds), len(payload)) + payload
-        anc = [(_SOL_SOCKET, _SCM_RIGHTS, array("i", fds).tobytes())] if fds else []
-        deadline = _deadline(timeout)
+            anc: Any = [(_SOL_SOCKET, _SCM_RIGHTS, array("i", fds).tobytes())]
+        else:
+            anc = ()
+        frame = _HEADER_PACK(_codec.MAGIC, 1, 0, len(objs), 0, len(payload)) + payload
+        deadline = None if timeout is None else _deadline(timeout)
         with self._send_lock:
             sock = self._sock
             if self._fatal is not None:
@@ -357,6 +367,8 @@ class Connection:
                 ident = (st.st_dev, st.st_ino)
             elif o is self:
                 raise error("SELF_SEND", "a connection cannot be sent over itself")
+            elif type(o) is Connection and o._fresh is not None and self._created < o._fresh:
+                continue  # born after this connection existed: not it, not its peer
             else:
                 ident = o._identity() if isinstance(o, Connection) else _sock_ident(fd)
             if ident == me:
@@ -540,6 +552,7 @@ def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:
     # Each end knows its peer without asking sock_diag (SPEC.md §10.6).
     ca._pipe_peer = weakref.ref(cb)
     cb._pipe_peer = weakref.ref(ca)
+    ca._fresh = cb._fresh = ca._created  # the pair itself is not "older" than its sockets
     return ca, cb
 
 
