@@ -225,6 +225,29 @@ _TRUE = b"\x10\x01"
 _SMALL_INTS = {i: b"\x18" + _varint((i << 1) ^ (i >> 63)) for i in range(-64, 64)}
 
 
+_KEY_CACHE: Dict[str, bytes] = {}
+
+
+def _key_prefix(k: Any) -> bytes:
+    """The bytes of an Entry before its value's length: key field (omitted for "")
+    and the value's tag.  Cached for short str keys (keys repeat across messages)."""
+    if type(k) is not str:
+        if not isinstance(k, str):
+            raise error("INVALID_ARGUMENT", f"map keys must be str, not {type(k).__name__}")
+        k = str(k)
+    try:
+        kb = k.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error("INVALID_UTF8", "map key holds a lone surrogate") from None
+    if b"\x00" in kb:
+        raise error("INVALID_KEY", "map keys cannot contain U+0000", scope="local")
+    kn = len(kb)
+    prefix = (b"\x0a" + _varint(kn) + kb + b"\x12") if kn else b"\x12"
+    if kn <= 64 and len(_KEY_CACHE) < 4096:
+        _KEY_CACHE[k] = prefix
+    return prefix
+
+
 class _Enc:
     """Encoder state: the handle table being built (wire order)."""
 
@@ -276,27 +299,20 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
         parts: List[bytes] = []
         d1 = depth + 1
         for k, v in obj.items():
-            if type(k) is not str:
-                if not isinstance(k, str):
-                    raise error("INVALID_ARGUMENT", f"map keys must be str, not {type(k).__name__}")
-            try:
-                kb = k.encode("utf-8")
-            except UnicodeEncodeError:
-                raise error("INVALID_UTF8", "map key holds a lone surrogate") from None
-            if b"\x00" in kb:
-                raise error("INVALID_KEY", "map keys cannot contain U+0000", scope="local")
+            kp = _KEY_CACHE.get(k)
+            if kp is None:
+                kp = _key_prefix(k)
             vb = _enc_value(v, d1, enc)
-            kn = len(kb)
             vn = len(vb)
-            if kn:
-                en = 1 + (1 if kn < 128 else len(_varint(kn))) + kn + 1 + (1 if vn < 128 else len(_varint(vn))) + vn
-                parts.append(b"\x0a" + (_VARINT1[en] if en < 128 else _varint(en)) + b"\x0a"
-                             + (_VARINT1[kn] if kn < 128 else _varint(kn)) + kb + b"\x12"
-                             + (_VARINT1[vn] if vn < 128 else _varint(vn)) + vb)
+            if vn < 128:
+                en = len(kp) + 1 + vn
+                if en < 128:
+                    parts.append(b"\x0a" + _VARINT1[en] + kp + _VARINT1[vn] + vb)
+                    continue
+                parts.append(b"\x0a" + _varint(en) + kp + _VARINT1[vn] + vb)
             else:
-                en = 1 + (1 if vn < 128 else len(_varint(vn))) + vn
-                parts.append(b"\x0a" + (_VARINT1[en] if en < 128 else _varint(en)) + b"\x12"
-                             + (_VARINT1[vn] if vn < 128 else _varint(vn)) + vb)
+                vv = _varint(vn)
+                parts.append(b"\x0a" + _varint(len(kp) + len(vv) + vn) + kp + vv + vb)
         body = b"".join(parts)
         return b"\x42" + _varint(len(body)) + body
     if t is list or t is tuple:
