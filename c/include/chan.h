@@ -321,7 +321,8 @@ enum chan_decode_flags {
  * the first one in the order of SPEC.md §9.3.  *ret_consumed (may be NULL) is
  * set to the frame's size on success; bytes after the frame are not read.
  * Handles of kind conn are verified (getsockopt) unless DETACHED.
- * Decoding costs O(1) allocations whatever the payload.
+ * Decoding costs a bounded number of allocations whatever the payload: one
+ * for payloads up to 64 KiB and for large strings or bytes, at most 7.
  */
 CHAN_EXPORT int chan_decode(const void *buf, size_t len, int *fds, size_t nfds,
 			    unsigned flags, const struct chan_limits *limits,

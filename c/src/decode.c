@@ -594,16 +594,20 @@ fail(int err, int *fds, size_t nfds)
 	return err;
 }
 
-/* First arena chunk: enough for typical payloads in one allocation.  Values
- * cost at most ~45 bytes of arena per payload byte (a 2-byte Value becomes a
- * 56-byte node, a pointer and rounding), and chunks double, so a payload of
- * any size needs a bounded number of allocations. */
+/* First arena chunk: small payloads (the common case) fit it whole, so
+ * they cost one allocation.  A large payload is usually a few big strings
+ * or bytes values, which need about its size; a large tree of tiny values
+ * needs more, and gets it from doubling chunks.  Values cost at most ~45
+ * arena bytes per payload byte (a 2-byte Value becomes a 56-byte node, a
+ * pointer and rounding), so any payload needs a bounded number of
+ * allocations: at most 7. */
 static size_t
 first_chunk_size(uint32_t payload, uint32_t handles)
 {
 	size_t base = align8(sizeof(chan_msg)) + align8((size_t)handles * sizeof(int)) + 512;
 
-	return base + (payload <= 65536 ? (size_t)payload * 8 : (size_t)payload * 2);
+	return base + (payload <= 65536 ? (size_t)payload * 8
+					: (size_t)payload + (size_t)payload / 4);
 }
 
 CHAN_EXPORT int

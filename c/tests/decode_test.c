@@ -410,7 +410,7 @@ test_decode_one_allocation(void)
 
 	chan_test_alloc_init(&ta, 0);
 	CU_ASSERT_EQUAL_FATAL(chan_decode(frame, len, &p[1], 1, 0, NULL, &ta.a, &d, NULL), 0);
-	CU_ASSERT(ta.allocs >= 1 && ta.allocs <= 4);
+	CU_ASSERT(ta.allocs >= 1 && ta.allocs <= 7);
 	CU_ASSERT_STRING_EQUAL(chan_value_string(chan_map_get(chan_msg_root(d), "k77"), NULL), "k77");
 	CU_ASSERT_EQUAL(chan_value_int(chan_value_at(chan_map_get(chan_msg_root(d), "list"), 9999)),
 			9999);
@@ -418,7 +418,7 @@ test_decode_one_allocation(void)
 	CU_ASSERT_EQUAL(ta.live, 0);
 	CU_ASSERT_FALSE(chan_test_fd_is_open(p[1]));
 
-	for (long k = 1; k <= 4; k++) {
+	for (long k = 1; k <= 7; k++) {
 		CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
 		close(p[0]);
 		chan_test_alloc_init(&ta, k);
@@ -431,6 +431,43 @@ test_decode_one_allocation(void)
 		CU_ASSERT_FALSE(chan_test_fd_is_open(p[1]));
 		CU_ASSERT_EQUAL(ta.live, 0);
 	}
+	free(frame);
+}
+
+/* The densest payloads (one node per 4 bytes) and the biggest blobs stay
+ * within the bound of chan.h: one allocation for a 1 MiB bytes value, at
+ * most 7 for 200,000 nulls. */
+static void
+test_decode_allocation_bound(void)
+{
+	static uint8_t blob[1 << 20];
+	struct chan_test_alloc ta;
+	chan_msg *m = chan_msg_new(NULL), *d = NULL;
+	chan_value *l = chan_list(m);
+	uint8_t *frame;
+	size_t len;
+
+	for (int i = 0; i < 200000; i++)
+		chan_list_append(l, chan_null(m));
+	chan_msg_set_root(m, l);
+	CU_ASSERT_EQUAL_FATAL(chan_test_encode(m, &frame, &len), 0);
+	chan_msg_free(m);
+	chan_test_alloc_init(&ta, 0);
+	CU_ASSERT_EQUAL(chan_decode(frame, len, NULL, 0, 0, NULL, &ta.a, &d, NULL), 0);
+	CU_ASSERT(ta.allocs > 1 && ta.allocs <= 7);
+	CU_ASSERT_EQUAL(chan_value_count(chan_msg_root(d)), 200000);
+	chan_msg_free(d);
+	CU_ASSERT_EQUAL(ta.live, 0);
+	free(frame);
+
+	m = chan_msg_new(NULL);
+	chan_msg_set_root(m, chan_bytes(m, blob, sizeof(blob)));
+	CU_ASSERT_EQUAL_FATAL(chan_test_encode(m, &frame, &len), 0);
+	chan_msg_free(m);
+	chan_test_alloc_init(&ta, 0);
+	CU_ASSERT_EQUAL(chan_decode(frame, len, NULL, 0, 0, NULL, &ta.a, &d, NULL), 0);
+	CU_ASSERT_EQUAL(ta.allocs, 1);
+	chan_msg_free(d);
 	free(frame);
 }
 
@@ -475,6 +512,7 @@ CU_TestInfo decode_tests[] = {
 	{"detached_checks_indices", test_decode_detached_checks_indices},
 	{"253_handles", test_decode_253_handles},
 	{"one_allocation", test_decode_one_allocation},
+	{"allocation_bound", test_decode_allocation_bound},
 	{"reports_consumed", test_decode_reports_consumed},
 	{"invalid_arguments_close_fds", test_decode_invalid_arguments_close_fds},
 	CU_TEST_INFO_NULL,
