@@ -600,6 +600,11 @@ def _dec_list(st: _Dec, pos: int, end: int, depth: int) -> List[Any]:
             a, pos = _read_len(buf, pos, end)
         if d1 > maxd:
             raise _err("DEPTH_EXCEEDED", f"list item at offset {a} is at depth {d1} > {maxd}")
+        n = pos - a
+        if n == 2 and buf[a] == 0x18 and buf[a + 1] < 0x80:  # a small int, inline
+            x = buf[a + 1]
+            out.append((x >> 1) ^ -(x & 1))
+            continue
         item = _dec_value(st, a, pos, d1)
         if type(item) is Handle:
             st.handles.append((out, len(out), item))
@@ -634,15 +639,32 @@ def _dec_map(st: _Dec, pos: int, end: int, depth: int) -> Dict[str, Any]:
             q = a + 2 + kn
             if 0 < kn < 0x80 and q + 2 <= pos and buf[q] == 0x12 and buf[q + 1] == pos - q - 2 < 0x80:
                 kb = buf[a + 2:q]
-                try:
-                    key = str(kb, "utf-8")
-                except UnicodeDecodeError:
-                    raise _err("INVALID_UTF8", f"map key at offset {a + 2} is not valid UTF-8") from None
-                if b"\x00" in kb:
-                    raise _err("INVALID_KEY", f"map key at offset {a + 2} contains U+0000")
+                key = _KEY_NAMES.get(kb)
+                if key is None:
+                    try:
+                        key = str(kb, "utf-8")
+                    except UnicodeDecodeError:
+                        raise _err("INVALID_UTF8", f"map key at offset {a + 2} is not valid UTF-8") from None
+                    if b"\x00" in kb:
+                        raise _err("INVALID_KEY", f"map key at offset {a + 2} contains U+0000")
+                    if kn <= 64 and len(_KEY_NAMES) < 4096:
+                        _KEY_NAMES[kb] = key
                 if d1 > maxd:
                     raise _err("DEPTH_EXCEEDED", f"map value at offset {q + 2} is at depth {d1} > {maxd}")
-                value = _dec_value(st, q + 2, pos, d1)
+                # Inline the commonest scalars; the general walk gives the same result.
+                v = q + 2
+                n = pos - v
+                t = buf[v] if n else 0
+                if n == 2 and t == 0x18 and buf[v + 1] < 0x80:
+                    x = buf[v + 1]
+                    value = (x >> 1) ^ -(x & 1)
+                elif t == 0x2A and 2 <= n < 0x82 and buf[v + 1] == n - 2:
+                    try:
+                        value = str(buf[v + 2:pos], "utf-8")
+                    except UnicodeDecodeError:
+                        raise _err("INVALID_UTF8", f"string at offset {v + 2} is not valid UTF-8") from None
+                else:
+                    value = _dec_value(st, v, pos, d1)
         if value is _MISSING:
             key, value = _dec_entry(st, a, pos, depth)
         if key in out:
@@ -654,6 +676,7 @@ def _dec_map(st: _Dec, pos: int, end: int, depth: int) -> Dict[str, Any]:
 
 
 _MISSING = object()
+_KEY_NAMES: Dict[bytes, str] = {}  # decoded short map keys (valid UTF-8, no U+0000)
 
 
 def _dec_entry(st: _Dec, pos: int, end: int, depth: int) -> Tuple[str, Any]:
