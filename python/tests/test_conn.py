@@ -10,7 +10,6 @@ import pickle
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import unittest

@@ -7,7 +7,6 @@ import os
 import random
 import struct
 import subprocess
-import sys
 import tempfile
 import unittest
 
@@ -137,21 +136,15 @@ class ProtobufTests(FdTestCase):
         cls.tmp = tempfile.TemporaryDirectory(prefix="chan-pb-")
         subprocess.run(["protoc", "--proto_path=" + os.path.join(helpers.SOURCE_DIR, "proto"),
                         "--python_out=" + cls.tmp.name, "chan/v1/chan.proto"], check=True)
-        sys.path.insert(0, cls.tmp.name)
-        try:
-            from chan.v1 import chan_pb2  # type: ignore  # noqa: F401
-        except ImportError:
-            # "chan" is this package: load the generated module by path instead
-            import importlib.util
+        # "chan" is this package: load the generated module by its path
+        import importlib.util
 
-            spec = importlib.util.spec_from_file_location(
-                "chan_v1_pb2", os.path.join(cls.tmp.name, "chan", "v1", "chan_pb2.py"))
-            assert spec and spec.loader
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            cls.pb = mod
-        finally:
-            sys.path.remove(cls.tmp.name)
+        spec = importlib.util.spec_from_file_location(
+            "chan_v1_pb2", os.path.join(cls.tmp.name, "chan", "v1", "chan_pb2.py"))
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        cls.pb = mod
 
     @classmethod
     def tearDownClass(cls) -> None:

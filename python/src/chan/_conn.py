@@ -22,7 +22,7 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 
 from . import _codec
 from ._codec import (HEADER_SIZE, KIND_CONN, Header, Limits, decode_frame, encode_payload, fds_from_ancillary,
-                     handle_fd, header, parse_header)
+                     handle_fd, parse_header)
 from ._errors import ChanError, error, system_error
 
 # Room for the most descriptors one frame may carry (SPEC.md §10.4).
@@ -202,7 +202,7 @@ class Connection:
 
     def detach(self) -> int:
         """Give up the socket: returns its fd, which the caller now owns."""
-        fd = self.fileno()
+        self.fileno()  # INVALID_ARGUMENT when closed
         self._fd = -1
         for f in self._ffds:
             os.close(f)
