@@ -8,8 +8,10 @@
  *
  * Implementations (impl column):
  *   chan      libchan, every message built per request/frame from C data
- *             (chan_msg_new, map, chan_handle dups each fd, ...), sent with
- *             chan_conn_send, received with chan_conn_recv, then freed
+ *             (chan_msg_new, map, chan_handle dups each fd since the sender
+ *             keeps its own; a reply_to connection is moved in with
+ *             chan_conn_handle), sent with chan_conn_send, received with
+ *             chan_conn_recv, then freed
  *   chan-pre  libchan, messages built once and sent again and again: the
  *             transport alone (framing, encode into the send buffer,
  *             decode, fd checks), no building
@@ -176,8 +178,11 @@ rawbuf_reserve(size_t n)
 
 /* ---- chan messages ---- */
 
+/* reply_fd >= 0: a conn handle holding a dup of it; *reply_conn != NULL: the
+ * connection moved into the message (chan_conn_handle, the reply_to idiom). */
 static chan_msg *
-build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd)
+build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
+	      chan_conn **reply_conn)
 {
 	chan_msg *m = chan_msg_new(NULL);
 	chan_value *root = chan_map(m);
@@ -193,7 +198,9 @@ build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd)
 			chan_list_append(l, chan_handle(m, CHAN_KIND_FD, fds[k]));
 		chan_map_put(root, "fds", l);
 	}
-	if (reply_fd >= 0)
+	if (reply_conn && *reply_conn)
+		chan_map_put(root, "reply_to", chan_conn_handle(m, reply_conn));
+	else if (reply_fd >= 0)
 		chan_map_put(root, "reply_to", chan_handle(m, CHAN_KIND_CONN, reply_fd));
 	BENCH_CHECK(chan_msg_set_root(m, root) == 0);
 	return m;
@@ -363,12 +370,11 @@ client_rtt(struct run *r)
 
 			if (s->reply_to)
 				BENCH_CHECK(chan_conn_pair(&rx, &tx) == 0);
-			req = r->pre_req ? r->pre_req
-					 : build_request(i, s, pool, tx ? chan_conn_fd(tx) : -1);
+			req = r->pre_req ? r->pre_req : build_request(i, s, pool, -1, &tx);
+			BENCH_CHECK(!tx); /* moved into the request */
 			BENCH_CHECK(chan_conn_send(cconn, req, -1) == 0);
 			if (!r->pre_req)
-				chan_msg_free(req);
-			chan_conn_free(tx);
+				chan_msg_free(req); /* closes our copy of tx's socket */
 			BENCH_CHECK(chan_conn_recv(rx ? rx : cconn, &rep, -1) == 0);
 			BENCH_CHECK(chan_value_int(chan_map_get(chan_msg_root(rep), "seq")) == want);
 			chan_msg_free(rep);
@@ -393,7 +399,7 @@ client_oneway(struct run *r)
 		if (s->impl == IMPL_RAW) {
 			raw_send(rawfd, r->raw_req, s->req_len, pool, s->nfds);
 		} else {
-			chan_msg *req = r->pre_req ? r->pre_req : build_request(i, s, pool, -1);
+			chan_msg *req = r->pre_req ? r->pre_req : build_request(i, s, pool, -1, NULL);
 
 			BENCH_CHECK(chan_conn_send(cconn, req, -1) == 0);
 			if (!r->pre_req)
@@ -442,7 +448,7 @@ run_init(struct run *r, enum kind kind, enum impl impl, uint64_t size, uint32_t 
 	r->s.window = window_for(nfds);
 	if (reply_to)
 		BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-	req = build_request(0, &r->s, pool, sv[1]);
+	req = build_request(0, &r->s, pool, sv[1], NULL);
 	BENCH_CHECK(chan_encoded_size(req, &len) == 0);
 	r->s.req_len = len;
 	BENCH_CHECK(chan_encoded_size(rep, &len) == 0);
