@@ -302,7 +302,14 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
             kp = _KEY_CACHE.get(k)
             if kp is None:
                 kp = _key_prefix(k)
-            vb = _enc_value(v, d1, enc)
+            # the commonest scalars inline (same bytes as _enc_value)
+            tv = type(v)
+            if tv is str and v.isascii() and len(v) < 128:
+                vb = b"\x2a" + _VARINT1[len(v)] + v.encode("ascii")
+            elif tv is int and -64 <= v < 64:
+                vb = _SMALL_INTS[v]
+            else:
+                vb = _enc_value(v, d1, enc)
             vn = len(vb)
             if vn < 128:
                 en = len(kp) + 1 + vn
@@ -321,6 +328,9 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
         parts = []
         d1 = depth + 1
         for item in obj:
+            if type(item) is int and -64 <= item < 64:
+                parts.append(b"\x0a\x02" + _SMALL_INTS[item])
+                continue
             ib = _enc_value(item, d1, enc)
             n = len(ib)
             parts.append(b"\x0a" + (_VARINT1[n] if n < 128 else _varint(n)) + ib)
