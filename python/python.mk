@@ -1,8 +1,9 @@
 # python/: chan's independent Python binding (issue 8), run with Debian's Python.
 #
-#   make test-python    unit, transport, oracle, interop, install, example and
-#                       conformance tests of the binding; prints
-#                       "python: N passed, 0 failed"
+#   make test-python    pyflakes, then the binding's tests (codec, libchan and
+#                       protobuf oracles, vectors, transport, interop with C,
+#                       text form vs chancodec, install recipe, example);
+#                       prints "python: N passed, 0 failed"
 #   make conformance-python
 #                       the conformance runner (conformance/) against
 #                       python/conformance_testee.py, with NO expected failures
@@ -16,7 +17,7 @@ PY_BUILD   := $(BUILD)/python
 PY_C_SRCS  := $(sort $(wildcard python/interop/*.c))
 PY_C_BINS  := $(PY_C_SRCS:python/interop/%.c=$(PY_BUILD)/bin/%)
 
-DEB_PACKAGES += python3 python3-protobuf python3-setuptools python3-wheel python3-venv python3-pip
+DEB_PACKAGES += python3 python3-protobuf python3-setuptools python3-wheel python3-venv python3-pip pyflakes3
 
 $(PY_BUILD)/bin/%: python/interop/%.c c/include/chan.h $(LIBCHAN_A)
 	@mkdir -p $(dir $@)
@@ -29,6 +30,7 @@ PY_TEST_ENV = CHAN_SOURCE_DIR=$(CURDIR) CHAN_BUILD=$(CURDIR)/$(BUILD) CHAN_PY_BI
 # $(BUILD)/chancodec (tools/tools.mk): the text form is checked against it.
 test-python: $(PY_C_BINS) $(BUILD)/chancodec $(DEPS_STAMP)
 	@mkdir -p $(PY_BUILD)/work
+	pyflakes3 python/src python/tests python/examples python/bench.py python/conformance_testee.py
 	$(PY_TEST_ENV) $(PY) python/tests/run.py
 
 # The runner is built by conformance/conformance.mk.  An empty failure list:
