@@ -792,15 +792,17 @@ ConnFactory = Callable[[Any], Any]
 
 
 def _default_conn_factory(sock: Any) -> Any:
+    global _default_conn_factory
     from ._conn import Connection
 
+    _default_conn_factory = Connection._from_socket  # later calls skip the import
     return Connection._from_socket(sock)
 
 
 def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Limits = DEFAULT_LIMITS,
                  detached: bool = False, header_checked: Optional[Header] = None,
                  self_ino: Optional[Tuple[int, int]] = None,
-                 conn_factory: ConnFactory = _default_conn_factory) -> Tuple[Any, int]:
+                 conn_factory: Optional[ConnFactory] = None) -> Tuple[Any, int]:
     """Decode the frame at the start of buf.  Returns (value, frame size).
 
     Takes ALL of ``fds``: on success they belong to the Fd and Connection objects of
@@ -861,16 +863,21 @@ def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Lim
             for s in socks.values():
                 s.detach()
             raise
-        for container, key, hd in st.handles:
-            if hd.kind == KIND_CONN:
-                live: Any = conn_factory(socks[hd.index])
-            else:
-                live = Fd.adopt(fd_list[hd.index])
-            fd_list[hd.index] = -1
-            if container is None:
-                value = live
-            else:
-                container[key] = live
+        try:
+            for container, key, hd in st.handles:
+                if hd.kind == KIND_CONN:
+                    live: Any = (conn_factory or _default_conn_factory)(socks.pop(hd.index))
+                else:
+                    live = Fd.adopt(fd_list[hd.index])
+                fd_list[hd.index] = -1
+                if container is None:
+                    value = live
+                else:
+                    container[key] = live
+        except BaseException:  # (out of memory) the objects made own theirs
+            for s in socks.values():
+                s.detach()  # _close_all below closes these
+            raise
         return value, HEADER_SIZE + plen
     except BaseException:
         _close_all(fd_list)
