@@ -7,7 +7,7 @@
 #                              generated frames and fuzz/regressions
 #   make fuzz-smoke            every regression input once, then a few
 #                              seconds of fuzzing per target (part of
-#                              `make test`; FUZZ_SMOKE_SECONDS, default 4)
+#                              `make test`; FUZZ_SMOKE_SECONDS, default 3)
 #   make fuzz-build            only build the targets
 #
 # The targets are always built with clang -fsanitize=fuzzer,address,undefined
@@ -19,7 +19,7 @@ DEB_PACKAGES += clang libclang-rt-14-dev libjansson-dev
 FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_SMOKE_SECONDS ?= 4
+FUZZ_SMOKE_SECONDS ?= 3
 FUZZ_TARGETS := decode_fuzz stream_fuzz textform_fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := $(CSTD) $(WARN) -g -O1 $(FUZZ_SAN) -fsanitize=fuzzer-no-link \

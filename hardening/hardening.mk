@@ -7,7 +7,8 @@
 #                         slow-consumer (back-pressure) variant
 #   make load-smoke       the same at 8 x 1,000 (part of `make test`)
 #   make test-valgrind    the CUnit suites under valgrind memcheck with
-#                         --track-fds=yes (separate: see hardening/README.md)
+#                         --track-fds=yes (part of `make test` where valgrind
+#                         is installed; about 30 s)
 #
 # Findings go to hardening/FINDINGS.md.
 
@@ -40,14 +41,12 @@ TEST_TARGETS += test-inject
 
 load: $(HARD_DIR)/load
 	$(HARD_DIR)/load -p 8 -n 10000
-	$(HARD_DIR)/load -p 8 -n 2000 -s 200 -b 4096 -t 20
+	$(HARD_DIR)/load -p 8 -n 2000 -s 200 -b 4096 -t 20 -w 64 -z 3000
 
 load-smoke: $(HARD_DIR)/load
 	$(HARD_DIR)/load -p 8 -n 1000
-	$(HARD_DIR)/load -p 4 -n 300 -s 200 -b 4096 -t 20
-ifneq ($(wildcard hardening/load.c),)
+	$(HARD_DIR)/load -p 4 -n 300 -s 200 -b 4096 -t 20 -w 64 -z 3000
 TEST_TARGETS += load-smoke
-endif
 
 # valgrind: the CUnit binary under memcheck, fd tracking on.  Children of
 # fork() are silent (their own checks report through exit codes).
@@ -55,6 +54,9 @@ VALGRIND_DIR := $(BUILD)/valgrind
 test-valgrind: $(CHAN_TESTS)
 	@mkdir -p $(VALGRIND_DIR)
 	hardening/valgrind.sh $(CHAN_TESTS) $(VALGRIND_DIR)
+ifneq ($(shell command -v valgrind 2>/dev/null),)
+TEST_TARGETS += test-valgrind
+endif
 
 # The reproducers of hardening/FINDINGS.md, failing while a finding is open.
 .PHONY: findings
