@@ -2,7 +2,7 @@
 """Benchmark of the Python binding (issue 8 §3).
 
 1. Round trip of a request that carries a fresh reply_to, client and server in two
-   processes:
+   processes (plus, for scale, a raw 16-byte socket ping-pong between two processes):
      chan          chan.Pipe() per request; {"op", "seq", "args", "reply_to": conn} over a
                    chan connection; the server answers through reply_to
      mp            multiprocessing: the request dict goes through a multiprocessing.Queue
@@ -87,6 +87,45 @@ def run_chan(n: int, cpus) -> float:
         os.sched_setaffinity(0, ALL_CPUS)
 
 
+# ---- raw socket ping-pong: what the machine itself costs ----------------------
+
+def raw_server(sock: Any, other: Any, cpu: Optional[int]) -> None:
+    other.close()
+    pin(cpu)
+    while True:
+        d = sock.recv(64)
+        if not d:
+            break
+        sock.send(d)
+    sock.close()
+
+
+def run_raw(n: int, cpus) -> float:
+    """Two blocking 16-byte ping-pongs per iteration (request, reply), no chan."""
+    import socket
+
+    ctx = multiprocessing.get_context("fork")
+    a, b = socket.socketpair()
+    p = ctx.Process(target=raw_server, args=(b, a, cpus[1]))
+    p.start()
+    b.close()
+    pin(cpus[0])
+    try:
+        msg = b"x" * 16
+        for _ in range(min(n, 200)):
+            a.send(msg)
+            a.recv(64)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            a.send(msg)
+            a.recv(64)
+        return (time.perf_counter() - t0) / n
+    finally:
+        a.close()
+        p.join()
+        os.sched_setaffinity(0, ALL_CPUS)
+
+
 # ---- multiprocessing ----------------------------------------------------------
 
 def mp_server(q: Any, cpu: Optional[int]) -> None:
@@ -159,16 +198,21 @@ def main() -> int:
         layouts.append(("2 CPUs", (cpus[0], cpus[1])))
     results: Dict[str, Any] = {"round_trip_us": {}, "codec_us": {}}
     print(f"round trip of a request with a fresh reply_to, median of {runs} runs of {n} (us)")
-    print(f"{'layout':<10} {'chan':>9} {'mp Queue+Pipe':>14} {'speed-up':>9}")
+    print(f"{'layout':<10} {'chan':>9} {'mp Queue+Pipe':>14} {'speed-up':>9} {'raw ping-pong':>14}")
     for label, cp in layouts:
         c: List[float] = []
         m: List[float] = []
-        for _ in range(runs):  # interleaved, so both see the same machine state
+        r: List[float] = []
+        for _ in range(runs):  # interleaved, so all see the same machine state
             c.append(run_chan(n, cp) * 1e6)
             m.append(run_mp(max(n // 3, min(n, 100)), cp) * 1e6)
-        cm, mm = statistics.median(c), statistics.median(m)
-        results["round_trip_us"][label] = {"chan": round(cm, 1), "mp": round(mm, 1), "ratio": round(mm / cm, 2)}
-        print(f"{label:<10} {cm:>9.1f} {mm:>14.1f} {mm / cm:>8.1f}x")
+            r.append(run_raw(n, cp) * 1e6)
+        cm, mm, rm = statistics.median(c), statistics.median(m), statistics.median(r)
+        results["round_trip_us"][label] = {"chan": round(cm, 1), "mp": round(mm, 1), "ratio": round(mm / cm, 2),
+                                           "raw_pingpong": round(rm, 1)}
+        print(f"{label:<10} {cm:>9.1f} {mm:>14.1f} {mm / cm:>8.1f}x {rm:>14.1f}")
+    print("raw ping-pong: one 16-byte send and blocking receive each way between the same two\n"
+          "processes with plain sockets, no chan: the floor the machine sets (its wake-up cost)")
 
     frame, _ = chan.encode(MSG)
     pk = pickle.dumps(MSG, protocol=pickle.HIGHEST_PROTOCOL)
