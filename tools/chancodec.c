@@ -1,6 +1,6 @@
 /*
  * chancodec - encode, decode, inspect and exchange chan/1 messages from the
- * shell.  See chancodec(1) and tools/TEXT-FORM.md.
+ * shell.  See chancodec(1) and SPEC.md §12.
  *
  *   chancodec encode [-o OUT] [FILE...]     text -> frames
  *   chancodec decode [--pretty] [FILE...]   frames -> text

@@ -1,6 +1,6 @@
 /*
  * textform.c - the chan text form: strict JSON <-> chan values.
- * Normative text: tools/TEXT-FORM.md (SPEC.md §12).
+ * Normative text: SPEC.md §12.
  */
 #include "textform.h"
 

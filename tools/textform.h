@@ -1,5 +1,5 @@
 /*
- * textform.h - the chan text form (SPEC.md §12, tools/TEXT-FORM.md):
+ * textform.h - the chan text form (SPEC.md §12):
  * strict JSON <-> chan values, for chancodec.
  *
  * Parsing uses jansson; rendering is done here, byte by byte, because the
@@ -17,8 +17,8 @@
 #include "chan.h"
 
 /* Names of text-form input errors that are not in spec/errors.tsv. */
-#define TF_INVALID_JSON "INVALID_JSON" /* not RFC 8259 JSON */
-#define TF_INVALID_TEXT "INVALID_TEXT" /* JSON, but no value's text form */
+#define TF_INVALID_JSON "INVALID_JSON" /* registry 32: not RFC 8259 JSON */
+#define TF_INVALID_TEXT "INVALID_TEXT" /* registry 33: JSON, but no value's text form */
 
 /* An error: a registry NAME (or one of the TF_ names) and a sentence. */
 struct tf_error {

@@ -98,7 +98,9 @@ extern "C" {
 	X(SYSTEM, 28)                                                          \
 	X(INVALID_ARGUMENT, 29)                                                \
 	X(BUFFER_TOO_SMALL, 30)                                                \
-	X(INVALID_KEY, 31)
+	X(INVALID_KEY, 31)                                                     \
+	X(INVALID_JSON, 32)                                                    \
+	X(INVALID_TEXT, 33)
 
 enum chan_error {
 	CHAN_OK = 0,

@@ -42,6 +42,8 @@ static const struct error_info errors[] = {
 	[29] = {"INVALID_ARGUMENT", "invalid argument", CHAN_SCOPE_LOCAL},
 	[30] = {"BUFFER_TOO_SMALL", "buffer too small for the encoded frame", CHAN_SCOPE_LOCAL},
 	[31] = {"INVALID_KEY", "a map key contains U+0000", CHAN_SCOPE_FRAME},
+	[32] = {"INVALID_JSON", "the text is not RFC 8259 JSON", CHAN_SCOPE_LOCAL},
+	[33] = {"INVALID_TEXT", "the JSON is not the text form of a value", CHAN_SCOPE_LOCAL},
 };
 
 #define N_ERRORS (sizeof(errors) / sizeof(errors[0]))
