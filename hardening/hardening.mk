@@ -62,3 +62,22 @@ endif
 .PHONY: findings
 findings: $(HARD_DIR)/inject_test
 	INJECT_STRICT=1 $(HARD_DIR)/inject_test $$(sed -n 's/^.*{"\(finding_[a-z0-9_]*\)".*/\1/p' hardening/inject_test.c)
+
+# Which failure paths of libchan the injection tests reach: libchan built
+# with gcov, injected, and every line of c/src that returns NO_MEMORY or
+# SYSTEM (or a failed allocation) listed with its execution count.
+HARD_COV := $(HARD_DIR)/cov
+.PHONY: inject-coverage
+inject-coverage: hardening/inject_test.c hardening/inject.c hardening/util.c hardening/inject.syms
+	@rm -rf $(HARD_COV); mkdir -p $(HARD_COV)/obj
+	for f in $(LIBCHAN_SRCS); do \
+		$(CC) $(CSTD) -O0 -g --coverage -Ic/include -Ic/src -c $(CURDIR)/$$f \
+			-o $(HARD_COV)/obj/$$(basename $$f .c).o || exit 1; \
+	done
+	ar rcs $(HARD_COV)/libchan_cov.a $(HARD_COV)/obj/*.o
+	objcopy --redefine-syms=hardening/inject.syms $(HARD_COV)/libchan_cov.a $(HARD_COV)/libchan_inj.a
+	$(CC) $(HARD_CFLAGS) --coverage -o $(HARD_COV)/inject_test hardening/inject_test.c \
+		hardening/inject.c hardening/util.c $(HARD_COV)/libchan_inj.a -lpthread
+	$(HARD_COV)/inject_test > $(HARD_COV)/inject.out
+	cd $(HARD_COV)/obj && gcov -o . $(LIBCHAN_SRCS:%=$(CURDIR)/%) > ../gcov.txt 2>&1
+	hardening/failure-paths.sh $(HARD_COV)/obj

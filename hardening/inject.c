@@ -284,6 +284,12 @@ inj_poll(struct pollfd *p, nfds_t n, int timeout)
 			p[i].revents = 0;
 		return 0;
 	}
+	if (a.kind == INJ_REVENTS && n) {
+		for (nfds_t i = 0; i < n; i++)
+			p[i].revents = 0;
+		p[0].revents = (short)a.limit;
+		return 1;
+	}
 	return poll(p, n, timeout);
 }
 

@@ -39,6 +39,7 @@ enum inj_kind {
 	INJ_LIMIT,     /* sendmsg/recvmsg: at most `limit` bytes this call */
 	INJ_CTRL,      /* recvmsg: control buffer of `limit` bytes */
 	INJ_TIMEOUT,   /* poll: return 0 at once */
+	INJ_REVENTS,   /* poll: return 1 with revents = `limit` at once */
 	INJ_RESET,     /* recvmsg: as ECONNRESET */
 };
 

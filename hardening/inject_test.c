@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -163,7 +164,7 @@ alloc_disarm(void)
 
 /* A message exercising every allocation site of the value API: scalars,
  * strings, bytes, a list grown past its first capacity, a map large
- * enough for a hash index, nesting, and nfds fd handles plus one conn
+ * enough for a hash index (40 entries), nesting, and nfds fd handles plus one conn
  * handle when conn >= 0. */
 static chan_msg *
 sample(const struct chan_allocator *a, int64_t seq, size_t pad, const int *fds,
@@ -189,7 +190,7 @@ sample(const struct chan_allocator *a, int64_t seq, size_t pad, const int *fds,
 		chan_list_append(list, i % 3 ? chan_float(m, i * 0.5) : chan_null(m));
 	chan_map_put(root, "list", list);
 	map = chan_map(m);
-	for (int i = 0; i < 12; i++) {
+	for (int i = 0; i < 40; i++) { /* past CHAN_MAP_INDEX_MIN: a hash index */
 		snprintf(key, sizeof(key), "k%d", i);
 		chan_map_put(map, key, chan_bool(m, i & 1));
 	}
@@ -282,6 +283,7 @@ test_alloc_build_encode(void)
 	/* The arena allocates chunks, so only some constructor calls
 	 * allocate; varying the bytes value's size moves the chunk
 	 * boundaries over every constructor of the sample. */
+	for (int mode = 0; mode < 2; mode++) /* 0: allocator hook, 1: malloc */
 	for (size_t pad = 0; pad < 6000; pad += 97, sizes++) {
 	ref = sample(NULL, 7, pad, fds, 3, sv[0]);
 	want = encode(ref, &len);
@@ -296,8 +298,9 @@ test_alloc_build_encode(void)
 		hook_init(&h);
 		alloc_arm(n);
 		inj_reset();
-		m = sample(&h.a, 7, pad, fds, 3, sv[0]);
-		CHECK(inj_stats()->calls[INJ_MALLOC] == 0); /* all through the hook */
+		m = sample(mode ? NULL : &h.a, 7, pad, fds, 3, sv[0]);
+		if (!mode) /* everything through the hook */
+			CHECK(inj_stats()->calls[INJ_MALLOC] == 0);
 		if (!m) {
 			alloc_disarm();
 			CHECK(alloc_failed == 1 && n == 1);
@@ -333,7 +336,8 @@ test_alloc_build_encode(void)
 	chan_msg_free(ref);
 	free(want);
 	}
-	note("%ld allocations in build+encode of %ld sizes, each failed once", total, sizes);
+	note("%ld allocations in build+encode of %ld messages (hook and malloc), each failed once",
+	     total, sizes);
 	close_all(fds, 6);
 	close(sv[0]);
 	close(sv[1]);
@@ -394,6 +398,175 @@ test_alloc_decode(void)
 	close_all(fds, 6);
 	close(sv[0]);
 	close(sv[1]);
+}
+
+
+/* The handle table of chan_encode is allocated at the first encode: fail
+ * exactly that allocation (messages of many sizes and handle counts, so
+ * that it needs a new arena chunk) and encode again. */
+static void
+test_alloc_encode_handle_table(void)
+{
+	int fds[2];
+	long hits = 0;
+
+	open_pipes(fds, 1);
+	for (size_t nh = 1; nh <= 200; nh += 7) {
+		for (size_t pad = 0; pad < 1200; pad += 61) {
+			struct hook h;
+			chan_msg *m;
+			chan_value *l;
+			uint8_t *got;
+			size_t len = 0, need = 0;
+			int r;
+
+			hook_init(&h);
+			alloc_arm(0);
+			inj_set_plan(NULL, NULL);
+			m = chan_msg_new(&h.a);
+			l = chan_list(m);
+			chan_list_append(l, chan_bytes(m, "", 0));
+			chan_list_append(l, chan_bytes(m, fds, pad > sizeof(fds) ? 0 : pad));
+			for (size_t i = 0; i < pad; i++)
+				chan_list_append(l, chan_null(m));
+			for (size_t i = 0; i < nh; i++)
+				chan_list_append(l, chan_handle(m, CHAN_KIND_FD, fds[0]));
+			chan_msg_set_root(m, l);
+			REQUIRE(chan_msg_error(m) == 0);
+			REQUIRE(chan_encoded_size(m, &need) == 0);
+			got = malloc(need);
+			alloc_fail_at = alloc_seq + 1; /* the next allocation */
+			r = chan_encode(m, got, need, &len);
+			alloc_fail_at = 0;
+			if (r == CHAN_E_NO_MEMORY) {
+				hits++;
+				CHECK(chan_msg_error(m) == 0); /* not poisoned */
+				CHECK_ERR(chan_encode(m, got, need, &len), 0);
+			} else {
+				CHECK_ERR(r, 0);
+			}
+			free(got);
+			chan_msg_free(m);
+			CHECK(h.live == 0);
+		}
+	}
+	note("the handle table's allocation failed %ld times", hits);
+	CHECK(hits > 0);
+	close_all(fds, 2);
+}
+
+/* A dense frame (values far bigger than their bytes) makes the decoder
+ * grow its arena while it walks: every allocation of that fails once, in
+ * chan_decode and in chan_conn_recv (where the frame must be kept, F1). */
+static uint8_t *
+dense_frame(size_t nmaps, int fd, size_t *len, chan_msg **ret_ref)
+{
+	chan_msg *m = chan_msg_new(NULL);
+	chan_value *l = chan_list(m);
+	char key[8];
+	uint8_t *f;
+
+	for (size_t i = 0; i < nmaps; i++) {
+		chan_value *map = chan_map(m);
+
+		for (int k = 0; k < 17; k++) {
+			snprintf(key, sizeof(key), "k%d", k);
+			chan_map_put(map, key, k & 1 ? chan_null(m) : chan_list(m));
+		}
+		chan_list_append(l, map);
+	}
+	chan_list_append(l, chan_handle(m, CHAN_KIND_FD, fd));
+	chan_msg_set_root(m, l);
+	f = encode(m, len);
+	*ret_ref = m;
+	return f;
+}
+
+static void
+test_alloc_decode_dense(void)
+{
+	int fds[2];
+	long total = 0;
+
+	open_pipes(fds, 1);
+	for (size_t nmaps = 2000; nmaps <= 5000; nmaps += 3000) {
+		chan_msg *ref;
+		size_t len = 0;
+		uint8_t *frame = dense_frame(nmaps, fds[0], &len, &ref);
+		long n;
+
+		REQUIRE(frame);
+		for (n = 1;; n++) {
+			struct hook h;
+			int dup = fcntl(fds[0], F_DUPFD_CLOEXEC, 3), before = hu_count_fds(), r;
+			chan_msg *m = NULL;
+
+			hook_init(&h);
+			alloc_arm(n);
+			r = chan_decode(frame, len, &dup, 1, 0, NULL, &h.a, &m, NULL);
+			alloc_disarm();
+			if (alloc_failed) {
+				CHECK_ERR(r, CHAN_E_NO_MEMORY);
+			} else {
+				CHECK_ERR(r, 0);
+				CHECK(same_msg(m, ref));
+				chan_msg_free(m);
+			}
+			CHECK(!hu_fd_is_open(dup));
+			CHECK(hu_count_fds() == before - 1);
+			CHECK(h.live == 0);
+			if (!alloc_failed)
+				break;
+		}
+		total += n - 1;
+		CHECK(n - 1 >= 2); /* the arena grew at least once */
+
+		/* the same on a connection: the frame survives every failure */
+		for (n = 1;; n++) {
+			chan_conn *a = NULL, *b = NULL;
+			chan_msg *got = NULL;
+			struct hook h;
+			int r;
+
+			pid_t pid;
+
+			REQUIRE(chan_conn_pair(&a, &b) == 0);
+			hook_init(&h);
+			chan_conn_set_allocator(b, &h.a);
+			/* the frame is larger than the socket's buffer: a child
+			 * writes it while we read */
+			fflush(NULL);
+			REQUIRE((pid = fork()) >= 0);
+			if (pid == 0)
+				_exit(chan_conn_send(a, ref, -1) == 0 ? 0 : 1);
+			chan_conn_free(a);
+			alloc_arm(n);
+			r = chan_conn_recv(b, &got, -1);
+			alloc_disarm();
+			if (alloc_failed) {
+				CHECK_ERR(r, CHAN_E_NO_MEMORY);
+				r = chan_conn_recv(b, &got, -1);
+			}
+			CHECK_ERR(r, 0);
+			CHECK(same_msg(got, ref));
+			chan_msg_free(got);
+			CHECK_ERR(chan_conn_recv(b, &got, -1), CHAN_E_CONNECTION_CLOSED);
+			chan_conn_free(b);
+			CHECK(h.live == 0);
+			{
+				int st = 0;
+
+				CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) &&
+				      WEXITSTATUS(st) == 0);
+			}
+			if (!alloc_failed)
+				break;
+		}
+		chan_msg_free(ref);
+		free(frame);
+	}
+	note("dense frames: %ld decode allocations, each failed once", total);
+	close_all(fds, 2);
 }
 
 /* Sending: allocation failures inside chan_conn_send (its frame buffer)
@@ -1355,6 +1528,92 @@ test_metadata_faults(void)
 	close(sv[1]);
 }
 
+
+/* Setting up: socket() fails in chan_listen and chan_connect, accept4
+ * fails or is aborted, SO_PEERCRED cannot be read, poll reports POLLNVAL,
+ * the second getsockopt of the conn check fails, chan_handle_take is given
+ * a closed fd. */
+static void
+test_setup_faults(void)
+{
+	char path[64];
+	chan_listener *l = NULL;
+	chan_conn *c = NULL, *s = NULL;
+	struct chan_peer_cred cred;
+	struct inj_fail_nth f;
+	int before = hu_count_fds(), sv[2], p[2];
+	chan_msg *m;
+
+	snprintf(path, sizeof(path), "@chan-inject-setup-%d", (int)getpid());
+	f = (struct inj_fail_nth){INJ_SOCKET, 1, EMFILE};
+	arm(inj_plan_fail_nth, &f);
+	errno = 0;
+	CHECK_ERR(chan_listen(path, &l), CHAN_E_SYSTEM);
+	CHECK(errno == EMFILE);
+	inj_set_plan(NULL, NULL);
+	REQUIRE(chan_listen(path, &l) == 0);
+	arm(inj_plan_fail_nth, &f);
+	CHECK_ERR(chan_connect(path, &c), CHAN_E_SYSTEM);
+	inj_set_plan(NULL, NULL);
+	REQUIRE(chan_connect(path, &c) == 0);
+	/* accept4: ECONNABORTED is retried, EMFILE is SYSTEM */
+	f = (struct inj_fail_nth){INJ_ACCEPT4, 1, ECONNABORTED};
+	arm(inj_plan_fail_nth, &f);
+	CHECK_ERR(chan_listener_accept(l, -1, &s), 0);
+	CHECK(inj_stats()->calls[INJ_ACCEPT4] == 2);
+	chan_conn_free(s);
+	s = NULL;
+	chan_conn_free(c);
+	REQUIRE(chan_connect(path, &c) == 0);
+	f = (struct inj_fail_nth){INJ_ACCEPT4, 1, EMFILE};
+	arm(inj_plan_fail_nth, &f);
+	CHECK_ERR(chan_listener_accept(l, -1, &s), CHAN_E_SYSTEM);
+	inj_set_plan(NULL, NULL);
+	CHECK_ERR(chan_listener_accept(l, -1, &s), 0); /* still queued */
+	/* SO_PEERCRED */
+	f = (struct inj_fail_nth){INJ_GETSOCKOPT, 1, ENOBUFS};
+	arm(inj_plan_fail_nth, &f);
+	CHECK_ERR(chan_conn_peer_cred(s, &cred), CHAN_E_SYSTEM);
+	inj_set_plan(NULL, NULL);
+	CHECK_ERR(chan_conn_peer_cred(s, &cred), 0);
+	CHECK(cred.pid == getpid());
+	/* POLLNVAL from poll while waiting */
+	{
+		struct script sc = {INJ_POLL, chan_conn_fd(s),
+				    {{INJ_REVENTS, 0, POLLNVAL}}, 1, 0, PASS};
+		chan_msg *got = NULL;
+
+		arm(plan_script, &sc);
+		errno = 0;
+		CHECK_ERR(chan_conn_recv(s, &got, 1000), CHAN_E_SYSTEM);
+		CHECK(errno == EBADF);
+		inj_set_plan(NULL, NULL);
+	}
+	chan_conn_free(c);
+	chan_conn_free(s);
+	chan_listener_free(l);
+	/* the conn check's second getsockopt (SO_TYPE) */
+	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	m = chan_msg_new(NULL);
+	f = (struct inj_fail_nth){INJ_GETSOCKOPT, 2, ENOBUFS};
+	arm(inj_plan_fail_nth, &f);
+	CHECK(chan_handle(m, CHAN_KIND_CONN, sv[0]) == NULL);
+	inj_set_plan(NULL, NULL);
+	CHECK_ERR(chan_msg_error(m), CHAN_E_SYSTEM);
+	chan_msg_free(m);
+	/* chan_handle_take of a closed fd takes nothing */
+	REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+	close(p[0]);
+	m = chan_msg_new(NULL);
+	CHECK(chan_handle_take(m, CHAN_KIND_FD, p[0]) == NULL);
+	CHECK_ERR(chan_msg_error(m), CHAN_E_SYSTEM);
+	chan_msg_free(m);
+	close(p[1]);
+	close(sv[0]);
+	close(sv[1]);
+	CHECK(hu_count_fds() == before);
+}
+
 /* The peer's identity (sock_diag) cannot be had: sending a conn handle
  * still works and the netlink socket is closed. */
 static void
@@ -1564,6 +1823,8 @@ struct test {
 static const struct test tests[] = {
 	{"alloc_build_encode", test_alloc_build_encode, NULL},
 	{"alloc_decode", test_alloc_decode, NULL},
+	{"alloc_encode_handle_table", test_alloc_encode_handle_table, NULL},
+	{"alloc_decode_dense", test_alloc_decode_dense, NULL},
 	{"alloc_send", test_alloc_send, NULL},
 	{"alloc_recv", test_alloc_recv, NULL},
 	{"alloc_setup", test_alloc_setup, NULL},
@@ -1582,6 +1843,7 @@ static const struct test tests[] = {
 	{"peer_close_every_offset", test_peer_close_every_offset, NULL},
 	{"recv_timeout_keeps_partial", test_recv_timeout_keeps_partial, NULL},
 	{"metadata_faults", test_metadata_faults, NULL},
+	{"setup_faults", test_setup_faults, NULL},
 	{"sock_diag_faults", test_sock_diag_faults, NULL},
 	/* Reproducers of FINDINGS.md.  An open finding carries its id ("F4")
 	 * here: while it fails it is reported as a known failure (exit status
