@@ -41,14 +41,17 @@ class TextFormTests(FdTestCase):
         for src, want in ok.items():
             self.assertEqual(text.loads(src), want, src)
         bad = {
-            "NaN": "INVALID_ARGUMENT", "[1,]": "INVALID_ARGUMENT", "1 2": "INVALID_ARGUMENT",
-            "9223372036854775808": "INVALID_ARGUMENT", "1e400": "INVALID_ARGUMENT",
-            '{"$int":"-0"}': "INVALID_ARGUMENT", '{"$int":"01"}': "INVALID_ARGUMENT", '{"$int":5}': "INVALID_ARGUMENT",
-            '{"$float":"nan"}': "INVALID_ARGUMENT", '{"$bytes":"aGl="}': "INVALID_ARGUMENT",
-            '{"$bytes":"aGk"}': "INVALID_ARGUMENT", '{"$fd":-1}': "INVALID_ARGUMENT", '{"$fd":1.0}': "INVALID_ARGUMENT",
-            '{"$x":1}': "INVALID_ARGUMENT", '{"$int":"1","a":2}': "INVALID_ARGUMENT",
+            "NaN": "INVALID_JSON", "[1,]": "INVALID_JSON", "1 2": "INVALID_JSON", "{'a':1}": "INVALID_JSON",
+            "01": "INVALID_JSON", "": "INVALID_JSON",
+            "9223372036854775808": "INVALID_TEXT", "1e400": "INVALID_TEXT",
+            '{"$int":"-0"}': "INVALID_TEXT", '{"$int":"01"}': "INVALID_TEXT", '{"$int":5}': "INVALID_TEXT",
+            '{"$float":"nan"}': "INVALID_TEXT", '{"$bytes":"aGl="}': "INVALID_TEXT",
+            '{"$bytes":"aGk"}': "INVALID_TEXT", '{"$fd":-1}': "INVALID_TEXT", '{"$fd":1.0}': "INVALID_TEXT",
+            '{"$x":1}': "INVALID_TEXT", '{"$int":"1","a":2}': "INVALID_TEXT",
             '{"a":1,"a":2}': "DUPLICATE_KEY", '"\\ud800"': "INVALID_UTF8", '{"a\\u0000":1}': "INVALID_KEY",
             '[{"$fd":1}]': "HANDLE_INDEX_OUT_OF_RANGE", '[{"$fd":1},{"$fd":0}]': "HANDLE_INDEX_OUT_OF_ORDER",
+            "[" * 33 + "]" * 33: "DEPTH_EXCEEDED", "[" * 5000 + "]" * 5000: "DEPTH_EXCEEDED",
+            "[" + ",".join('{"$fd":%d}' % i for i in range(254)) + "]": "HANDLE_LIMIT_EXCEEDED",
         }
         for src, name in bad.items():
             with self.subTest(src):
@@ -59,6 +62,13 @@ class TextFormTests(FdTestCase):
             text.loads(b'"\xff"')
         with self.assertRaises(chan.UnreferencedHandle):
             text.loads('[{"$fd":0}]', handle_count=2)
+        self.assertEqual(text.loads("[" * 32 + "]" * 32), eval("[" * 32 + "]" * 32))
+        self.assertEqual(len(text.loads("[" + ",".join('{"$fd":%d}' % i for i in range(253)) + "]")), 253)
+        # streams (§12.4 rule 6)
+        self.assertEqual(list(text.iter_loads('1 2\n[3]{"a":null}"x"\ttrue ')), [1, 2, [3], {"a": None}, "x", True])
+        for bad_stream in ('1"a"', "[1] 2x", "nul"):
+            with self.assertRaises(chan.InvalidJson):
+                list(text.iter_loads(bad_stream))
 
     def chancodec(self, *args: str, data: bytes) -> bytes:
         tool = os.path.join(helpers.BUILD_DIR, "chancodec")

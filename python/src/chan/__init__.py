@@ -21,12 +21,12 @@ from ._codec import (DEFAULT_LIMITS, HARD_MAX_DEPTH, HARD_MAX_HANDLES, HARD_MAX_
                      KIND_FD, Fd, Handle, Header, Limits, decode, encode, parse_header)
 from ._conn import Client, Connection, Listener, PeerCred, Pipe
 from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, ChanError, ConnectionClosed,
-                      DepthExceeded, DuplicateKey, EmptyValue, FatalError, FrameError, HandleIndexOutOfOrder, InvalidKey,
-                      HandleIndexOutOfRange, HandleLimitExceeded, HandlesTruncated, InvalidArgument, InvalidUtf8,
-                      LocalError, Malformed, MisattachedHandles, NoMemory, Noncanonical, PayloadTooLarge,
-                      ReservedFieldNonzero, SelfSend, System, Timeout, TooFewHandles, TooManyHandles, Truncated,
-                      UnknownField, UnknownHandleKind, UnreferencedHandle, UnsupportedVersion, WouldBlock,
-                      WrongHandleKind)
+                      DepthExceeded, DuplicateKey, EmptyValue, FatalError, FrameError, HandleIndexOutOfOrder,
+                      HandleIndexOutOfRange, HandleLimitExceeded, HandlesTruncated, InvalidArgument, InvalidJson,
+                      InvalidKey, InvalidText, InvalidUtf8, LocalError, Malformed, MisattachedHandles, NoMemory,
+                      Noncanonical, PayloadTooLarge, ReservedFieldNonzero, SelfSend, System, Timeout, TooFewHandles,
+                      TooManyHandles, Truncated, UnknownField, UnknownHandleKind, UnreferencedHandle,
+                      UnsupportedVersion, WouldBlock, WrongHandleKind)
 
 __version__ = "0.1.0"
 WIRE_VERSION = 1
@@ -42,5 +42,5 @@ __all__ = [
     "EmptyValue", "DepthExceeded", "InvalidUtf8", "DuplicateKey", "UnknownHandleKind", "WrongHandleKind",
     "HandleIndexOutOfRange", "HandleIndexOutOfOrder", "UnreferencedHandle", "HandlesTruncated",
     "MisattachedHandles", "SelfSend", "ConnectionClosed", "Timeout", "WouldBlock", "NoMemory", "System",
-    "InvalidArgument", "BufferTooSmall", "InvalidKey",
+    "InvalidArgument", "BufferTooSmall", "InvalidKey", "InvalidJson", "InvalidText",
 ]

@@ -47,6 +47,8 @@ REGISTRY: Tuple[Tuple[int, str, str, str], ...] = (
     (29, "INVALID_ARGUMENT", "11.3", "local"),
     (30, "BUFFER_TOO_SMALL", "11.3", "local"),
     (31, "INVALID_KEY", "4.1", "frame"),
+    (32, "INVALID_JSON", "12.4", "local"),
+    (33, "INVALID_TEXT", "12.4", "local"),
 )
 
 
@@ -113,7 +115,7 @@ BY_CODE: Dict[int, Type[ChanError]] = {}
 
 
 def _class_name(name: str) -> str:
-    special = {"INVALID_UTF8": "InvalidUtf8"}
+    special = {"INVALID_UTF8": "InvalidUtf8", "INVALID_JSON": "InvalidJson"}
     if name in special:
         return special[name]
     return "".join(part.capitalize() for part in name.split("_"))
@@ -185,3 +187,5 @@ System: Type[LocalError] = BY_NAME["SYSTEM"]  # type: ignore[assignment]
 InvalidArgument: Type[LocalError] = BY_NAME["INVALID_ARGUMENT"]  # type: ignore[assignment]
 BufferTooSmall: Type[LocalError] = BY_NAME["BUFFER_TOO_SMALL"]  # type: ignore[assignment]
 InvalidKey: Type[FrameError] = BY_NAME["INVALID_KEY"]  # type: ignore[assignment]
+InvalidJson: Type[LocalError] = BY_NAME["INVALID_JSON"]  # type: ignore[assignment]
+InvalidText: Type[LocalError] = BY_NAME["INVALID_TEXT"]  # type: ignore[assignment]

@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Dict, List, Tuple
 
-from ._codec import KIND_CONN, KIND_FD, Handle
+from ._codec import HARD_MAX_DEPTH, HARD_MAX_HANDLES, KIND_CONN, KIND_FD, Handle
 from ._errors import error
 
 _MAX_SAFE = (1 << 53) - 1
@@ -156,7 +156,7 @@ def _pairs_hook(pairs: List[Tuple[str, Any]]) -> Any:
 
 
 def _bad_constant(name: str) -> Any:
-    raise error("INVALID_ARGUMENT", f"{name} is not JSON; write {{\"$float\":\"{name}\"}}")
+    raise error("INVALID_JSON", f"{name} is not JSON; write {{\"$float\":\"{name}\"}}")
 
 
 def _check_str(s: str) -> str:
@@ -167,34 +167,38 @@ def _check_str(s: str) -> str:
     return s
 
 
-def _resolve(v: Any) -> Any:
+def _resolve(v: Any, depth: int = 1) -> Any:
     t = type(v)
     if t is str:
         return _check_str(v)
     if t is int:
         if v < -(1 << 63) or v >= (1 << 63):
-            raise error("INVALID_ARGUMENT", f"integer {v} does not fit in 64 bits")
+            raise error("INVALID_TEXT", f"integer {v} does not fit in 64 bits")
         return v
     if t is list:
-        return [_resolve(x) for x in v]
+        if v and depth >= HARD_MAX_DEPTH:
+            raise error("DEPTH_EXCEEDED", f"values nest deeper than {HARD_MAX_DEPTH}", scope="local")
+        return [_resolve(x, depth + 1) for x in v]
     if t is _Raw:
         pairs = v.pairs
         if len(pairs) == 1 and pairs[0][0] in _MARKERS:
             return _marker(pairs[0][0], pairs[0][1])
+        if pairs and depth >= HARD_MAX_DEPTH:
+            raise error("DEPTH_EXCEEDED", f"values nest deeper than {HARD_MAX_DEPTH}", scope="local")
         out: Dict[str, Any] = {}
         for k, x in pairs:
             if k.startswith("$"):
                 if not k.startswith("$$"):
-                    raise error("INVALID_ARGUMENT", f"key {k!r} starts with '$' but is not a marker")
+                    raise error("INVALID_TEXT", f"key {k!r} starts with '$' but is not a marker")
                 k = k[1:]
             if k in out:
                 raise error("DUPLICATE_KEY", f"text form object repeats the key {k!r}")
             if "\x00" in k:
                 raise error("INVALID_KEY", "a map key cannot contain U+0000")
-            out[_check_str(k)] = _resolve(x)
+            out[_check_str(k)] = _resolve(x, depth + 1)
         return out
     if t is float and math.isinf(v):
-        raise error("INVALID_ARGUMENT", "a JSON number that rounds to infinity; write {\"$float\":\"Infinity\"}")
+        raise error("INVALID_TEXT", "a JSON number that rounds to infinity; write {\"$float\":\"Infinity\"}")
     return v  # None, bool, float
 
 
@@ -204,7 +208,7 @@ def _marker(key: str, arg: Any) -> Any:
             v = int(arg)
             if -(1 << 63) <= v < (1 << 63):
                 return v
-        raise error("INVALID_ARGUMENT", f"bad $int {arg!r}")
+        raise error("INVALID_TEXT", f"bad $int {arg!r}")
     if key == "$float":
         if arg == "NaN":
             return math.nan
@@ -212,7 +216,7 @@ def _marker(key: str, arg: Any) -> Any:
             return math.inf
         if arg == "-Infinity":
             return -math.inf
-        raise error("INVALID_ARGUMENT", f"bad $float {arg!r}")
+        raise error("INVALID_TEXT", f"bad $float {arg!r}")
     if key == "$bytes":
         if type(arg) is str:
             try:
@@ -222,11 +226,11 @@ def _marker(key: str, arg: Any) -> Any:
             # padded, and the unused bits of the last symbol zero: only the canonical form
             if raw is not None and base64.b64encode(raw).decode("ascii") == arg:
                 return raw
-        raise error("INVALID_ARGUMENT", f"bad $bytes {arg!r}")
+        raise error("INVALID_TEXT", f"bad $bytes {arg!r}")
     # $fd / $conn
     if type(arg) is int and arg >= 0:
         return Handle(KIND_FD if key == "$fd" else KIND_CONN, arg)
-    raise error("INVALID_ARGUMENT", f"bad {key} {arg!r}")
+    raise error("INVALID_TEXT", f"bad {key} {arg!r}")
 
 
 def _check_indices(v: Any, state: List[int], count: int) -> None:
@@ -263,8 +267,16 @@ def loads(text: Any, *, handle_count: Any = None, check_handles: bool = True) ->
     SPEC.md §6.2 against handle_count (default: the number of markers):
     HANDLE_INDEX_OUT_OF_RANGE, HANDLE_INDEX_OUT_OF_ORDER, UNREFERENCED_HANDLE."""
     value = _loads(text)
+    return _finish(value, handle_count, check_handles)
+
+
+def _finish(value: Any, handle_count: Any, check_handles: bool) -> Any:
+    markers = _count_markers(value)
+    if markers > HARD_MAX_HANDLES:
+        raise error("HANDLE_LIMIT_EXCEEDED", f"{markers} handle markers: more than {HARD_MAX_HANDLES}",
+                    scope="local")
     if check_handles:
-        count = _count_markers(value) if handle_count is None else handle_count
+        count = markers if handle_count is None else handle_count
         state = [-1, 0]
         _check_indices(value, state, count)
         if state[1] < count:
@@ -280,8 +292,44 @@ def _loads(text: Any) -> Any:
             raise error("INVALID_UTF8", "text form input is not valid UTF-8") from None
     try:
         raw = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_bad_constant)
+    except RecursionError:
+        raise error("DEPTH_EXCEEDED", f"values nest deeper than {HARD_MAX_DEPTH}", scope="local") from None
     except ValueError as exc:
         if hasattr(exc, "name"):
             raise
-        raise error("INVALID_ARGUMENT", f"not JSON: {exc}") from None
+        raise error("INVALID_JSON", f"not JSON: {exc}") from None
     return _resolve(raw)
+
+
+_WS = " \t\n\r"
+
+
+def iter_loads(text: Any, *, check_handles: bool = True) -> Any:
+    """The documents of a text-form stream (SPEC.md §12.4 rule 6), one after another:
+    separated by JSON whitespace; a number, true, false or null must be followed by
+    whitespace or the end (``1 2`` is two documents, ``1"a"`` is rejected)."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise error("INVALID_UTF8", "text form input is not valid UTF-8") from None
+    dec = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_bad_constant)
+    pos = 0
+    n = len(text)
+    while True:
+        while pos < n and text[pos] in _WS:
+            pos += 1
+        if pos >= n:
+            return
+        try:
+            raw, end = dec.raw_decode(text, pos)
+        except RecursionError:
+            raise error("DEPTH_EXCEEDED", f"values nest deeper than {HARD_MAX_DEPTH}", scope="local") from None
+        except ValueError as exc:
+            if hasattr(exc, "name"):
+                raise
+            raise error("INVALID_JSON", f"not JSON: {exc}") from None
+        if end < n and text[end] not in _WS and text[pos] not in "[{\"":
+            raise error("INVALID_JSON", f"a scalar document must be followed by whitespace (offset {end})")
+        pos = end
+        yield _finish(_resolve(raw), None, check_handles)
