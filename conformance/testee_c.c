@@ -174,7 +174,7 @@ static int b64val(int c)
 static chan_value *from_bytes(chan_msg *m, const char *s, size_t n, int *err)
 {
 	if (n % 4) {
-		*err = CHAN_E_INVALID_ARGUMENT;
+		*err = CHAN_E_INVALID_TEXT;
 		return NULL;
 	}
 	unsigned char *b = malloc(n / 4 * 3 + 1);
@@ -186,7 +186,7 @@ static chan_value *from_bytes(chan_msg *m, const char *s, size_t n, int *err)
 		int pad = (s[i + 2] == '=') + (s[i + 3] == '=');
 		if (v[0] < 0 || v[1] < 0 || v[2] < 0 || v[3] < 0 || (s[i + 2] == '=' && s[i + 3] != '=')) {
 			free(b);
-			*err = CHAN_E_INVALID_ARGUMENT;
+			*err = CHAN_E_INVALID_TEXT;
 			return NULL;
 		}
 		unsigned w = (unsigned)(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
@@ -216,13 +216,24 @@ static void ws(struct rd *r)
 }
 
 /* The first error wins: a failed chan_* constructor poisons the message
- * with its own error (e.g. WRONG_HANDLE_KIND); anything else is bad input. */
+ * with its own error (e.g. WRONG_HANDLE_KIND); anything else is input that
+ * is not JSON (SPEC.md §12.4 rule 4). */
 static int bad(struct rd *r)
 {
 	if (!r->err)
 		r->err = chan_msg_error(r->m);
 	if (!r->err)
-		r->err = CHAN_E_INVALID_ARGUMENT;
+		r->err = CHAN_E_INVALID_JSON;
+	return -1;
+}
+
+/* JSON, but not the text form of a value (a bad marker, a bare "$" key). */
+static int bad_text(struct rd *r)
+{
+	if (!r->err)
+		r->err = chan_msg_error(r->m);
+	if (!r->err)
+		r->err = CHAN_E_INVALID_TEXT;
 	return -1;
 }
 
@@ -344,7 +355,7 @@ static chan_value *jnumber(struct rd *r)
 		isfloat = 1;
 		q++;
 		if (q >= r->end || !(*q >= '0' && *q <= '9'))
-			return bad(r), NULL;
+			return bad_text(r), NULL;
 		while (q < r->end && *q >= '0' && *q <= '9')
 			q++;
 	}
@@ -354,7 +365,7 @@ static chan_value *jnumber(struct rd *r)
 		if (q < r->end && (*q == '+' || *q == '-'))
 			q++;
 		if (q >= r->end || !(*q >= '0' && *q <= '9'))
-			return bad(r), NULL;
+			return bad_text(r), NULL;
 		while (q < r->end && *q >= '0' && *q <= '9')
 			q++;
 	}
@@ -383,12 +394,12 @@ static chan_value *marker(struct rd *r, const char *key)
 		const char *q = r->p;
 		long idx = 0;
 		if (q >= r->end || !(*q >= '0' && *q <= '9'))
-			return bad(r), NULL;
+			return bad_text(r), NULL;
 		while (q < r->end && *q >= '0' && *q <= '9' && idx < 100000)
 			idx = idx * 10 + (*q++ - '0');
 		r->p = q;
 		if (idx >= r->nfds)
-			return bad(r), NULL;
+			return bad_text(r), NULL;
 		return chan_handle(r->m, key[1] == 'f' ? CHAN_KIND_FD : CHAN_KIND_CONN, r->fds[idx]);
 	}
 	if (jstring(r, &s, &n))
@@ -414,7 +425,7 @@ static chan_value *marker(struct rd *r, const char *key)
 	}
 	free(s);
 	if (!v)
-		bad(r);
+		bad_text(r);
 	return v;
 }
 
@@ -457,7 +468,7 @@ static chan_value *jobject(struct rd *r, int depth)
 		if (k[0] == '$') {
 			if (k[1] != '$') {
 				free(k);
-				return bad(r), NULL;
+				return bad_text(r), NULL;
 			}
 			key++;
 			kl--;

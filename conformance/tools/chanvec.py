@@ -2,7 +2,7 @@
 
 Shared by vecgen.py (writes the vectors) and vecheck.py (re-verifies them).
 Nothing here uses libchan: this is an independent second implementation of
-the rules of spec/DESIGN-NOTES.md (SPEC.md §5-§9, §12) written from the text,
+the rules of SPEC.md (§5-§9, §12) written from the text,
 so that the vectors are not just "whatever libchan does".
 
 Grammar of .vec files: spec/vectors.md.

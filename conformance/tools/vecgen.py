@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """vecgen: writes conformance/vectors/*.vec.
 
-Every byte is computed here, from the rules of spec/DESIGN-NOTES.md (SPEC.md
-§5-§8), by a small annotated encoder that knows nothing of libchan.
+Every byte is computed here, from the rules of SPEC.md
+(§5-§8), by a small annotated encoder that knows nothing of libchan.
 vecheck.py then re-verifies every file independently (Google's protobuf
 runtime for the payload bytes, a reference decoder for every verdict).
 

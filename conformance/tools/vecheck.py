@@ -219,9 +219,7 @@ def coverage(root, cases, errs):
         for pat in how.split():
             if not fnmatch.filter(names | {n + "@stream" for n in names}, pat):
                 errs.append("musts.tsv: %r names no case" % pat)
-    docs = [os.path.join(root, "spec", "DESIGN-NOTES.md")]
-    if os.path.exists(os.path.join(root, "SPEC.md")):
-        docs.append(os.path.join(root, "SPEC.md"))
+    docs = [os.path.join(root, "SPEC.md")]
     n = 0
     for d in docs:
         for sec, s in must_sentences(d):
