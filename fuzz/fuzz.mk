@@ -75,14 +75,15 @@ $(FUZZ_DIR)/textform_fuzz: $(FUZZ_DIR)/obj/textform_fuzz.o $(FUZZ_DIR)/obj/textf
 
 # Seeds: the conformance vectors and generated frames (never committed).
 FUZZ_VECS := $(sort $(wildcard conformance/vectors/*.vec))
+FUZZ_JSONS := $(sort $(wildcard tools/tests/*.json tools/tests/golden/*.json))
 $(FUZZ_DIR)/seedgen: fuzz/seedgen.c c/include/chan.h $(LIBCHAN_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBCHAN_A) $(ALL_LDFLAGS) -lm -lpthread
 
-$(FUZZ_DIR)/seeds.stamp: fuzz/vec2corpus.py $(FUZZ_VECS) $(FUZZ_DIR)/seedgen
+$(FUZZ_DIR)/seeds.stamp: fuzz/vec2corpus.py $(FUZZ_VECS) $(FUZZ_JSONS) $(FUZZ_DIR)/seedgen
 	rm -rf $(FUZZ_DIR)/seeds
 	mkdir -p $(FUZZ_DIR)/seeds/decode_fuzz $(FUZZ_DIR)/seeds/stream_fuzz $(FUZZ_DIR)/seeds/textform_fuzz
-	/usr/bin/python3 fuzz/vec2corpus.py $(FUZZ_DIR)/seeds/vec $(FUZZ_VECS)
+	/usr/bin/python3 fuzz/vec2corpus.py $(FUZZ_DIR)/seeds/vec $(FUZZ_VECS) --json $(FUZZ_JSONS)
 	$(FUZZ_DIR)/seedgen $(FUZZ_DIR)/seeds/gen 300
 	for t in decode stream textform; do \
 		for d in vec gen; do \

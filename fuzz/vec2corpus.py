@@ -2,7 +2,10 @@
 """vec2corpus.py - seed corpora for the fuzz targets from the conformance
 vectors (conformance/vectors/*.vec, grammar in spec/vectors.md).
 
-usage: vec2corpus.py OUTDIR VECFILE...
+usage: vec2corpus.py OUTDIR VECFILE... [--json JSONFILE...]
+
+Files after --json are text-form documents (tools/tests): each line is a
+textform seed, and so is the whole file.
 
 Writes OUTDIR/decode/<case>, OUTDIR/stream/<case> and OUTDIR/textform/<case>
 in the input layouts of fuzz/decode_fuzz.c, fuzz/stream_fuzz.c and
@@ -131,7 +134,21 @@ def main():
         sys.exit(__doc__)
     out = sys.argv[1]
     counts = {"decode": 0, "stream": 0, "textform": 0}
-    for path in sys.argv[2:]:
+    args = sys.argv[2:]
+    jsons = []
+    if "--json" in args:
+        k = args.index("--json")
+        args, jsons = args[:k], args[k + 1:]
+    for path in jsons:
+        with open(path, "rb") as f:
+            whole = f.read()
+        write(os.path.join(out, "textform"), os.path.basename(path), whole)
+        counts["textform"] += 1
+        for i, line in enumerate(whole.splitlines()):
+            if line.strip():
+                write(os.path.join(out, "textform"), "%s-%d" % (os.path.basename(path), i), line)
+                counts["textform"] += 1
+    for path in args:
         for c in parse(path):
             if c["has_bytes"] and c["bytes"]:
                 s = decode_seed(c)
