@@ -7,7 +7,7 @@
 
 #include "bench.h"
 
-struct bench_opts bench_opt = {.reps = 7, .run_ms = 20.0};
+struct bench_opts bench_opt = {.reps = 9, .run_ms = 20.0};
 
 int
 bench_parse_args(int argc, char **argv)

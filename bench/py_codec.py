@@ -87,7 +87,7 @@ def measure(stmt, reps, run_s, smoke):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--ms", type=float, default=20.0)
     ap.add_argument("--only")
     a = ap.parse_args()

@@ -86,7 +86,7 @@ ALL = os.sched_getaffinity(0)
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--ms", type=float, default=100.0)
     a = ap.parse_args()
     cpus = sorted(ALL)

@@ -573,7 +573,7 @@ scaling_cases(void)
 	static const enum impl pr[] = {IMPL_CHAN_PRE, IMPL_RAW};
 	static const uint32_t all_nfds[] = {0, 1, 2, 4, 8, 16, 32, 64, 128, 253};
 	static const uint32_t smoke_nfds[] = {0, 1, 253};
-	int reps = bench_opt.reps > 5 ? 5 : bench_opt.reps;
+	int reps = bench_opt.reps > 7 ? 7 : bench_opt.reps;
 	double ms = bench_opt.run_ms * 0.6;
 	char name[64];
 
