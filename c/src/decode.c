@@ -219,6 +219,23 @@ finish_container(struct dec *d, chan_value *v, chan_value *first, uint32_t n)
 	return true;
 }
 
+/* A new node of the tree; the caller sets its contents. */
+static inline chan_value *
+dec_node(struct dec *d, unsigned type)
+{
+	chan_value *v = dec_alloc(d, sizeof(*v));
+
+	if (v) {
+		v->type = (uint8_t)type;
+		v->kind = 0;
+		v->attached = 1;
+		v->key = NULL;
+		v->key_len = 0;
+		v->msg = d->msg;
+	}
+	return v;
+}
+
 /* A Value that is a one-byte int or bool (the commonest list item and map
  * value), built without the general walk.  NULL: take the general path. */
 static inline chan_value *
@@ -230,56 +247,13 @@ dec_small_scalar(struct dec *d, const uint8_t *p, uint64_t len)
 	    (p[0] != (CHAN_INT << 3 | WT_VARINT) &&
 	     (p[0] != (CHAN_BOOL << 3 | WT_VARINT) || p[1] > 1)))
 		return NULL;
-	if (!(v = dec_alloc(d, sizeof(*v))))
+	if (!(v = dec_node(d, p[0] >> 3)))
 		return NULL;
-	v->type = (uint8_t)(p[0] >> 3);
-	v->kind = 0;
-	v->attached = 1;
-	v->key = NULL;
-	v->key_len = 0;
-	v->msg = d->msg;
 	if (v->type == CHAN_INT)
 		v->u.i = zigzag_decode(p[1]);
 	else
 		v->u.b = p[1];
 	return v;
-}
-
-static bool
-dec_list(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uint32_t depth)
-{
-	chan_value *first = NULL, *last = NULL, *item;
-	uint32_t n = 0;
-	uint64_t len;
-	int r;
-
-	while (p < end) {
-		if (*p != (F_LIST_ITEMS << 3 | WT_LEN)) {
-			fail_dec(d, field_error(p, end, &LIST_DEF, n ? F_LIST_ITEMS : 0));
-			return false;
-		}
-		p++;
-		if ((r = read_len(&p, end, &len)) < 0) {
-			fail_dec(d, r);
-			return false;
-		}
-		if (depth + 1 > d->max_depth) {
-			fail_dec(d, CHAN_E_DEPTH_EXCEEDED);
-			return false;
-		}
-		if (!(item = dec_small_scalar(d, p, len)) &&
-		    (d->error || !(item = dec_value(d, p, p + len, depth + 1))))
-			return false;
-		p += len;
-		item->aux.next = NULL;
-		if (last)
-			last->aux.next = item;
-		else
-			first = item;
-		last = item;
-		n++;
-	}
-	return finish_container(d, v, first, n);
 }
 
 static bool
@@ -380,17 +354,20 @@ dec_entry(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 	return v;
 }
 
+/* List.items or Map.entries: one repeated LEN field 1, in order. */
 static bool
-dec_map(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uint32_t depth)
+dec_container(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end,
+	      uint32_t depth)
 {
+	bool is_list = v->type == CHAN_LIST;
 	chan_value *first = NULL, *last = NULL, *item;
 	uint32_t n = 0;
 	uint64_t len;
 	int r;
 
 	while (p < end) {
-		if (*p != (F_MAP_ENTRIES << 3 | WT_LEN)) {
-			fail_dec(d, field_error(p, end, &MAP_DEF, n ? F_MAP_ENTRIES : 0));
+		if (*p != (1 << 3 | WT_LEN)) {
+			fail_dec(d, field_error(p, end, is_list ? &LIST_DEF : &MAP_DEF, n ? 1 : 0));
 			return false;
 		}
 		p++;
@@ -398,7 +375,15 @@ dec_map(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uint
 			fail_dec(d, r);
 			return false;
 		}
-		if (!(item = dec_entry(d, p, p + len, depth)))
+		if (!is_list) {
+			item = dec_entry(d, p, p + len, depth);
+		} else if (depth + 1 > d->max_depth) {
+			fail_dec(d, CHAN_E_DEPTH_EXCEEDED);
+			return false;
+		} else if (!(item = dec_small_scalar(d, p, len)) && !d->error) {
+			item = dec_value(d, p, p + len, depth + 1);
+		}
+		if (!item)
 			return false;
 		p += len;
 		item->aux.next = NULL;
@@ -411,7 +396,7 @@ dec_map(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end, uint
 	}
 	if (!finish_container(d, v, first, n))
 		return false;
-	if (!d->duplicate_key && !keys_unique(d, v)) {
+	if (!is_list && !d->duplicate_key && !keys_unique(d, v)) {
 		if (d->error)
 			return false;
 		d->duplicate_key = true; /* reported after the walk */
@@ -520,14 +505,8 @@ dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 		}
 	}
 	number = f.number;
-	if (!(v = dec_alloc(d, sizeof(*v))))
+	if (!(v = dec_node(d, number)))
 		return NULL;
-	v->type = (uint8_t)number;
-	v->kind = 0;
-	v->attached = 1;
-	v->key = NULL;
-	v->key_len = 0;
-	v->msg = d->msg;
 	switch (number) {
 	case CHAN_NULL:
 		if (f.value) {
@@ -564,12 +543,9 @@ dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 			return NULL;
 		break;
 	case CHAN_LIST:
-		v->u.c.index = NULL;
-		ok = dec_list(d, v, f.data, f.data + f.value, depth);
-		break;
 	case CHAN_MAP:
 		v->u.c.index = NULL;
-		ok = dec_map(d, v, f.data, f.data + f.value, depth);
+		ok = dec_container(d, v, f.data, f.data + f.value, depth);
 		break;
 	case CHAN_HANDLE:
 		ok = dec_handle(d, v, f.data, f.data + f.value);
