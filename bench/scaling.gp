@@ -31,15 +31,28 @@ plot for [p in pins] for [i in impls] f("oneway-size", i, p) using 1:2:3:4 with 
 unset logscale
 set format x "%g"
 set xrange [-5:260]
-set yrange [0:*]
 set xlabel "descriptors per frame"
+# Linear axes: scale to the medians, so one slow run (an error bar) does
+# not flatten every curve; such bars are clipped at the top.
+top = 0
+do for [p in pins] { do for [i in impls] {
+    stats f("rtt-fds", i, p) using 2 nooutput
+    top = (STATS_max > top) ? STATS_max : top
+} }
+set yrange [0:top * 1.5]
 set ylabel "µs per round trip"
-set title "Round-trip latency vs handles in the request"
+set title "Round-trip latency vs handles in the request (bars clipped at 1.5x the top median)"
 plot for [p in pins] for [i in impls] f("rtt-fds", i, p) using 1:2:3:4 with yerrorlines \
      lc rgb lc(p) dt dt(i) pt pt(i) title t(i, p)
 
+top = 0
+do for [p in pins] { do for [i in impls] {
+    stats f("oneway-fds", i, p) using 2 nooutput
+    top = (STATS_max > top) ? STATS_max : top
+} }
+set yrange [0:top * 1.5]
 set ylabel "µs per frame (1 / throughput)"
-set title "One-way cost per frame vs handles per frame"
+set title "One-way cost per frame vs handles per frame (bars clipped likewise)"
 plot for [p in pins] for [i in impls] f("oneway-fds", i, p) using 1:2:3:4 with yerrorlines \
      lc rgb lc(p) dt dt(i) pt pt(i) title t(i, p)
 unset multiplot
