@@ -612,6 +612,11 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
     L.append("- **Toolchain**: %s, -O2; %s" % (mach["cc"], mach["python"]))
     L.append("- **libchan**: commit %s%s" % (mach["commit"], " + uncommitted changes in c/" if mach["dirty"] else ""))
     L.append("- **Load average** (1/5/15 min) before: %s, after: %s" % (load_before, load_after))
+    sc = [r for r in rows if r.get("group") == "machine"]
+    if sc:
+        L.append("- **System call cost** on this machine during the run: " + ", ".join(
+            "`%s` %s" % (r["impl"] + "()" if r["impl"] == "getppid" else r["impl"], fmt_ns(r["med"]))
+            for r in sc) + " (median; the unit most transport overheads below are counted in)")
     L.append("")
     L.append("Every figure is the median of repeated timed runs, with the fastest and slowest run "
              "in brackets; compared implementations run interleaved in the same process run, so "

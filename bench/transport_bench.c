@@ -647,6 +647,50 @@ run_mode(const char *label, int server_cpu, int do_main, int do_scale)
 	bench_pin(-1);
 }
 
+/* What a system call costs on this machine: the unit most transport
+ * overheads are counted in (page-table isolation on a VM makes it large). */
+static void
+syscall_n(void *ctx, uint64_t n)
+{
+	int fd = *(int *)ctx;
+
+	for (uint64_t k = 0; k < n; k++) {
+		if (fd < 0) {
+			(void)getppid();
+		} else {
+			int d = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+			BENCH_CHECK(d >= 0);
+			close(d);
+		}
+	}
+}
+
+static void
+syscall_cost(void)
+{
+	int fds[2] = {-1, pool[0]};
+	const char *names[2] = {"getppid", "dup+close"};
+
+	for (int k = 0; k < 2; k++) {
+		double ns[16];
+		int reps = bench_opt.reps < 16 ? bench_opt.reps : 16;
+		uint64_t n = bench_calibrate(syscall_n, &fds[k], 100, 10000000);
+		struct bench_stats st;
+
+		if (bench_opt.iters) /* profiling runs: not this */
+			return;
+		for (int r = 0; r < reps; r++) {
+			uint64_t t0 = bench_now_ns();
+
+			syscall_n(&fds[k], n);
+			ns[r] = (double)(bench_now_ns() - t0) / (double)n;
+		}
+		bench_stats_of(ns, reps, &st);
+		bench_emit("machine", "syscall", names[k], "call", "-", &st, 0, -1, n);
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -686,6 +730,7 @@ main(int argc, char **argv)
 	}
 	printf("# transport: chan %s, %ld CPUs, RLIMIT_NOFILE %llu\n", chan_version(), ncpu,
 	       (unsigned long long)nofile_limit);
+	syscall_cost();
 	run_mode("1cpu", 0, do_main, do_scale);
 	if (ncpu > 1)
 		run_mode("2cpu", 1, do_main, do_scale);
