@@ -238,8 +238,9 @@ CHAN_EXPORT enum chan_type chan_value_type(const chan_value *v);
 CHAN_EXPORT int chan_value_bool(const chan_value *v);
 CHAN_EXPORT int64_t chan_value_int(const chan_value *v);
 CHAN_EXPORT double chan_value_float(const chan_value *v);
-/* String and bytes contents: a pointer into the message (NUL-terminated as a
- * convenience; strings may also contain U+0000, so use *ret_len). */
+/* String and bytes contents, owned by the message.  Strings are
+ * NUL-terminated as a convenience (they may also contain U+0000, so use
+ * *ret_len); bytes are not guaranteed to be (see CHAN_DECODE_BORROW). */
 CHAN_EXPORT const char *chan_value_string(const chan_value *v, size_t *ret_len);
 CHAN_EXPORT const void *chan_value_bytes(const chan_value *v, size_t *ret_len);
 /* Number of items of a list or entries of a map; 0 for other types. */
@@ -313,7 +314,13 @@ enum chan_decode_flags {
 	 * fd -1, but every index rule is still checked against the header's
 	 * handle count.  For tools that read captured frames. */
 	CHAN_DECODE_DETACHED = 1u << 0,
+	/* Bytes values of CHAN_BORROW_MIN bytes or more point into buf instead
+	 * of being copied: buf must stay valid and unchanged for the life of
+	 * the message.  (A connection uses this for large frames and hands its
+	 * receive buffer to the message.) */
+	CHAN_DECODE_BORROW = 1u << 1,
 };
+#define CHAN_BORROW_MIN 4096u
 
 /*
  * Decode exactly one frame from the start of buf.  fds/nfds are the

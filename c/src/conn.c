@@ -885,6 +885,7 @@ chan_conn_recv(chan_conn *c, chan_msg **ret_msg, int timeout_ms)
 {
 	struct deadline d;
 	chan_msg *msg = NULL;
+	bool large;
 	int r;
 
 	if (!c || !ret_msg)
@@ -918,12 +919,23 @@ chan_conn_recv(chan_conn *c, chan_msg **ret_msg, int timeout_ms)
 	/* A whole frame.  On NO_MEMORY the decoder leaves the descriptors
 	 * open and the frame stays here, so the next call decodes it again
 	 * (NO_MEMORY is a local error: nothing is lost). */
-	r = chan__decode(c->rbuf, c->rsize, c->fds, c->nfds, 0, &c->limits,
-			 c->has_allocator ? &c->allocator : NULL, &msg, NULL, true);
+	/* A large frame's bytes values are not copied: the message borrows
+	 * them and takes the receive buffer (one copy fewer per large frame;
+	 * the next one is read into a new buffer). */
+	large = c->rsize - CHAN_HEADER_SIZE > KEEP_BUFFER;
+	r = chan__decode(c->rbuf, c->rsize, c->fds, c->nfds, large ? CHAN_DECODE_BORROW : 0,
+			 &c->limits, c->has_allocator ? &c->allocator : NULL, &msg, NULL,
+			 true);
 	if (r == CHAN_E_NO_MEMORY)
 		goto out;
 	c->nfds = 0; /* chan_decode took them */
-	trim(&c->rbuf, &c->rcap, c->rsize, &c->rbuf_idle);
+	if (r == 0 && msg->borrowed) {
+		msg->adopted = c->rbuf;
+		c->rbuf = NULL;
+		c->rcap = 0;
+	} else {
+		trim(&c->rbuf, &c->rcap, c->rsize, &c->rbuf_idle);
+	}
 	c->rgot = c->rsize = 0;
 	if (r < 0)
 		goto out;

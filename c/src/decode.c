@@ -140,6 +140,7 @@ struct dec {
 	uint32_t refs;
 	int error;          /* the first error; the walk stops there */
 	bool duplicate_key; /* reported after the walk (SPEC.md §7.3 step 10) */
+	bool borrow;        /* CHAN_DECODE_BORROW */
 };
 
 /* The precise error for a field that the fast path did not expect: run
@@ -539,7 +540,10 @@ dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 		/* fall through */
 	case CHAN_BYTES:
 		v->u.s.n = f.value;
-		if (!(v->u.s.p = dec_text(d, f.data, f.value)))
+		if (d->borrow && number == CHAN_BYTES && f.value >= CHAN_BORROW_MIN) {
+			v->u.s.p = (const char *)f.data; /* the caller keeps buf alive */
+			d->msg->borrowed = true;
+		} else if (!(v->u.s.p = dec_text(d, f.data, f.value)))
 			return NULL;
 		break;
 	case CHAN_LIST:
@@ -611,7 +615,7 @@ chan__decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 	int r;
 
 	if (!ret_msg || (!buf && len) || (!fds && nfds) || (detached && nfds) ||
-	    (flags & ~(unsigned)CHAN_DECODE_DETACHED))
+	    (flags & ~(unsigned)(CHAN_DECODE_DETACHED | CHAN_DECODE_BORROW)))
 		return fail(CHAN_E_INVALID_ARGUMENT, fds, nfds);
 	/* SPEC.md §9.3: the frame-level checks, in order. */
 	if ((r = chan_header_parse(buf, len, &h)) < 0)
@@ -646,6 +650,7 @@ chan__decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 	d.msg->handle_count = d.msg->handle_cap = h.handle_count;
 	d.msg->handle_fds = arena_alloc(&d.msg->arena, (size_t)h.handle_count * sizeof(int));
 	d.max_depth = lim.max_depth;
+	d.borrow = flags & CHAN_DECODE_BORROW;
 	d.handle_count = h.handle_count;
 	d.prev_index = -1;
 

@@ -136,6 +136,8 @@ struct chan_msg {
 	int *handle_fds;          /* wire-order table after encode/decode */
 	uint32_t handle_count;
 	uint32_t handle_cap;
+	bool borrowed; /* decode left values pointing into its input buffer */
+	void *adopted; /* that buffer, when the message owns it (libc free) */
 };
 
 CHAN_HIDDEN void msg_init(chan_msg *msg, const struct chan_allocator *a);

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ chan_msg_free(chan_msg *msg)
 		if ((char *)msg >= lo && (char *)msg < hi)
 			owner = c;
 	}
+	free(msg->adopted);
 	a = msg->arena.allocator;
 	arena_release(&msg->arena, owner);
 	chan__free(&a, owner);

@@ -317,6 +317,59 @@ test_conn_handle_moves(void)
 	chan_conn_free(b);
 }
 
+/* Large frames: the message takes the receive buffer (its bytes are not
+ * copied) and stays intact while later frames are received; frames below
+ * the threshold, and frames with no large bytes value, are decoded as
+ * usual.  Sizes cross the 256 KiB receive-buffer threshold both ways. */
+static void *
+big_sender(void *arg)
+{
+	chan_conn *a = arg;
+	static const size_t sizes[] = {300000, 1000, 2 << 20, 300000, 100};
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		chan_msg *m = chan_msg_new(NULL);
+		uint8_t *buf = malloc(sizes[i]);
+
+		memset(buf, (int)(i + 1), sizes[i]);
+		chan_msg_set_root(m, chan_bytes(m, buf, sizes[i]));
+		free(buf);
+		if (send_free(a, m) < 0)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void
+test_large_frames_adopt_buffer(void)
+{
+	static const size_t sizes[] = {300000, 1000, 2 << 20, 300000, 100};
+	chan_msg *got[5] = {0};
+	chan_conn *a, *b;
+	pthread_t t;
+	void *ret;
+
+	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
+	CU_ASSERT_FATAL(pthread_create(&t, NULL, big_sender, a) == 0);
+	for (int i = 0; i < 5; i++)
+		CU_ASSERT_EQUAL(chan_conn_recv(b, &got[i], LONG_MS), 0);
+	pthread_join(t, &ret);
+	CU_ASSERT_PTR_NULL(ret);
+	/* every message still holds its own bytes after the later frames */
+	for (int i = 0; i < 5; i++) {
+		size_t n = 0;
+		const uint8_t *p = chan_value_bytes(chan_msg_root(got[i]), &n);
+		int same = p != NULL && n == sizes[i];
+
+		for (size_t k = 0; same && k < n; k++)
+			same = p[k] == i + 1;
+		CU_ASSERT(same);
+		chan_msg_free(got[i]);
+	}
+	chan_conn_free(a);
+	chan_conn_free(b);
+}
+
 /* Sending a connection over itself or over its own peer: SELF_SEND, and
  * nothing reaches the wire.  For a pair both ends are known; for accepted
  * and connected sockets the peer comes from sock_diag. */
@@ -919,6 +972,7 @@ CU_TestInfo conn_tests[] = {
 	{"round_trips", test_round_trips},
 	{"handles_outlive_sender", test_handles_outlive_sender},
 	{"handle_limits", test_handle_limits},
+	{"large_frames_adopt_buffer", test_large_frames_adopt_buffer},
 	{"concurrent_senders", test_concurrent_senders},
 	{"concurrent_receivers", test_concurrent_receivers},
 	{"nonblocking_poll", test_nonblocking_poll},

@@ -471,6 +471,39 @@ test_decode_allocation_bound(void)
 	free(frame);
 }
 
+/* CHAN_DECODE_BORROW: large bytes values point into the input, small ones
+ * and strings are copied. */
+static void
+test_decode_borrow(void)
+{
+	static uint8_t blob[CHAN_BORROW_MIN];
+	chan_msg *m = chan_msg_new(NULL), *d = NULL;
+	chan_value *l = chan_list(m);
+	uint8_t *frame;
+	size_t len, n;
+	const uint8_t *p;
+
+	memset(blob, 0xab, sizeof(blob));
+	chan_list_append(l, chan_bytes(m, blob, sizeof(blob)));
+	chan_list_append(l, chan_bytes(m, blob, sizeof(blob) - 1));
+	chan_list_append(l, chan_string(m, "text"));
+	chan_msg_set_root(m, l);
+	CU_ASSERT_EQUAL_FATAL(chan_test_encode(m, &frame, &len), 0);
+	chan_msg_free(m);
+	CU_ASSERT_EQUAL_FATAL(chan_decode(frame, len, NULL, 0, CHAN_DECODE_BORROW, NULL, NULL, &d,
+					  NULL),
+			      0);
+	p = chan_value_bytes(chan_value_at(chan_msg_root(d), 0), &n);
+	CU_ASSERT(n == sizeof(blob) && p > frame && p + n <= frame + len); /* borrowed */
+	p = chan_value_bytes(chan_value_at(chan_msg_root(d), 1), &n);
+	CU_ASSERT(n == sizeof(blob) - 1 && (p + n <= frame || p >= frame + len)); /* copied */
+	CU_ASSERT(memcmp(p, blob, n) == 0);
+	p = (const uint8_t *)chan_value_string(chan_value_at(chan_msg_root(d), 2), &n);
+	CU_ASSERT(p + n <= frame || p >= frame + len);
+	chan_msg_free(d);
+	free(frame);
+}
+
 /* Decoding stops at the frame: trailing bytes are the next frame's. */
 static void
 test_decode_reports_consumed(void)
@@ -513,6 +546,7 @@ CU_TestInfo decode_tests[] = {
 	{"253_handles", test_decode_253_handles},
 	{"one_allocation", test_decode_one_allocation},
 	{"allocation_bound", test_decode_allocation_bound},
+	{"borrow", test_decode_borrow},
 	{"reports_consumed", test_decode_reports_consumed},
 	{"invalid_arguments_close_fds", test_decode_invalid_arguments_close_fds},
 	CU_TEST_INFO_NULL,
