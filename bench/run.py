@@ -427,6 +427,17 @@ def targets(res, cg, pins, pybench):
                 add("large payload throughput vs raw (%s)" % impl, "%s %s" % (case, pin),
                     ratio(res.med("transport", case, impl, "oneway", pin),
                           res.med("transport", case, "raw", "oneway", pin)), 1.2)
+    # Scaling: chan-pre's cost must follow raw's along each sweep (a step in
+    # the ratio is a buffer or copy strategy breaking).
+    for kind in ("rtt-size", "oneway-size", "rtt-fds", "oneway-fds"):
+        for pin in pins:
+            rs = [c["med"] / r["med"] for _, c, r in scale_points(res, kind, pin) if c and r]
+            if not rs:
+                continue
+            lo, hi = min(rs), max(rs)
+            t.append(["scaling: chan-pre/raw along the sweep", "%s %s" % (kind, pin),
+                      "%.2fx–%.2fx" % (lo, hi), "no step (max ≤ 2x min)",
+                      "met" if hi <= 2 * lo else "STEP (or noise: see the bars)"])
     return ["target", "where", "measured (time ratio)", "goal", "verdict"], t
 
 
