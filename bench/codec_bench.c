@@ -20,6 +20,9 @@
  *                           no descriptors) + chan_msg_free
  *   chan    decode+pool     the same with an allocator hook that reuses
  *                           freed blocks (see pool_alloc)
+ *   chan    decode+borrow   the same with CHAN_DECODE_BORROW: bytes values
+ *                           of CHAN_BORROW_MIN bytes or more point into the
+ *                           input (as msgpack-c's do) instead of being copied
  *   pbc     encode/decode   protobuf_c_message_pack of a prebuilt typed
  *                           struct; unpack + free_unpacked
  *   msgpack encode/decode   sbuffer cleared, msgpack_pack_* from C data;
@@ -540,6 +543,17 @@ op_chan_decode_pool(struct codec_case *c)
 }
 
 static void
+op_chan_decode_borrow(struct codec_case *c)
+{
+	chan_msg *m = NULL;
+	int r = chan_decode(c->chan_frame, c->chan_len, NULL, 0,
+			    CHAN_DECODE_DETACHED | CHAN_DECODE_BORROW, NULL, NULL, &m, NULL);
+
+	sink += (size_t)r;
+	chan_msg_free(m);
+}
+
+static void
 op_pb_encode(struct codec_case *c)
 {
 	sink += protobuf_c_message_pack(c->pb, c->out);
@@ -589,6 +603,7 @@ static const struct op ops[] = {
 	{"chan", "build+encode", op_chan_build_encode},
 	{"chan", "decode", op_chan_decode},
 	{"chan", "decode+pool", op_chan_decode_pool},
+	{"chan", "decode+borrow", op_chan_decode_borrow},
 	{"pbc", "encode", op_pb_encode},
 	{"pbc", "decode", op_pb_decode},
 	{"msgpack", "encode", op_mp_encode},
@@ -686,6 +701,12 @@ case_check(struct codec_case *c)
 			v = chan_map_get(v, "k");
 		BENCH_CHECK(chan_value_int(v) == 42);
 	}
+	chan_msg_free(m);
+	m = NULL;
+	BENCH_CHECK(chan_decode(c->chan_frame, c->chan_len, NULL, 0,
+				CHAN_DECODE_DETACHED | CHAN_DECODE_BORROW, NULL, NULL, &m, NULL) == 0);
+	BENCH_CHECK(chan_encode(m, again, c->chan_len, &len) == 0 && len == c->chan_len);
+	BENCH_CHECK(memcmp(again, c->chan_frame, len) == 0);
 	chan_msg_free(m);
 
 	/* protobuf-c: unpack and repack to the same bytes. */

@@ -206,7 +206,7 @@ CODEC_CASES = ["repr", "4k", "1m", "list", "depth"]
 DECODE_MALLOC_BOUND = 7  # chan_decode's documented bound (chan.h)
 # chan's operations and the baseline operation each is compared with.
 CODEC_OPS = (("encode", "encode"), ("build+encode", "encode"), ("decode", "decode"),
-             ("decode+pool", "decode"))
+             ("decode+pool", "decode"), ("decode+borrow", "decode"))
 CODEC_CASE_TEXT = {
     "repr": "representative map (11 entries, 1 handle)",
     "4k": "44 records (~4 KiB)",
