@@ -7,7 +7,8 @@
  *            bit 1 custom limits from bytes 2-4, bit 2 take the first
  *            handle's fd out of the message before freeing it, bit 3
  *            decode with an allocator that fails its Nth allocation,
- *            N = 1 + (flags >> 4)
+ *            N = 1 + (flags >> 4); without bit 3, bit 4 decodes with
+ *            CHAN_DECODE_BORROW (large bytes values point into the input)
  *   byte 2   max_depth  = 1 + b % 32          (bit 1 only)
  *   byte 3   max_handles = 1 + b % 253        (bit 1 only)
  *   byte 4   max_payload: 0 default, 1..64 that many bytes, else
@@ -134,6 +135,37 @@ f_free(void *ctx, void *p)
 	free(p);
 }
 
+/* With CHAN_DECODE_BORROW, bytes values of CHAN_BORROW_MIN bytes or more
+ * point into the frame; every other string and bytes value is a copy. */
+static void
+check_borrow(const chan_value *v, const uint8_t *frame, size_t len, int borrow)
+{
+	const char *p = NULL;
+	size_t n = 0;
+	int inside;
+
+	switch (chan_value_type(v)) {
+	case CHAN_STRING:
+		p = chan_value_string(v, &n);
+		break;
+	case CHAN_BYTES:
+		p = chan_value_bytes(v, &n);
+		break;
+	case CHAN_LIST:
+	case CHAN_MAP:
+		for (size_t i = 0; i < chan_value_count(v); i++)
+			check_borrow(chan_value_at(v, i), frame, len, borrow);
+		return;
+	default:
+		return;
+	}
+	inside = (const uint8_t *)p >= frame && (const uint8_t *)p < frame + len;
+	if (borrow && chan_value_type(v) == CHAN_BYTES && n >= CHAN_BORROW_MIN)
+		CHECK(inside && (const uint8_t *)p + n <= frame + len);
+	else
+		CHECK(!inside || n == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
@@ -143,8 +175,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct chan_limits lim = {0}, eff;
 	const uint8_t *frame;
 	size_t flen, nfds, consumed = 0, ref_len = 0;
-	unsigned flags;
-	int detached, expect, r, before;
+	unsigned flags, dflags;
+	int detached, borrow, expect, r, before;
 	chan_msg *msg = NULL;
 	struct ref_input in;
 
@@ -155,6 +187,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	detached = flags & 1;
 	if (detached)
 		nfds = 0;
+	borrow = !(flags & 8) && (flags & 16);
+	dflags = (detached ? CHAN_DECODE_DETACHED : 0) | (borrow ? CHAN_DECODE_BORROW : 0);
 	if (flags & 2) {
 		lim.max_depth = 1 + data[2] % 32;
 		lim.max_handles = 1 + data[3] % 253;
@@ -215,8 +249,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		CHECK(f.live == 0);
 	} else {
-		r = chan_decode(frame, flen, nfds ? s.fds : NULL, nfds,
-				detached ? CHAN_DECODE_DETACHED : 0,
+		r = chan_decode(frame, flen, nfds ? s.fds : NULL, nfds, dflags,
 				(flags & 2) ? &lim : NULL, NULL, &msg, &consumed);
 	}
 	if (r != expect) {
@@ -248,6 +281,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			CHECK(tab[i] == (detached ? -1 : s.fds[i]));
 	}
 	check_oracle(frame + CHAN_HEADER_SIZE, consumed - CHAN_HEADER_SIZE);
+	check_borrow(chan_msg_root(msg), frame, consumed, borrow);
 
 	/* Canonical: re-encoding gives the input frame back, and so on. */
 	{
@@ -262,8 +296,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			dups[i] = fcntl(s.fds[i], F_DUPFD_CLOEXEC, 3);
 			CHECK(dups[i] >= 0);
 		}
-		r = chan_decode(enc1, len1, nfds ? dups : NULL, nfds,
-				detached ? CHAN_DECODE_DETACHED : 0,
+		r = chan_decode(enc1, len1, nfds ? dups : NULL, nfds, dflags,
 				(flags & 2) ? &lim : NULL, NULL, &msg2, NULL);
 		CHECK(r == 0);
 		CHECK(hu_value_equal(chan_msg_root(msg), chan_msg_root(msg2)));

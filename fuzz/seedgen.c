@@ -95,11 +95,13 @@ gen(chan_msg *m, struct plan *p, unsigned depth)
 		return chan_string(m, w);
 	}
 	case 5: {
-		unsigned n = below(20);
+		/* now and then one large enough for CHAN_DECODE_BORROW */
+		static char big[CHAN_BORROW_MIN + 64];
+		unsigned n = below(16) ? below(20) : CHAN_BORROW_MIN + below(64);
 
 		for (unsigned i = 0; i < n; i++)
-			buf[i] = (char)rnd();
-		return chan_bytes(m, buf, n);
+			big[i] = (char)rnd();
+		return chan_bytes(m, big, n);
 	}
 	case 6:
 		if (p->n < p->max) {
@@ -189,7 +191,8 @@ main(int argc, char **argv)
 
 		/* decode: [nfds][flags][limits x3][types][frame] */
 		out[o++] = (uint8_t)p.n;
-		out[o++] = below(8) == 0 ? 1 : 0; /* sometimes detached */
+		/* sometimes detached, sometimes CHAN_DECODE_BORROW */
+		out[o++] = (uint8_t)((below(8) == 0 ? 1 : 0) | (below(4) == 0 ? 16 : 0));
 		out[o++] = 0;
 		out[o++] = 0;
 		out[o++] = 0;
