@@ -14,7 +14,7 @@
 # into build/fuzz, whatever SANITIZE says; the library is compiled from
 # c/src for them with coverage instrumentation.
 
-DEB_PACKAGES += clang libclang-rt-14-dev libjansson-dev
+DEB_PACKAGES += clang libclang-rt-14-dev libjansson-dev llvm
 
 FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz
@@ -131,3 +131,29 @@ fuzz-smoke: fuzz-build
 	done
 TEST_TARGETS += fuzz-smoke
 CLEAN_DIRS += $(FUZZ_DIR)
+
+# Source coverage of each target's corpus (llvm-cov): every input of
+# build/fuzz/corpus, fuzz/corpus, the seeds and the regressions run once by
+# a coverage build of the target; prints line/region coverage per file.
+FUZZ_COV_DIR := $(FUZZ_DIR)/cov
+FUZZ_COV_CFLAGS := $(CSTD) -g -O0 -fprofile-instr-generate -fcoverage-mapping -fsanitize=fuzzer-no-link \
+	-Ic/include -Ic/src -Ihardening -Ifuzz -Itools -I$(FUZZ_DIR)/gen
+.PHONY: fuzz-coverage
+fuzz-coverage: fuzz-build
+	@rm -rf $(FUZZ_COV_DIR); mkdir -p $(FUZZ_COV_DIR)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		extra=""; libs="-lpthread"; \
+		case $$t in decode_fuzz) extra="fuzz/ref.c $(FUZZ_PB_C)"; libs="$(FUZZ_PBC_LIBS) -lpthread";; \
+			textform_fuzz) extra="tools/textform.c"; libs="$(FUZZ_JANSSON_LIBS) -lm -lpthread";; esac; \
+		clang $(FUZZ_COV_CFLAGS) $(FUZZ_JANSSON_CFLAGS) -fsanitize=fuzzer -o $(FUZZ_COV_DIR)/$$t \
+			fuzz/$$t.c hardening/util.c $$extra $(LIBCHAN_SRCS) $$libs; \
+		dirs=""; for d in $(FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t $(FUZZ_DIR)/seeds/$$t fuzz/regressions/$$t; do \
+			[ -d $$d ] && dirs="$$dirs $$d"; done; \
+		LLVM_PROFILE_FILE=$(FUZZ_COV_DIR)/$$t.profraw $(FUZZ_COV_DIR)/$$t -runs=0 -max_len=8192 $$dirs \
+			> $(FUZZ_COV_DIR)/$$t.log 2>&1; \
+		llvm-profdata merge -sparse $(FUZZ_COV_DIR)/$$t.profraw -o $(FUZZ_COV_DIR)/$$t.profdata; \
+		echo "== $$t: coverage of its corpus"; \
+		llvm-cov report $(FUZZ_COV_DIR)/$$t -instr-profile=$(FUZZ_COV_DIR)/$$t.profdata \
+			$(LIBCHAN_SRCS) $$( [ $$t = textform_fuzz ] && echo tools/textform.c ) | \
+			awk 'NR <= 2 || /TOTAL/ || / c\/src| tools\// || /^[a-z]/' ; \
+	done
