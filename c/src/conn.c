@@ -351,6 +351,7 @@ chan_conn_handle(chan_msg *msg, chan_conn **conn)
 	v = chan__handle_new(msg, CHAN_KIND_CONN, c->fd, HANDLE_KIND_KNOWN);
 	if (!v)
 		return NULL;
+	v->u.h.socket_id = atomic_load(&c->id); /* spares the self-send fstat */
 	c->fd = -1; /* the message owns the socket now */
 	*conn = chan_conn_free(c);
 	return v;
@@ -578,7 +579,7 @@ check_self_send(chan_conn *c, const chan_msg *msg, int check_peer)
 			continue;
 		if (!own && !(own = conn_id(c)))
 			return CHAN_E_SYSTEM;
-		if (chan_plat_socket_id(v->u.h.fd, &id) < 0)
+		if (!(id = v->u.h.socket_id) && chan_plat_socket_id(v->u.h.fd, &id) < 0)
 			return CHAN_E_SYSTEM;
 		if (id == own)
 			return CHAN_E_SELF_SEND;

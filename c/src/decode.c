@@ -443,6 +443,7 @@ dec_handle(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end)
 	v->kind = (uint8_t)kind;
 	v->u.h.index = (uint32_t)index;
 	v->u.h.fd = -1; /* attached after every check passed */
+	v->u.h.socket_id = 0;
 	msg_add_handle(d->msg, v);
 	return true;
 }

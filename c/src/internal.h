@@ -123,6 +123,7 @@ struct chan_value {
 			int fd;
 			uint32_t index;
 			chan_value *next; /* msg->handles_head list */
+			uint64_t socket_id; /* conn: its inode if known, else 0 */
 		} h;
 	} u;
 };

@@ -248,7 +248,7 @@ chan__handle_new(chan_msg *msg, enum chan_kind kind, int fd, unsigned flags)
 		poison(msg, r);
 		return NULL;
 	}
-	if (!(flags & HANDLE_DUP) && fcntl(fd, F_GETFD) < 0) {
+	if (!(flags & (HANDLE_DUP | HANDLE_KIND_KNOWN)) && fcntl(fd, F_GETFD) < 0) {
 		poison(msg, CHAN_E_SYSTEM); /* not an open fd: take nothing */
 		return NULL;
 	}
@@ -266,6 +266,7 @@ chan__handle_new(chan_msg *msg, enum chan_kind kind, int fd, unsigned flags)
 	}
 	v->kind = (uint8_t)kind;
 	v->u.h.fd = fd;
+	v->u.h.socket_id = 0;
 	msg_add_handle(msg, v);
 	return v;
 }

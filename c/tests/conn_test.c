@@ -305,6 +305,20 @@ test_conn_handle_moves(void)
 	chan_conn_free(back);
 	chan_conn_free(reply_to);
 
+	/* a moved endpoint carries its identity: sending it over its own peer
+	 * is still refused, with nothing on the wire */
+	{
+		chan_conn *x, *y;
+
+		CU_ASSERT_FATAL(chan_conn_pair(&x, &y) == 0);
+		m = chan_msg_new(NULL);
+		CU_ASSERT_EQUAL(chan_msg_set_root(m, chan_conn_handle(m, &y)), 0);
+		CU_ASSERT_EQUAL(chan_conn_send(x, m, 0), CHAN_E_SELF_SEND);
+		chan_msg_free(m);
+		CU_ASSERT_EQUAL(chan_conn_recv(x, &got, 0), CHAN_E_CONNECTION_CLOSED);
+		chan_conn_free(x);
+	}
+
 	/* mid-frame: half a header received -> refused, conn untouched */
 	CU_ASSERT(write(chan_conn_fd(a), "CHAN\x01", 5) == 5);
 	CU_ASSERT_EQUAL(chan_conn_recv(b, &got, 0), CHAN_E_WOULD_BLOCK);
