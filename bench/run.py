@@ -135,6 +135,35 @@ def machine():
     }
 
 
+def busy_procs(interval=1.0):
+    """Other processes using >= 20% of a CPU right now: "name (nice N) P%"."""
+    def sample():
+        out = {}
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % pid) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            comm = st[st.index("(") + 1:st.rindex(")")]
+            rest = st[st.rindex(")") + 2:].split()
+            out[pid] = (comm, int(rest[11]) + int(rest[12]), int(rest[16]))
+        return out
+    a = sample()
+    time.sleep(interval)
+    b = sample()
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = []
+    for pid, (comm, t, nice) in b.items():
+        if pid in a and pid != str(os.getpid()):
+            pct = (t - a[pid][1]) * 100.0 / hz / interval
+            if pct >= 20:
+                busy.append((pct, "%s (nice %d) %.0f%%" % (comm, nice, pct)))
+    return [d for _, d in sorted(busy, reverse=True)]
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
@@ -493,10 +522,11 @@ def main():
     t_start = time.time()
     started = datetime.datetime.now(datetime.timezone.utc)
     load_before = loadavg()
+    others = [] if a.smoke else busy_procs()
     mach = machine()
     if not QUIET:
-        print("bench: %s, %s CPUs, %s; load average %s" % (
-            mach["cpu"], mach["cpus"], mach["kernel"], load_before))
+        print("bench: %s, %s CPUs, %s; load average %s; busy: %s" % (
+            mach["cpu"], mach["cpus"], mach["kernel"], load_before, ", ".join(others) or "none"))
     if a.callgrind_only:
         cg = callgrind(build, a.smoke)
         print(render_text(*callgrind_table(cg)))
@@ -585,7 +615,8 @@ def main():
     sections.append(("Targets", targets(res, cg, pins, pybench)))
 
     md = os.path.join(out_dir, "BENCHMARKS.md") if a.smoke else os.path.join(ROOT, "BENCHMARKS.md")
-    write_md(md, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows)
+    write_md(md, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows,
+             others)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump({"rows": rows, "callgrind": {"/".join(k): v for k, v in cg.items()},
                    "machine": mach, "started": started.isoformat()}, f, indent=1)
@@ -606,7 +637,8 @@ def main():
     return 0
 
 
-def write_md(path, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows):
+def write_md(path, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows,
+             others):
     notes_path = os.path.join(HERE, "notes.md")
     notes = open(notes_path).read().strip() if os.path.exists(notes_path) else ""
     L = []
@@ -622,7 +654,8 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
         mach["kernel"], mach["os"]))
     L.append("- **Toolchain**: %s, -O2; %s" % (mach["cc"], mach["python"]))
     L.append("- **libchan**: commit %s%s" % (mach["commit"], " + uncommitted changes in c/" if mach["dirty"] else ""))
-    L.append("- **Load average** (1/5/15 min) before: %s, after: %s" % (load_before, load_after))
+    L.append("- **Load average** (1/5/15 min) before: %s, after: %s; other processes busy at the "
+             "start: %s" % (load_before, load_after, ", ".join(others) if others else "none"))
     sc = [r for r in rows if r.get("group") == "machine"]
     if sc:
         L.append("- **System call cost** on this machine during the run: " + ", ".join(
