@@ -8,10 +8,11 @@
  *
  * Results are printed on stdout as tab-separated lines that bench/run.py
  * collects:
- *   R  group  case  impl  op  pin  median_ns  min_ns  max_ns  bytes  mallocs  n
+ *   R  group  case  impl  op  pin  median_ns  min_ns  max_ns  bytes  mallocs  n  runs
  * (ns per operation; bytes moved or encoded per operation; mallocs per
- * operation, -1 when not counted; n iterations per run).  Anything else on
- * stdout is commentary.
+ * operation, -1 when not counted; n iterations per run; runs: the ns per
+ * operation of every run, comma-separated, in the order taken).  Anything
+ * else on stdout is commentary.
  */
 #ifndef CHAN_BENCH_H
 #define CHAN_BENCH_H
@@ -41,11 +42,14 @@ struct bench_stats {
 	double med, min, max;
 };
 
-/* Sorts v[0..n-1]. */
-void bench_stats_of(double *v, int n, struct bench_stats *ret);
+/* Median, min, max of v[0..n-1] (v is left as it is). */
+void bench_stats_of(const double *v, int n, struct bench_stats *ret);
 
+/* One result line from the per-run figures runs[0..nruns-1] (ns per
+ * operation, in the order the runs were taken: bench/run.py pairs run i of
+ * interleaved implementations to compute their ratio). */
 void bench_emit(const char *group, const char *cas, const char *impl,
-		const char *op, const char *pin, const struct bench_stats *s,
+		const char *op, const char *pin, const double *runs, int nruns,
 		double bytes, double mallocs, uint64_t n);
 
 /* Pin the calling thread/process to one CPU; cpu < 0 allows every CPU.

@@ -801,10 +801,7 @@ case_time(struct codec_case *c)
 		}
 	}
 	for (size_t i = 0; i < N_OPS; i++) {
-		struct bench_stats s;
-
-		bench_stats_of(samples_ns[i], reps, &s);
-		bench_emit("codec", c->name, ops[i].impl, ops[i].op, "-", &s,
+		bench_emit("codec", c->name, ops[i].impl, ops[i].op, "-", samples_ns[i], reps,
 			   (double)op_bytes(c, i), count_mallocs(c, i), iters[i]);
 		free(samples_ns[i]);
 	}

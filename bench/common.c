@@ -60,22 +60,33 @@ cmp_double(const void *a, const void *b)
 }
 
 void
-bench_stats_of(double *v, int n, struct bench_stats *ret)
+bench_stats_of(const double *v, int n, struct bench_stats *ret)
 {
-	qsort(v, (size_t)n, sizeof(*v), cmp_double);
-	ret->min = v[0];
-	ret->max = v[n - 1];
-	ret->med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+	double *w = malloc((size_t)n * sizeof(*w));
+
+	if (!w)
+		bench_fail(__FILE__, __LINE__, "malloc");
+	memcpy(w, v, (size_t)n * sizeof(*w));
+	qsort(w, (size_t)n, sizeof(*w), cmp_double);
+	ret->min = w[0];
+	ret->max = w[n - 1];
+	ret->med = n % 2 ? w[n / 2] : (w[n / 2 - 1] + w[n / 2]) / 2;
+	free(w);
 }
 
 void
 bench_emit(const char *group, const char *cas, const char *impl, const char *op,
-	   const char *pin, const struct bench_stats *s, double bytes,
+	   const char *pin, const double *runs, int nruns, double bytes,
 	   double mallocs, uint64_t n)
 {
-	printf("R\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.3f\t%llu\n", group,
-	       cas, impl, op, pin, s->med, s->min, s->max, bytes, mallocs,
-	       (unsigned long long)n);
+	struct bench_stats s;
+
+	bench_stats_of(runs, nruns, &s);
+	printf("R\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.3f\t%llu\t", group, cas,
+	       impl, op, pin, s.med, s.min, s.max, bytes, mallocs, (unsigned long long)n);
+	for (int i = 0; i < nruns; i++)
+		printf("%s%.1f", i ? "," : "", runs[i]);
+	printf("\n");
 	fflush(stdout);
 }
 

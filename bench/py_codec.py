@@ -103,8 +103,9 @@ def main():
         for op, stmt in (("encode", lambda: pickle.dumps(obj, protocol=proto)),
                          ("decode", lambda: pickle.loads(blob))):
             ns, n = measure(stmt, 1 if a.smoke else a.reps, a.ms / 1000.0, a.smoke)
-            print("R\tcodec\t%s\tpickle\t%s\t-\t%.1f\t%.1f\t%.1f\t%d\t-1\t%d" % (
-                name, op, statistics.median(ns), min(ns), max(ns), len(blob), n))
+            print("R\tcodec\t%s\tpickle\t%s\t-\t%.1f\t%.1f\t%.1f\t%d\t-1\t%d\t%s" % (
+                name, op, statistics.median(ns), min(ns), max(ns), len(blob), n,
+                ",".join("%.1f" % x for x in ns)))
         sys.stdout.flush()
 
 

@@ -75,8 +75,8 @@ def run(label, cpus, reps, run_s, smoke):
     if p.exitcode != 0:
         sys.exit("py_mp: server exited with %s" % p.exitcode)
     ns = [r * 1e9 for r in runs]
-    print("R\ttransport\trtt-reply_to\tpython-mp\trtt\t%s\t%.1f\t%.1f\t%.1f\t-1\t-1\t%d" % (
-        label, statistics.median(ns), min(ns), max(ns), n))
+    print("R\ttransport\trtt-reply_to\tpython-mp\trtt\t%s\t%.1f\t%.1f\t%.1f\t-1\t-1\t%d\t%s" % (
+        label, statistics.median(ns), min(ns), max(ns), n, ",".join("%.1f" % x for x in ns)))
     sys.stdout.flush()
 
 

@@ -53,10 +53,11 @@ def run_lines(cmd, what, env=None):
     rows = []
     for line in p.stdout.splitlines():
         f = line.split("\t")
-        if f[0] == "R" and len(f) == 12:
+        if f[0] == "R" and len(f) == 13:
             rows.append({"group": f[1], "case": f[2], "impl": f[3], "op": f[4], "pin": f[5],
                          "med": float(f[6]), "min": float(f[7]), "max": float(f[8]),
-                         "bytes": float(f[9]), "mallocs": float(f[10]), "n": int(f[11])})
+                         "bytes": float(f[9]), "mallocs": float(f[10]), "n": int(f[11]),
+                         "runs": [float(x) for x in f[12].split(",") if x]})
         elif f[0] == "C":
             rows.append({"cg": f[1], "bytes": float(f[2])})
         elif line.startswith("#") and not QUIET:
@@ -207,6 +208,27 @@ def ratio(a, b):
     return a / b
 
 
+# Implementations measured in another process than the C figures: their
+# runs cannot be paired with chan's.
+UNPAIRED = ("pickle", "python-mp")
+
+
+def rratio(a, b):
+    """Time ratio of result rows a/b.  Rows of implementations timed
+    interleaved in one process (run i of a right after run i of b) give the
+    median of the per-run ratios, which holds when the machine's speed drifts
+    between runs; others give the ratio of medians."""
+    if not a or not b:
+        return None
+    ra, rb = a.get("runs") or [], b.get("runs") or []
+    if (a["impl"] not in UNPAIRED and b["impl"] not in UNPAIRED and len(ra) == len(rb)
+            and ra and all(x > 0 for x in rb)):
+        q = sorted(x / y for x, y in zip(ra, rb))
+        n = len(q)
+        return q[n // 2] if n % 2 else (q[n // 2 - 1] + q[n // 2]) / 2
+    return ratio(a["med"], b["med"])
+
+
 def fmt_ratio(x):
     return "-" if x is None else "%.2fx" % x
 
@@ -285,9 +307,9 @@ def codec_table(res, cg):
                 return "-" if not r or r["mallocs"] < 0 else "%g" % r["mallocs"]
 
             rows.append([case, op, spread(c), fmt_mbs(c["bytes"], c["med"]),
-                         fmt_ns(pb["med"]) if pb else "-", fmt_ratio(ratio(c["med"], pb and pb["med"])),
-                         fmt_ns(mp["med"]) if mp else "-", fmt_ratio(ratio(c["med"], mp and mp["med"])),
-                         fmt_ns(pk["med"]) if pk else "-", fmt_ratio(ratio(c["med"], pk and pk["med"])),
+                         fmt_ns(pb["med"]) if pb else "-", fmt_ratio(rratio(c, pb)),
+                         fmt_ns(mp["med"]) if mp else "-", fmt_ratio(rratio(c, mp)),
+                         fmt_ns(pk["med"]) if pk else "-", fmt_ratio(rratio(c, pk)),
                          "%s / %s / %s" % (m(c), m(pb), m(mp))])
     return headers, rows
 
@@ -347,10 +369,10 @@ def transport_table(res, pins):
                 continue
             rows.append([case, pin, transport_value(c, case), transport_value(cp, case),
                          transport_value(raw, case),
-                         fmt_ratio(ratio(c and c["med"], raw and raw["med"])),
-                         fmt_ratio(ratio(cp and cp["med"], raw and raw["med"])),
+                         fmt_ratio(rratio(c, raw)),
+                         fmt_ratio(rratio(cp, raw)),
                          transport_value(mp, case),
-                         fmt_ratio(ratio(mp and mp["med"], c and c["med"]))])
+                         fmt_ratio(rratio(mp, c))])
     return headers, rows
 
 
@@ -398,7 +420,7 @@ def scale_table(res, pins):
                     f = lambda v: fmt_mbs(v["bytes"], v["med"]) if v else "-"
                 else:
                     f = lambda v: fmt_rate(1e9 / v["med"], "/s") if v else "-"
-                row += [f(c), f(r), fmt_ratio(ratio(c and c["med"], r and r["med"]))]
+                row += [f(c), f(r), fmt_ratio(rratio(c, r))]
             rows.append(row)
         out.append((title, headers, rows))
     return out
@@ -423,13 +445,13 @@ def targets(res, cg, pins, pybench):
 
     for case in CODEC_CASES:
         for op in ("encode", "decode"):
-            x = ratio(res.med("codec", case, "chan", op), res.med("codec", case, "pbc", op))
+            x = rratio(res.get("codec", case, "chan", op), res.get("codec", case, "pbc", op))
             ir = ratio(cg.get((case, "chan", op)), cg.get((case, "pbc", op))) if cg else None
             add("codec %s vs protobuf-c (typed)" % op, case, x, 2.0, 1.2,
                 note=" (Ir %.2fx)" % ir if ir else "")
     for case in CODEC_CASES:
         for op, base in (("encode", "encode"), ("build+encode", "encode"), ("decode", "decode")):
-            x = ratio(res.med("codec", case, "chan", op), res.med("codec", case, "msgpack", base))
+            x = rratio(res.get("codec", case, "chan", op), res.get("codec", case, "msgpack", base))
             ir = ratio(cg.get((case, "chan", op)), cg.get((case, "msgpack", base))) if cg else None
             add("codec %s vs msgpack-c" % op, case, x, 1.0, note=" (Ir %.2fx)" % ir if ir else "")
     mallocs = [(case, res.get("codec", case, "chan", "decode")) for case in CODEC_CASES]
@@ -442,25 +464,25 @@ def targets(res, cg, pins, pybench):
                   "bounded (chan.h: ≤ %d)" % DECODE_MALLOC_BOUND,
                   "met" if worst <= DECODE_MALLOC_BOUND else "MISSED"])
     for pin in pins:
-        c = res.med("transport", "rtt-reply_to", "chan", "rtt", pin)
-        add("reply_to round trip vs raw", pin, ratio(c, res.med("transport", "rtt-reply_to", "raw", "rtt", pin)),
-            1.3, 1.1)
+        c = res.get("transport", "rtt-reply_to", "chan", "rtt", pin)
+        add("reply_to round trip vs raw", pin,
+            rratio(c, res.get("transport", "rtt-reply_to", "raw", "rtt", pin)), 1.3, 1.1)
     for pin in pins:
-        c = res.med("transport", "rtt-reply_to", "chan", "rtt", pin)
+        c = res.get("transport", "rtt-reply_to", "chan", "rtt", pin)
         add("reply_to round trip: python-mp / chan", pin,
-            ratio(res.med("transport", "rtt-reply_to", "python-mp", "rtt", pin), c), 5.0,
+            rratio(res.get("transport", "rtt-reply_to", "python-mp", "rtt", pin), c), 5.0,
             higher_is_better=True)
     for case in ("stream-1MiB", "stream-16MiB"):
         for impl in ("chan-pre", "chan"):
             for pin in pins:
                 add("large payload throughput vs raw (%s)" % impl, "%s %s" % (case, pin),
-                    ratio(res.med("transport", case, impl, "oneway", pin),
-                          res.med("transport", case, "raw", "oneway", pin)), 1.2)
+                    rratio(res.get("transport", case, impl, "oneway", pin),
+                           res.get("transport", case, "raw", "oneway", pin)), 1.2)
     # Scaling: chan-pre's cost must follow raw's along each sweep (a step in
     # the ratio is a buffer or copy strategy breaking).
     for kind in ("rtt-size", "oneway-size", "rtt-fds", "oneway-fds"):
         for pin in pins:
-            rs = [c["med"] / r["med"] for _, c, r in scale_points(res, kind, pin) if c and r]
+            rs = [rratio(c, r) for _, c, r in scale_points(res, kind, pin) if c and r]
             if not rs:
                 continue
             lo, hi = min(rs), max(rs)
@@ -603,7 +625,7 @@ def main():
     elapsed = time.time() - t_start
 
     sections = []
-    sections.append(("Codec (ns per message: median [min–max] of the runs; ratios of medians)",
+    sections.append(("Codec (ns per message: median [min–max] of the runs; ratios: median of paired runs)",
                      codec_table(res, cg)))
     sections.append(("Encoded sizes", codec_sizes(res)))
     if cg:
@@ -663,10 +685,11 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
             for r in sc) + " (median; the unit most transport overheads below are counted in)")
     L.append("")
     L.append("Every figure is the median of repeated timed runs, with the fastest and slowest run "
-             "in brackets; compared implementations run interleaved in the same process run, so "
-             "their ratio holds even when the machine is noisy. Ratios are of medians; a ratio "
-             "above 1 means chan takes longer. MB/s are 10^6 bytes of each codec's own encoding "
-             "(or of the frame) per second.")
+             "in brackets. Compared C implementations run interleaved in one process (run 1 of "
+             "each, run 2 of each, ...), and their ratio is the median of the per-run ratios, so it "
+             "holds when the machine's speed drifts; ratios against the Python figures (timed in "
+             "their own processes) are ratios of medians. A ratio above 1 means chan takes "
+             "longer. MB/s are 10^6 bytes of each codec's own encoding (or of the frame) per second.")
     L.append("")
     L.append("![scaling](bench/%s)" % os.path.basename(png))
     L.append("")

@@ -536,13 +536,11 @@ measure(const char *group, const char *cas, enum kind kind, const enum impl *imp
 		}
 	}
 	for (size_t k = 0; k < nimpl; k++) {
-		struct bench_stats st;
 		double bytes = (double)runs[k].s.req_len +
 			       (kind == K_RTT ? (double)runs[k].s.rep_len : 0);
 
-		bench_stats_of(ns[k], reps, &st);
 		bench_emit(group, cas, IMPL_NAMES[impls[k]], kind == K_RTT ? "rtt" : "oneway",
-			   pin_label, &st, bytes, -1, iters[k]);
+			   pin_label, ns[k], reps, bytes, -1, iters[k]);
 		free(ns[k]);
 		run_free(&runs[k]);
 	}
@@ -678,7 +676,6 @@ syscall_cost(void)
 		double ns[16];
 		int reps = bench_opt.reps < 16 ? bench_opt.reps : 16;
 		uint64_t n = bench_calibrate(syscall_n, &fds[k], 100, 10000000);
-		struct bench_stats st;
 
 		if (bench_opt.iters) /* profiling runs: not this */
 			return;
@@ -688,8 +685,7 @@ syscall_cost(void)
 			syscall_n(&fds[k], n);
 			ns[r] = (double)(bench_now_ns() - t0) / (double)n;
 		}
-		bench_stats_of(ns, reps, &st);
-		bench_emit("machine", "syscall", names[k], "call", "-", &st, 0, -1, n);
+		bench_emit("machine", "syscall", names[k], "call", "-", ns, reps, 0, -1, n);
 	}
 }
 
