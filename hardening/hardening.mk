@@ -54,8 +54,11 @@ VALGRIND_DIR := $(BUILD)/valgrind
 test-valgrind: $(CHAN_TESTS)
 	@mkdir -p $(VALGRIND_DIR)
 	hardening/valgrind.sh $(CHAN_TESTS) $(VALGRIND_DIR)
+# (not with SANITIZE=1: an ASan binary cannot run under valgrind)
 ifneq ($(shell command -v valgrind 2>/dev/null),)
+ifneq ($(SANITIZE),1)
 TEST_TARGETS += test-valgrind
+endif
 endif
 
 # The reproducers of hardening/FINDINGS.md, failing while a finding is open.
