@@ -7,6 +7,7 @@
 #                         instruction counts.  Prints a table, rewrites
 #                         BENCHMARKS.md and bench/scaling.png.  < 5 minutes.
 #   make bench-callgrind  only the callgrind instruction counts of the codec
+#   make bench-render     BENCHMARKS.md and the plot again from the last run
 #   make bench-smoke      (part of `make test`) every benchmark for a handful
 #                         of iterations, with the checks of what it measures
 #                         and no timing; writes only into the build directory.
@@ -66,13 +67,17 @@ $(BENCH_DIR)/transport_bench: $(BENCH_DIR)/obj/transport_bench.o $(BENCH_COMMON)
 # valgrind cannot run sanitizer builds: no callgrind figures under SANITIZE=1.
 BENCH_RUN = $(BENCH_PY) bench/run.py --build $(BENCH_DIR) $(if $(filter 1,$(SANITIZE)),--no-callgrind)
 
-.PHONY: bench bench-smoke bench-callgrind
+.PHONY: bench bench-smoke bench-callgrind bench-render
 bench: $(BENCH_BINS) $(DEPS_STAMP)
 	@if [ "$(SANITIZE)" = 1 ]; then echo "bench: WARNING: sanitizer build, figures are meaningless"; fi
 	$(BENCH_RUN)
 
 bench-callgrind: $(BENCH_BINS) $(DEPS_STAMP)
 	$(BENCH_RUN) --callgrind-only
+
+# BENCHMARKS.md and the plot again from the last `make bench` (prose edits).
+bench-render:
+	$(BENCH_RUN) --render-only
 
 bench-smoke: $(BENCH_BINS) $(DEPS_STAMP)
 	$(BENCH_RUN) --smoke

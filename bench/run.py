@@ -9,6 +9,9 @@ the table, writes BENCHMARKS.md and the scaling plot.
                                 only into DIR/smoke
   run.py --build DIR --callgrind-only
                                 the callgrind instruction counts alone
+  run.py --build DIR --render-only
+                                the table, BENCHMARKS.md and the plot again from
+                                the last run's results (after editing notes.md)
 
 Sources of figures (all print bench/bench.h result lines):
   DIR/codec_bench               chan vs protobuf-c vs msgpack-c
@@ -536,7 +539,15 @@ def main():
     ap.add_argument("--callgrind-only", action="store_true")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--no-pybench", action="store_true", help="skip python/bench.py")
+    ap.add_argument("--render-only", action="store_true",
+                    help="rewrite the table, BENCHMARKS.md and the plot from the last run's "
+                         "DIR/results/results.json (after editing bench/notes.md)")
     a = ap.parse_args()
+    if a.render_only:
+        with open(os.path.join(a.build, "results", "results.json")) as f:
+            saved = json.load(f)
+        saved["callgrind"] = {tuple(k.split("/")): v for k, v in saved["callgrind"].items()}
+        return render(a, saved)
     global QUIET
     QUIET = a.smoke
     build = a.build
@@ -593,6 +604,23 @@ def main():
                        "text": out.strip()[-2000:]}
             print("  python/bench.py FAILED (%s), its numbers are left out:\n%s" % (
                 pybench["failed"], pybench["text"]))
+    saved = {"rows": rows, "callgrind": cg, "machine": mach, "started": started.isoformat(),
+             "load_before": load_before, "load_after": loadavg(), "others": others,
+             "elapsed": time.time() - t_start, "pybench": pybench}
+    out_dir = os.path.join(build, "smoke") if a.smoke else os.path.join(build, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(dict(saved, callgrind={"/".join(k): v for k, v in cg.items()}), f, indent=1)
+    return render(a, saved)
+
+
+def render(a, saved):
+    """Check, tabulate, plot and write BENCHMARKS.md from one run's results."""
+    rows, cg, mach, pybench = saved["rows"], saved["callgrind"], saved["machine"], saved["pybench"]
+    started = datetime.datetime.fromisoformat(saved["started"])
+    load_before, load_after = saved["load_before"], saved["load_after"]
+    others, elapsed = saved["others"], saved["elapsed"]
+    build = a.build
     res = Results(rows)
     pins = sorted({r["pin"] for r in rows if r.get("group") == "transport"})
 
@@ -621,8 +649,6 @@ def main():
     out_dir = os.path.join(build, "smoke") if a.smoke else os.path.join(build, "results")
     png = os.path.join(out_dir, "scaling.png") if a.smoke else os.path.join(HERE, "scaling.png")
     write_plot(res, pins, os.path.join(out_dir, "plotdata"), png)
-    load_after = loadavg()
-    elapsed = time.time() - t_start
 
     sections = []
     sections.append(("Codec (ns per message: median [min–max] of the runs; ratios: median of paired runs)",
@@ -639,9 +665,6 @@ def main():
     md = os.path.join(out_dir, "BENCHMARKS.md") if a.smoke else os.path.join(ROOT, "BENCHMARKS.md")
     write_md(md, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows,
              others)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump({"rows": rows, "callgrind": {"/".join(k): v for k, v in cg.items()},
-                   "machine": mach, "started": started.isoformat()}, f, indent=1)
     text = "\n".join("\n== %s ==\n%s" % (title, render_text(h, r)) for title, (h, r) in sections)
     if a.smoke:
         # The figures of a smoke run mean nothing: keep them out of `make test`.
@@ -655,7 +678,6 @@ def main():
     print("\nplot: %s" % os.path.relpath(png, ROOT))
     print("load average before %s, after %s; %.0f s" % (load_before, load_after, elapsed))
     print("wrote %s" % os.path.relpath(md, ROOT))
-
     return 0
 
 
@@ -670,7 +692,7 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
              "`bench/notes.md`. Regenerate with `make bench` on an idle machine.")
     L.append("")
     L.append("- **Date**: %s" % started.strftime("%Y-%m-%d %H:%M UTC"))
-    L.append("- **Command**: `make bench` (%.0f s, including the build)" % elapsed)
+    L.append("- **Command**: `make bench` (measurements: %.0f s)" % elapsed)
     L.append("- **Machine**: %s, %s CPUs, %s RAM%s; %s; %s" % (
         mach["cpu"], mach["cpus"], mach["mem"], " (%s)" % mach["virt"] if mach["virt"] else "",
         mach["kernel"], mach["os"]))
