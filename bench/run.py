@@ -135,6 +135,7 @@ def machine():
         "cc": sh("cc --version | head -1"),
         "python": sh(PY + " --version"),
         "commit": sh("git rev-parse --short HEAD"),
+        "c_commit": sh("git log -1 --format=%h -- c/"),
         "dirty": sh("git status --porcelain -- c/src c/include"),
     }
 
@@ -198,7 +199,10 @@ def fmt_rate(per_s, unit):
 
 
 def fmt_mbs(bytes_, ns):
-    return "%.0f MB/s" % (bytes_ / ns * 1e3) if bytes_ / ns * 1e3 >= 10 else "%.2g MB/s" % (bytes_ / ns * 1e3)
+    mbs = bytes_ / ns * 1e3
+    if mbs >= 1e5:
+        return "%.0f GB/s" % (mbs / 1e3)
+    return "%.0f MB/s" % mbs if mbs >= 10 else "%.2g MB/s" % mbs
 
 
 def spread(r, fmt=fmt_ns):
@@ -697,7 +701,10 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
         mach["cpu"], mach["cpus"], mach["mem"], " (%s)" % mach["virt"] if mach["virt"] else "",
         mach["kernel"], mach["os"]))
     L.append("- **Toolchain**: %s, -O2; %s" % (mach["cc"], mach["python"]))
-    L.append("- **libchan**: commit %s%s" % (mach["commit"], " + uncommitted changes in c/" if mach["dirty"] else ""))
+    L.append("- **libchan**: commit %s%s%s" % (
+        mach["commit"],
+        " (last change to c/: %s)" % mach["c_commit"] if mach.get("c_commit") else "",
+        " + uncommitted changes in c/" if mach["dirty"] else ""))
     L.append("- **Load average** (1/5/15 min) before: %s, after: %s; other processes busy at the "
              "start: %s" % (load_before, load_after, ", ".join(others) if others else "none"))
     sc = [r for r in rows if r.get("group") == "machine"]
