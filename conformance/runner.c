@@ -153,6 +153,18 @@ static void fail(const char *fmt, ...)
 /* ------------------------------------------------------------------------ */
 /* error registry (spec/errors.tsv): name -> scope                          */
 
+/* Input files the run cannot do without: a missing one ends it (exit 2). */
+static FILE *open_or_exit(const char *path)
+{
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		fprintf(stderr, "runner: %s: %s\n", path, strerror(errno));
+		exit(2);
+	}
+	return f;
+}
+
 struct errdef {
 	char name[40];
 	char scope[8];
@@ -162,11 +174,7 @@ static int nerrdefs;
 
 static void load_errors(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		fprintf(stderr, "runner: %s: %s\n", path, strerror(errno));
-		exit(2);
-	}
+	FILE *f = open_or_exit(path);
 	char line[1024];
 	while (fgets(line, sizeof line, f)) {
 		if (line[0] == '#' || !strncmp(line, "code\t", 5))
@@ -271,11 +279,7 @@ static void parse_hexline(const char *file, int ln, const char *s, struct buf *b
 
 static void parse_file(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		fprintf(stderr, "runner: %s: %s\n", path, strerror(errno));
-		exit(2);
-	}
+	FILE *f = open_or_exit(path);
 	char *line = NULL;
 	size_t lcap = 0;
 	ssize_t n;
@@ -1830,11 +1834,7 @@ static int npats;
 
 static void load_failing(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		fprintf(stderr, "runner: %s: %s\n", path, strerror(errno));
-		exit(2);
-	}
+	FILE *f = open_or_exit(path);
 	char line[1024];
 	while (fgets(line, sizeof line, f)) {
 		line[strcspn(line, "\r\n")] = 0;

@@ -468,12 +468,7 @@ usage_decode(FILE *out)
 		"message's text,\none per line (canonical form).\n\n"
 		"  -p, --pretty          indented output for people\n"
 		"  -n, --count=N         stop after N frames\n"
-		"      --max-payload=N   payload limit (default 16M, at most "
-		"1G)\n"
-		"      --max-handles=N   handle limit (default 64, at most "
-		"253)\n"
-		"      --max-depth=N     nesting limit (default and at most "
-		"32)\n"
+		LIMIT_OPTIONS_HELP
 		"  -h, --help            show this help\n",
 		program_name);
 }
@@ -489,12 +484,7 @@ usage_check(FILE *out)
 		"  -v, --verbose         print \"FILE: OK: N frames\" for "
 		"valid files\n"
 		"  -n, --count=N         stop after N frames\n"
-		"      --max-payload=N   payload limit (default 16M, at most "
-		"1G)\n"
-		"      --max-handles=N   handle limit (default 64, at most "
-		"253)\n"
-		"      --max-depth=N     nesting limit (default and at most "
-		"32)\n"
+		LIMIT_OPTIONS_HELP
 		"  -h, --help            show this help\n",
 		program_name);
 }

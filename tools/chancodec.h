@@ -36,6 +36,12 @@ struct common_opts {
 /* Handle the options --max-payload/--max-handles/--max-depth/--pretty/--count.
  * Returns 1 if opt was one of them (0 if not, -1 on a bad argument). */
 int common_option(struct common_opts *o, int opt, const char *arg);
+/* The help lines of the three limit options, shared by every subcommand. */
+#define LIMIT_OPTIONS_HELP                                                     \
+	"      --max-payload=N   payload limit (default 16M, at most 1G)\n"     \
+	"      --max-handles=N   handle limit (default 64, at most 253)\n"      \
+	"      --max-depth=N     nesting limit (default and at most 32)\n"
+
 #define OPT_MAX_PAYLOAD 1001
 #define OPT_MAX_HANDLES 1002
 #define OPT_MAX_DEPTH 1003

@@ -521,12 +521,7 @@ usage_dump(FILE *out)
 		"decoder's verdict (\"# => OK: TEXT\" or\n\"# => NAME: ...\").  "
 		"Exit status 1 if a frame is invalid.\n\n"
 		"  -n, --count=N         stop after N frames\n"
-		"      --max-payload=N   payload limit (default 16M, at most "
-		"1G)\n"
-		"      --max-handles=N   handle limit (default 64, at most "
-		"253)\n"
-		"      --max-depth=N     nesting limit (default and at most "
-		"32)\n"
+		LIMIT_OPTIONS_HELP
 		"  -h, --help            show this help\n",
 		program_name);
 }
