@@ -2,20 +2,41 @@
  * chan.h - the whole public API of libchan, the reference implementation of
  * the chan/1 wire protocol (SPEC.md).
  *
+ * Descriptor verbs.  Every call through which a descriptor changes hands says
+ * how in its name:
+ *   _copy    the callee duplicates the fd (F_DUPFD_CLOEXEC); the caller keeps
+ *            its own and closes it as usual;
+ *   _move    ownership passes to the callee (or, for readers, to the caller);
+ *            on failure nothing moves;
+ *   _borrow  ownership does not change: the lender keeps the fd and must keep
+ *            it open for as long as the borrower uses it (for a borrowed
+ *            handle: until the last chan_encode/chan_conn_send of the message
+ *            has returned; SPEC.md §10.2).
+ *
  * Ownership rules, stated once here and repeated at each prototype:
  *
- *  - A chan_msg owns every value in it (one arena per message) and every file
- *    descriptor held by its handle values.  chan_msg_free() closes the fds it
- *    still owns.
- *  - Adding a handle to a message (chan_handle()) DUPLICATES the caller's fd
- *    (F_DUPFD_CLOEXEC): the caller keeps its own fd and must close it as usual.
- *  - Taking a handle out of a message (chan_value_take_fd(),
- *    chan_conn_from_value()) MOVES the fd: the message forgets it.
+ *  - A chan_msg owns every value in it (one arena per message) and every
+ *    descriptor copied or moved into it.  chan_msg_free() closes the fds it
+ *    still owns (never a borrowed one).
  *  - Decoding (chan_decode()) and receiving (chan_conn_recv()) hand the frame's
  *    fds to the new message; on ANY error every fd of the frame is closed
  *    exactly once before the call returns.
  *  - A call that fails steals nothing from the caller and leaks nothing.
- *  - Out-parameters named ret_* are written only on success.
+ *  - Out-parameters are named ret_*, come last, and are written only on
+ *    success (chan_encode's *ret_len also on BUFFER_TOO_SMALL).
+ *
+ * Building: every builder call that fails POISONS its message: the first
+ * failure is kept (chan_msg_error(), and chan_msg_error_message() says which
+ * call failed on which argument, e.g. `chan_map_put: duplicate key "a"`), and
+ * every later chan_list_append/chan_map_put/chan_msg_set_root/encode/send of
+ * that message returns it.  So a builder may chain calls and check once at the
+ * end: no sequence of builder calls ends in a successful encode or send with a
+ * value missing.  Encoding and sending never modify a message: one message
+ * may be encoded or sent on several connections by several threads at once.
+ *
+ * Reading: the checked readers (chan_value_get_*, chan_map_get_*) return 0 or
+ * a named error, so "missing" (CHAN_E_NOT_FOUND), "another type"
+ * (CHAN_E_WRONG_TYPE) and a zero value are told apart.
  *
  * Errors: every function that can fail returns 0 (or a size) on success and a
  * negative CHAN_E_* code on failure.  The codes mirror spec/errors.tsv:
@@ -31,6 +52,7 @@
 #ifndef CHAN_H
 #define CHAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -46,9 +68,9 @@ extern "C" {
 #endif
 
 #define CHAN_VERSION_MAJOR 0
-#define CHAN_VERSION_MINOR 1
+#define CHAN_VERSION_MINOR 2
 #define CHAN_VERSION_PATCH 0
-#define CHAN_VERSION_STRING "0.1.0"
+#define CHAN_VERSION_STRING "0.2.0"
 
 /* The wire version this library speaks (SPEC.md §5.2). */
 #define CHAN_WIRE_VERSION 1
@@ -100,7 +122,9 @@ extern "C" {
 	X(BUFFER_TOO_SMALL, 30)                                                \
 	X(INVALID_KEY, 31)                                                     \
 	X(INVALID_JSON, 32)                                                    \
-	X(INVALID_TEXT, 33)
+	X(INVALID_TEXT, 33)                                                    \
+	X(NOT_FOUND, 34)                                                       \
+	X(WRONG_TYPE, 35)
 
 enum chan_error {
 	CHAN_OK = 0,
@@ -134,7 +158,9 @@ CHAN_EXPORT const char *chan_version(void);
 /*
  * A custom allocator.  NULL everywhere means malloc/free.  alloc must return
  * NULL on failure; libchan then reports CHAN_E_NO_MEMORY (never MALFORMED).
- * The allocator must outlive every object created with it.
+ * The allocator must outlive every object created with it.  Every allocation
+ * made for a message (its arena, a received frame it keeps) or for a
+ * connection's buffers goes through the allocator given for it.
  */
 struct chan_allocator {
 	void *(*alloc)(void *ctx, size_t size);
@@ -185,13 +211,12 @@ CHAN_EXPORT chan_msg *chan_msg_free(chan_msg *msg);
 
 /*
  * Value constructors.  Each allocates a detached value in msg's arena and
- * returns it, or NULL on failure; a failure also poisons msg: every later
- * chan_list_append/chan_map_put/chan_msg_set_root/encode on msg returns the
- * first error (so a builder may chain calls and check once at the end).
- * Strings are copied and must be valid UTF-8 (else CHAN_E_INVALID_UTF8).
+ * returns it, or NULL on failure; a failure poisons msg (see "Building"
+ * above).  Strings are copied and must be valid UTF-8 (else
+ * CHAN_E_INVALID_UTF8); bytes are copied.
  */
 CHAN_EXPORT chan_value *chan_null(chan_msg *msg);
-CHAN_EXPORT chan_value *chan_bool(chan_msg *msg, int b);
+CHAN_EXPORT chan_value *chan_bool(chan_msg *msg, bool b);
 CHAN_EXPORT chan_value *chan_int(chan_msg *msg, int64_t i);
 CHAN_EXPORT chan_value *chan_float(chan_msg *msg, double f);
 CHAN_EXPORT chan_value *chan_string(chan_msg *msg, const char *nul_terminated);
@@ -199,20 +224,27 @@ CHAN_EXPORT chan_value *chan_string_n(chan_msg *msg, const char *s, size_t len);
 CHAN_EXPORT chan_value *chan_bytes(chan_msg *msg, const void *p, size_t len);
 CHAN_EXPORT chan_value *chan_list(chan_msg *msg);
 CHAN_EXPORT chan_value *chan_map(chan_msg *msg);
+
 /*
- * A handle value of the given kind holding a DUPLICATE of fd (F_DUPFD_CLOEXEC);
- * the caller keeps fd.  For CHAN_KIND_CONN, fd must be an AF_UNIX
- * SOCK_STREAM socket (else CHAN_E_WRONG_HANDLE_KIND).  If the value is never
- * attached to the tree, the duplicate is still closed by chan_msg_free().
+ * Handle values.  For CHAN_KIND_CONN the fd must be a connected AF_UNIX
+ * SOCK_STREAM socket (else CHAN_E_WRONG_HANDLE_KIND); a fd that is not open
+ * is CHAN_E_INVALID_ARGUMENT ("fd 99 is not open").  A handle value that is
+ * never attached to the tree does not travel; a copied or moved one is still
+ * closed by chan_msg_free().
+ *
+ * _copy: the message holds a DUPLICATE of fd (F_DUPFD_CLOEXEC); the caller
+ *        keeps fd.
+ * _move: the message TAKES fd on success (closed by chan_msg_free() unless
+ *        moved out again); on failure fd is still the caller's.
+ * _borrow: the message refers to the caller's fd and never closes it; fd must
+ *        stay open until the last encode or send of the message has
+ *        returned.  No system call for kind fd (the cheapest way to send a
+ *        descriptor the sender keeps); a borrowed fd that is not open fails
+ *        the send with CHAN_E_INVALID_ARGUMENT.
  */
-CHAN_EXPORT chan_value *chan_handle(chan_msg *msg, enum chan_kind kind, int fd);
-/*
- * As chan_handle, but the message TAKES fd (no duplicate): on success fd
- * belongs to msg and is closed by chan_msg_free() unless taken out again; on
- * failure (NULL) fd is still the caller's.  For senders that do not keep
- * their copy: it saves a dup and a close per handle.
- */
-CHAN_EXPORT chan_value *chan_handle_take(chan_msg *msg, enum chan_kind kind, int fd);
+CHAN_EXPORT chan_value *chan_handle_copy(chan_msg *msg, enum chan_kind kind, int fd);
+CHAN_EXPORT chan_value *chan_handle_move(chan_msg *msg, enum chan_kind kind, int fd);
+CHAN_EXPORT chan_value *chan_handle_borrow(chan_msg *msg, enum chan_kind kind, int fd);
 
 /*
  * Attach a detached value.  A value can be attached once (no sharing, no
@@ -221,28 +253,58 @@ CHAN_EXPORT chan_value *chan_handle_take(chan_msg *msg, enum chan_kind kind, int
  * chan_map_put fails with CHAN_E_DUPLICATE_KEY if key is present, with
  * CHAN_E_INVALID_UTF8 if key is not UTF-8 and with CHAN_E_INVALID_KEY if it
  * contains U+0000 (keys are names: every key is a C string).  Key is copied.
+ * Every failure poisons the message.
  */
 CHAN_EXPORT int chan_list_append(chan_value *list, chan_value *item);
 CHAN_EXPORT int chan_map_put(chan_value *map, const char *key, chan_value *v);
 CHAN_EXPORT int chan_map_put_n(chan_value *map, const char *key, size_t key_len,
 			       chan_value *v);
-/* Make v the message's root value (replacing nothing: the root is set once). */
+/* Make v the message's root value (the root is set once). */
 CHAN_EXPORT int chan_msg_set_root(chan_msg *msg, chan_value *v);
 /* The root value, NULL if unset. */
 CHAN_EXPORT chan_value *chan_msg_root(const chan_msg *msg);
-/* 0, or the first error a constructor hit (the poison). */
+/* 0, or the first error a builder call hit (the poison). */
 CHAN_EXPORT int chan_msg_error(const chan_msg *msg);
+/* Where the poison came from: the failing call and its argument, e.g.
+ * `chan_map_put: duplicate key "a"`; "" while the message is not poisoned.
+ * Owned by the message. */
+CHAN_EXPORT const char *chan_msg_error_message(const chan_msg *msg);
 
-/* Readers.  Calling a reader on a value of another type returns 0/NULL. */
-CHAN_EXPORT enum chan_type chan_value_type(const chan_value *v);
-CHAN_EXPORT int chan_value_bool(const chan_value *v);
-CHAN_EXPORT int64_t chan_value_int(const chan_value *v);
-CHAN_EXPORT double chan_value_float(const chan_value *v);
-/* String and bytes contents, owned by the message.  Strings are
+/*
+ * Checked readers.  Each returns 0 and writes its outputs, or a named error
+ * and writes nothing: CHAN_E_WRONG_TYPE when v is of another type,
+ * CHAN_E_INVALID_ARGUMENT when v (or an output pointer that is not optional)
+ * is NULL.  String and bytes contents are owned by the message; strings are
  * NUL-terminated as a convenience (they may also contain U+0000, so use
- * *ret_len); bytes are not guaranteed to be (see CHAN_DECODE_BORROW). */
-CHAN_EXPORT const char *chan_value_string(const chan_value *v, size_t *ret_len);
-CHAN_EXPORT const void *chan_value_bytes(const chan_value *v, size_t *ret_len);
+ * *ret_len, which may be NULL); bytes are not guaranteed to be (see
+ * CHAN_DECODE_BORROW).
+ */
+CHAN_EXPORT int chan_value_get_bool(const chan_value *v, bool *ret);
+CHAN_EXPORT int chan_value_get_int(const chan_value *v, int64_t *ret);
+CHAN_EXPORT int chan_value_get_float(const chan_value *v, double *ret);
+CHAN_EXPORT int chan_value_get_string(const chan_value *v, const char **ret_str,
+				      size_t *ret_len);
+CHAN_EXPORT int chan_value_get_bytes(const chan_value *v, const void **ret_data,
+				     size_t *ret_len);
+
+/*
+ * Map lookups: as the value readers, plus CHAN_E_NOT_FOUND when the map has
+ * no entry with that key (and CHAN_E_WRONG_TYPE when map is not a map).
+ */
+CHAN_EXPORT int chan_map_get_bool(const chan_value *map, const char *key, bool *ret);
+CHAN_EXPORT int chan_map_get_int(const chan_value *map, const char *key, int64_t *ret);
+CHAN_EXPORT int chan_map_get_float(const chan_value *map, const char *key, double *ret);
+CHAN_EXPORT int chan_map_get_string(const chan_value *map, const char *key,
+				    const char **ret_str, size_t *ret_len);
+CHAN_EXPORT int chan_map_get_bytes(const chan_value *map, const char *key,
+				   const void **ret_data, size_t *ret_len);
+/* The value under key, or CHAN_E_NOT_FOUND / CHAN_E_WRONG_TYPE. */
+CHAN_EXPORT int chan_map_get_value(const chan_value *map, const char *key,
+				   chan_value **ret_value);
+
+/* Structure.  These cannot fail in a way that hides a value: */
+/* The type, 0 for NULL. */
+CHAN_EXPORT enum chan_type chan_value_type(const chan_value *v);
 /* Number of items of a list or entries of a map; 0 for other types. */
 CHAN_EXPORT size_t chan_value_count(const chan_value *v);
 /* Item i of a list, value of entry i of a map; NULL if out of range. O(1). */
@@ -250,20 +312,28 @@ CHAN_EXPORT chan_value *chan_value_at(const chan_value *v, size_t i);
 /* Key of entry i of a map (NUL-terminated; *ret_len if not NULL). */
 CHAN_EXPORT const char *chan_map_key_at(const chan_value *map, size_t i,
 					size_t *ret_len);
-/* The value under key, NULL if absent. O(1) expected. */
+/* The value under key, NULL if absent (or map is not a map). O(1) expected. */
 CHAN_EXPORT chan_value *chan_map_get(const chan_value *map, const char *key);
 CHAN_EXPORT chan_value *chan_map_get_n(const chan_value *map, const char *key,
 				       size_t key_len);
 /* Handle kind (0 if not a handle). */
 CHAN_EXPORT enum chan_kind chan_value_kind(const chan_value *v);
-/* Handle index in the frame's handle table (assigned by encode/decode). */
+/* Handle index in the frame's handle table of a DECODED message (wire
+ * order); 0 for a built message (its indices exist only on the wire). */
 CHAN_EXPORT uint32_t chan_value_handle_index(const chan_value *v);
-/* The fd a handle value holds, still owned by the message; -1 if taken or
- * detached (decoded without fds). */
-CHAN_EXPORT int chan_value_fd(const chan_value *v);
-/* MOVE the handle's fd to the caller (*ret_fd); the message forgets it.
- * CHAN_E_INVALID_ARGUMENT if v is not a handle or its fd was already taken. */
-CHAN_EXPORT int chan_value_take_fd(chan_value *v, int *ret_fd);
+
+/*
+ * Descriptors out of a handle value.
+ * _borrow_fd: the fd, still owned by the message (or by the lender of a
+ *   borrowed handle).  CHAN_E_WRONG_TYPE if v is not a handle,
+ *   CHAN_E_INVALID_ARGUMENT if its fd was moved out or it was decoded
+ *   detached.
+ * _move_fd: MOVES the fd to the caller; the message forgets it.  As above,
+ *   and CHAN_E_INVALID_ARGUMENT for a borrowed handle (the message does not
+ *   own that fd: borrow it instead).
+ */
+CHAN_EXPORT int chan_value_borrow_fd(const chan_value *v, int *ret_fd);
+CHAN_EXPORT int chan_value_move_fd(chan_value *v, int *ret_fd);
 
 /* ------------------------------------------------------------------------ */
 /* Codec (SPEC.md §5-§7): frames in memory                                   */
@@ -284,7 +354,7 @@ struct chan_header {
  * tools can show what they read.  Limits are checked by chan_header_check().
  */
 CHAN_EXPORT int chan_header_parse(const void *p, size_t len,
-				  struct chan_header *ret);
+				  struct chan_header *ret_header);
 /* Frame-level checks of a parsed header against limits (NULL = defaults), in
  * the order of SPEC.md §9.3: PAYLOAD_TOO_LARGE, RESERVED_FIELD_NONZERO,
  * HANDLE_LIMIT_EXCEEDED. */
@@ -297,16 +367,23 @@ CHAN_EXPORT int chan_header_check(const struct chan_header *h,
  * CHAN_E_BUFFER_TOO_SMALL and still sets *ret_len to the size needed.
  * Encode errors: the poison error, EMPTY_VALUE (no root), DEPTH_EXCEEDED,
  * HANDLE_LIMIT_EXCEEDED (> 253 handles), PAYLOAD_TOO_LARGE (> hard max).
- * Afterwards chan_msg_handles() lists the fds in wire order.
- * The message keeps ownership of all its fds.
+ * The codec writes bytes only: a handle whose fd was moved out (or that was
+ * decoded detached) encodes as usual, and chan_conn_send refuses it
+ * (CHAN_E_INVALID_ARGUMENT).  msg is not modified; it keeps its fds.
  */
-CHAN_EXPORT int chan_encode(chan_msg *msg, void *buf, size_t cap,
+CHAN_EXPORT int chan_encode(const chan_msg *msg, void *buf, size_t cap,
 			    size_t *ret_len);
 /* Size of the frame chan_encode would write (header included). */
-CHAN_EXPORT int chan_encoded_size(chan_msg *msg, size_t *ret_len);
-/* After a successful encode: the handle table in wire order.  The fds stay
- * owned by the message (borrowed; -1 for a taken or detached handle). */
-CHAN_EXPORT const int *chan_msg_handles(const chan_msg *msg, size_t *ret_count);
+CHAN_EXPORT int chan_encoded_size(const chan_msg *msg, size_t *ret_len);
+/*
+ * The frame's handle table in wire order: the fds that go with an encoded
+ * msg (or came with a decoded one), BORROWED (they stay the message's, or the
+ * lender's).  Writes min(count, cap) fds to fds[] and the count to
+ * *ret_count; -1 marks a handle whose fd was moved out or that was decoded
+ * detached.  Errors as chan_encode's (the tree is walked again).
+ */
+CHAN_EXPORT int chan_msg_borrow_handles(const chan_msg *msg, int *fds, size_t cap,
+					size_t *ret_count);
 
 /* Flags for chan_decode. */
 enum chan_decode_flags {
@@ -355,21 +432,30 @@ CHAN_EXPORT int chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b);
  * with '@' ("@name").  The listener unlinks a filesystem path it bound when
  * freed.  An existing socket file at path is not removed (CHAN_E_SYSTEM,
  * errno EADDRINUSE).  CHAN_E_INVALID_ARGUMENT for an empty name, "@" alone,
- * or a name longer than sun_path holds (107 bytes on Linux).
+ * or a name longer than sun_path holds (107 bytes on Linux).  The socket
+ * file's mode comes from the umask; an abstract name can be connected to by
+ * any process in the network namespace (SPEC.md §15).
  */
-CHAN_EXPORT int chan_listen(const char *path, chan_listener **ret);
+CHAN_EXPORT int chan_listen(const char *path, chan_listener **ret_listener);
 CHAN_EXPORT int chan_listener_accept(chan_listener *l, int timeout_ms,
-				     chan_conn **ret);
-CHAN_EXPORT int chan_listener_fd(const chan_listener *l);
+				     chan_conn **ret_conn);
+/* The listening socket, for poll/epoll (borrowed: the listener owns it). */
+CHAN_EXPORT int chan_listener_borrow_fd(const chan_listener *l);
 CHAN_EXPORT chan_listener *chan_listener_free(chan_listener *l);
 /* Connect to a listener at path ('@name' for abstract); names as chan_listen. */
-CHAN_EXPORT int chan_connect(const char *path, chan_conn **ret);
-/* Wrap an AF_UNIX SOCK_STREAM socket; TAKES fd on success only. */
-CHAN_EXPORT int chan_conn_from_fd(int fd, chan_conn **ret);
-/* Turn a received handle of kind conn into a connection: MOVES its fd out of
- * the message (the nested case).  CHAN_E_WRONG_HANDLE_KIND if v is not a
- * conn handle, CHAN_E_INVALID_ARGUMENT if its fd was already taken. */
-CHAN_EXPORT int chan_conn_from_value(chan_value *v, chan_conn **ret);
+CHAN_EXPORT int chan_connect(const char *path, chan_conn **ret_conn);
+/* Wrap a connected AF_UNIX SOCK_STREAM socket; MOVES fd in on success only. */
+CHAN_EXPORT int chan_conn_move_from_fd(int fd, chan_conn **ret_conn);
+/*
+ * Turn a received handle of kind conn into a connection: MOVES its fd out of
+ * the message (the nested case).  CHAN_E_WRONG_TYPE if v is not a handle,
+ * CHAN_E_WRONG_HANDLE_KIND if it is a handle of another kind,
+ * CHAN_E_INVALID_ARGUMENT if its fd was already moved out or is borrowed.
+ */
+CHAN_EXPORT int chan_conn_move_from_value(chan_value *v, chan_conn **ret_conn);
+/* chan_conn_move_from_value of the entry under key: also CHAN_E_NOT_FOUND. */
+CHAN_EXPORT int chan_map_move_conn(chan_value *map, const char *key,
+				   chan_conn **ret_conn);
 /*
  * MOVE a connection into msg as a handle of kind conn (the reply_to
  * pattern): on success the socket belongs to msg, the connection object is
@@ -378,23 +464,32 @@ CHAN_EXPORT int chan_conn_from_value(chan_value *v, chan_conn **ret);
  * frame still being written or a frame partly received (moving it would
  * tear the stream).
  */
-CHAN_EXPORT chan_value *chan_conn_handle(chan_msg *msg, chan_conn **conn);
+CHAN_EXPORT chan_value *chan_handle_move_conn(chan_msg *msg, chan_conn **conn);
+/*
+ * BORROW a connection's socket as a handle of kind conn: the connection
+ * keeps it and stays usable; it must outlive every send of msg.  No system
+ * call (the connection's socket was checked when it was made).
+ */
+CHAN_EXPORT chan_value *chan_handle_borrow_conn(chan_msg *msg, const chan_conn *conn);
 /* Closes the socket and drops any unsent or partly received data (their fds
  * closed).  NULL-safe; returns NULL. */
 CHAN_EXPORT chan_conn *chan_conn_free(chan_conn *c);
 
-/* The socket, for poll/epoll.  Owned by the connection: do not close or read
- * it.  libchan never sets O_NONBLOCK on it (that flag is shared with every
- * copy of the socket): it uses MSG_DONTWAIT. */
-CHAN_EXPORT int chan_conn_fd(const chan_conn *c);
+/* The socket, for poll/epoll.  BORROWED: owned by the connection; do not
+ * close or read it.  libchan never sets O_NONBLOCK on it (that flag is shared
+ * with every copy of the socket): it uses MSG_DONTWAIT. */
+CHAN_EXPORT int chan_conn_borrow_fd(const chan_conn *c);
 /* Receive limits for this connection; NULL restores the defaults, a zero
  * field means its default.  CHAN_E_INVALID_ARGUMENT if a field exceeds its
  * hard maximum (it is not clamped). */
 CHAN_EXPORT int chan_conn_set_limits(chan_conn *c,
 				     const struct chan_limits *limits);
-/* Allocator for received messages (NULL = malloc). */
-CHAN_EXPORT void chan_conn_set_allocator(chan_conn *c,
-					 const struct chan_allocator *a);
+/* Allocator for the connection's buffers and its received messages (NULL =
+ * malloc).  CHAN_E_INVALID_ARGUMENT while a frame is partly received or a
+ * committed frame is still being written (their buffers came from the old
+ * allocator). */
+CHAN_EXPORT int chan_conn_set_allocator(chan_conn *c,
+					const struct chan_allocator *a);
 
 struct chan_peer_cred {
 	pid_t pid;
@@ -403,12 +498,14 @@ struct chan_peer_cred {
 };
 /* Credentials of the peer process at connect time (SO_PEERCRED). */
 CHAN_EXPORT int chan_conn_peer_cred(const chan_conn *c,
-				    struct chan_peer_cred *ret);
+				    struct chan_peer_cred *ret_cred);
 
 /*
- * Send msg as one frame.  The message keeps ownership of its fds (the kernel
- * passes references); free it afterwards as usual.  The frame's fds ride with
- * its first byte, exactly once.
+ * Send msg as one frame.  msg is not modified (const): the kernel passes
+ * references to its fds, which stay the message's (or the lender's); free it
+ * afterwards as usual.  The same message may be sent on several connections,
+ * from several threads at once.  The frame's fds ride with its first byte,
+ * exactly once.
  *
  * If the whole frame is written, returns 0.  If the first byte went out but
  * not the rest before the timeout, the remainder is kept inside the connection
@@ -420,7 +517,7 @@ CHAN_EXPORT int chan_conn_peer_cred(const chan_conn *c,
  * committed (CONNECTION_CLOSED, SYSTEM) sticks: every later send and flush
  * returns it.
  */
-CHAN_EXPORT int chan_conn_send(chan_conn *c, chan_msg *msg, int timeout_ms);
+CHAN_EXPORT int chan_conn_send(chan_conn *c, const chan_msg *msg, int timeout_ms);
 /* Write buffered remainder of a committed frame.  0 when nothing is pending. */
 CHAN_EXPORT int chan_conn_flush(chan_conn *c, int timeout_ms);
 /* Non-zero if a committed frame still has bytes to write (poll for POLLOUT). */
@@ -435,8 +532,33 @@ CHAN_EXPORT int chan_conn_pending(const chan_conn *c);
  * Fatal errors stick: every later call returns the same error.
  * CHAN_E_CONNECTION_CLOSED: the peer closed at a frame boundary.
  */
-CHAN_EXPORT int chan_conn_recv(chan_conn *c, chan_msg **ret_msg,
-			       int timeout_ms);
+CHAN_EXPORT int chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg);
+
+/* ------------------------------------------------------------------------ */
+/* Raw socket I/O with descriptors (SPEC.md §10.2-§10.4)                     */
+
+/*
+ * One sendmsg(2) of len bytes with nfds descriptors attached to its first
+ * byte (SCM_RIGHTS; the fds are BORROWED), with MSG_NOSIGNAL, and
+ * MSG_DONTWAIT when dontwait.  Returns the bytes written, or CHAN_E_WOULD_BLOCK
+ * (nothing written, would block), CHAN_E_CONNECTION_CLOSED (EPIPE,
+ * ECONNRESET), CHAN_E_INVALID_ARGUMENT (nfds > 253, or EBADF), CHAN_E_SYSTEM
+ * (errno kept).  For tools and tests that write frames byte by byte; a
+ * chan_conn does its own framing.
+ */
+CHAN_EXPORT ssize_t chan_sock_send(int sock, const void *buf, size_t len,
+				   const int *fds, size_t nfds, bool dontwait);
+/*
+ * One recvmsg(2) of at most cap bytes with MSG_CMSG_CLOEXEC (MSG_DONTWAIT
+ * when dontwait).  The descriptors that arrived are MOVED to fds[] (room for
+ * fds_cap; the control buffer takes 253) and counted in *ret_nfds; other
+ * control messages (SCM_CREDENTIALS, and a pidfd, which is closed) are
+ * skipped.  Returns the bytes read (0 at end of stream), or
+ * CHAN_E_HANDLES_TRUNCATED (MSG_CTRUNC, or more fds than fds_cap: every fd
+ * that did arrive is closed), CHAN_E_WOULD_BLOCK, CHAN_E_SYSTEM.
+ */
+CHAN_EXPORT ssize_t chan_sock_recv(int sock, void *buf, size_t cap, int *fds,
+				   size_t fds_cap, bool dontwait, size_t *ret_nfds);
 
 #ifdef __cplusplus
 }

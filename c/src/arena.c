@@ -26,7 +26,7 @@ chan__free(const struct chan_allocator *a, void *p)
 #define ARENA_MAX_CHUNK (64u * 1024u)
 
 void *
-arena_alloc_slow(struct arena *arena, size_t size)
+chan__arena_alloc_slow(struct arena *arena, size_t size)
 {
 	struct arena_chunk *c = arena->head;
 	size_t hdr = align8(sizeof(struct arena_chunk));
@@ -60,7 +60,7 @@ arena_alloc_slow(struct arena *arena, size_t size)
 /* Free every chunk except `keep` (the one holding the chan_msg itself, which
  * the caller frees last). */
 void
-arena_release(struct arena *arena, struct arena_chunk *keep)
+chan__arena_release(struct arena *arena, struct arena_chunk *keep)
 {
 	struct arena_chunk *c = arena->head;
 

@@ -9,9 +9,9 @@
  * position; anything else goes through next_field(), which applies steps 1-6
  * with every check and so names the precise error.
  *
- * fds: the caller's array belongs to chan_decode from entry.  They are
- * attached to the message only after every check passed; every failure
- * closes all of them exactly once.
+ * Descriptors are not the codec's business: the walk checks the index rules
+ * against the header's handle count, and handles.c gives the frame's fds to
+ * the message afterwards (chan__handles_attach).
  */
 #include <math.h>
 #include <string.h>
@@ -263,7 +263,7 @@ keys_unique(struct dec *d, chan_value *map)
 	uint32_t n = map->u.c.count;
 
 	if (n > CHAN_MAP_INDEX_MIN) {
-		int r = map_index_build(d->msg, map);
+		int r = chan__map_index_build(d->msg, map);
 
 		if (r == CHAN_E_NO_MEMORY)
 			fail_dec(d, r);
@@ -444,7 +444,7 @@ dec_handle(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end)
 	v->u.h.index = (uint32_t)index;
 	v->u.h.fd = -1; /* attached after every check passed */
 	v->u.h.socket_id = 0;
-	msg_add_handle(d->msg, v);
+	chan__msg_add_handle(d->msg, v);
 	return true;
 }
 
@@ -567,121 +567,79 @@ dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 
 /* ---- entry point ---- */
 
-static int
-fail(int err, int *fds, size_t nfds)
-{
-	if (fds)
-		chan__close_fds(fds, nfds);
-	return err;
-}
-
 /* First arena chunk: small payloads (the common case) fit it whole, so
  * they cost one allocation.  A large payload is usually a few big strings
- * or bytes values, which need about its size; a large tree of tiny values
- * needs more, and gets it from doubling chunks.  Values cost at most ~45
- * arena bytes per payload byte (a 2-byte Value becomes a 56-byte node, a
- * pointer and rounding), so any payload needs a bounded number of
- * allocations: at most 7. */
+ * or bytes values, which need about its size; a large tree of tiny values needs more, and gets it from
+ * doubling chunks.  Values cost at most ~45 arena bytes per payload byte (a
+ * 2-byte Value becomes a 56-byte node, a pointer and rounding), so any
+ * payload needs a bounded number of allocations: at most 7. */
 static size_t
-first_chunk_size(uint32_t payload, uint32_t handles)
+first_chunk_size(uint32_t payload)
 {
-	size_t base = align8(sizeof(chan_msg)) + align8((size_t)handles * sizeof(int)) + 512;
+	size_t base = align8(sizeof(chan_msg)) + 512;
 
 	return base + (payload <= 65536 ? (size_t)payload * 8
 					: (size_t)payload + (size_t)payload / 4);
 }
 
-CHAN_EXPORT int
-chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
-	    const struct chan_limits *limits, const struct chan_allocator *allocator,
-	    chan_msg **ret_msg, size_t *ret_consumed)
-{
-	return chan__decode(buf, len, fds, nfds, flags, limits, allocator, ret_msg,
-			    ret_consumed, false);
-}
-
 int
-chan__decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
-	     const struct chan_limits *limits, const struct chan_allocator *allocator,
-	     chan_msg **ret_msg, size_t *ret_consumed, bool keep_fds_on_nomem)
+chan__decode_payload(const void *payload, const struct chan_header *h, size_t nfds,
+		     unsigned flags, const struct chan_limits *limits,
+		     const struct chan_allocator *allocator, chan_msg **ret_msg)
 {
-	const uint8_t *p = buf, *payload, *end;
+	const uint8_t *p = payload, *end = p + h->payload_length;
 	struct chan_limits lim = chan__limits(limits);
-	struct chan_header h;
 	struct dec d = {0};
 	struct arena arena = {0};
 	struct arena_chunk *chunk;
 	size_t hdr = align8(sizeof(struct arena_chunk)), size;
 	bool detached = flags & CHAN_DECODE_DETACHED;
-	int r;
 
-	if (!ret_msg || (!buf && len) || (!fds && nfds) || (detached && nfds) ||
-	    (flags & ~(unsigned)(CHAN_DECODE_DETACHED | CHAN_DECODE_BORROW)))
-		return fail(CHAN_E_INVALID_ARGUMENT, fds, nfds);
-	/* SPEC.md §9.3: the frame-level checks, in order. */
-	if ((r = chan_header_parse(buf, len, &h)) < 0)
-		return fail(r, fds, nfds);
-	if (h.payload_length > lim.max_payload)
-		return fail(CHAN_E_PAYLOAD_TOO_LARGE, fds, nfds);
-	if (len - CHAN_HEADER_SIZE < h.payload_length)
-		return fail(CHAN_E_TRUNCATED, fds, nfds);
-	if ((r = chan_header_check(&h, &lim)) < 0)
-		return fail(r, fds, nfds);
-	if (!detached && nfds < h.handle_count)
-		return fail(CHAN_E_TOO_FEW_HANDLES, fds, nfds);
-	if (!detached && nfds > h.handle_count)
-		return fail(CHAN_E_TOO_MANY_HANDLES, fds, nfds);
+	/* SPEC.md §9.3: descriptors delivered vs declared, before the walk. */
+	if (!detached && nfds < h->handle_count)
+		return CHAN_E_TOO_FEW_HANDLES;
+	if (!detached && nfds > h->handle_count)
+		return CHAN_E_TOO_MANY_HANDLES;
 
-	payload = p + CHAN_HEADER_SIZE;
-	end = payload + h.payload_length;
 	if (allocator && allocator->alloc && allocator->free)
 		arena.allocator = *allocator;
-	size = first_chunk_size(h.payload_length, h.handle_count);
+	size = first_chunk_size(h->payload_length);
 	chunk = chan__alloc(&arena.allocator, hdr + size);
 	if (!chunk)
-		return keep_fds_on_nomem ? CHAN_E_NO_MEMORY : fail(CHAN_E_NO_MEMORY, fds, nfds);
+		return CHAN_E_NO_MEMORY;
 	chunk->next = NULL;
 	chunk->size = size;
 	chunk->used = 0;
 	arena.head = chunk;
 	arena.next_chunk = size * 2;
 	d.msg = arena_alloc(&arena, sizeof(chan_msg));
-	msg_init(d.msg, allocator);
+	chan__msg_init(d.msg, allocator);
 	d.msg->arena = arena;
-	d.msg->handle_count = d.msg->handle_cap = h.handle_count;
-	d.msg->handle_fds = arena_alloc(&d.msg->arena, (size_t)h.handle_count * sizeof(int));
+	d.msg->handle_count = h->handle_count;
 	d.max_depth = lim.max_depth;
 	d.borrow = flags & CHAN_DECODE_BORROW;
-	d.handle_count = h.handle_count;
+	d.handle_count = h->handle_count;
 	d.prev_index = -1;
 
-	d.msg->root = dec_value(&d, payload, end, 1);
+	d.msg->root = dec_value(&d, p, end, 1);
 	/* After the walk (SPEC.md §7.3 steps 9-11). */
-	if (!d.error && d.refs < h.handle_count)
+	if (!d.error && d.refs < h->handle_count)
 		d.error = CHAN_E_UNREFERENCED_HANDLE;
 	if (!d.error && d.duplicate_key)
 		d.error = CHAN_E_DUPLICATE_KEY;
-	if (!d.error && !detached) {
-		for (chan_value *v = d.msg->handles_head; v; v = v->u.h.next) {
-			if (v->kind == CHAN_KIND_CONN &&
-			    (r = chan__check_conn_fd(fds[v->u.h.index])) < 0) {
-				d.error = r; /* WRONG_HANDLE_KIND, or SYSTEM */
-				break;
-			}
-		}
-	}
 	if (d.error) {
 		chan_msg_free(d.msg); /* no fd is attached yet */
-		if (d.error == CHAN_E_NO_MEMORY && keep_fds_on_nomem)
-			return d.error;
-		return fail(d.error, fds, nfds);
-	}
-	for (chan_value *v = d.msg->handles_head; v; v = v->u.h.next) {
-		v->u.h.fd = detached ? -1 : fds[v->u.h.index];
-		d.msg->handle_fds[v->u.h.index] = v->u.h.fd;
+		return d.error;
 	}
 	*ret_msg = d.msg;
-	if (ret_consumed)
-		*ret_consumed = CHAN_HEADER_SIZE + h.payload_length;
 	return 0;
+}
+
+bool
+chan__msg_adopt(chan_msg *msg, void *buf)
+{
+	if (!msg->borrowed)
+		return false;
+	msg->adopted = buf;
+	return true;
 }

@@ -44,6 +44,8 @@ static const struct error_info errors[] = {
 	[31] = {"INVALID_KEY", "a map key contains U+0000", CHAN_SCOPE_FRAME},
 	[32] = {"INVALID_JSON", "the text is not RFC 8259 JSON", CHAN_SCOPE_LOCAL},
 	[33] = {"INVALID_TEXT", "the JSON is not the text form of a value", CHAN_SCOPE_LOCAL},
+	[34] = {"NOT_FOUND", "the map has no entry with that key", CHAN_SCOPE_LOCAL},
+	[35] = {"WRONG_TYPE", "the value is of another type than the one asked for", CHAN_SCOPE_LOCAL},
 };
 
 #define N_ERRORS (sizeof(errors) / sizeof(errors[0]))

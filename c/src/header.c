@@ -1,15 +1,9 @@
 /* header.c - the 16-byte frame header (SPEC.md §5.1, §5.2). */
 #include "internal.h"
 
-CHAN_EXPORT int
-chan_header_parse(const void *buf, size_t len, struct chan_header *ret)
+static int
+parse(const uint8_t *p, struct chan_header *ret)
 {
-	const uint8_t *p = buf;
-
-	if (!ret || (!buf && len))
-		return CHAN_E_INVALID_ARGUMENT;
-	if (len < CHAN_HEADER_SIZE)
-		return CHAN_E_TRUNCATED;
 	ret->version = p[4];
 	ret->flags = p[5];
 	ret->handle_count = le16(p + 6);
@@ -21,6 +15,16 @@ chan_header_parse(const void *buf, size_t len, struct chan_header *ret)
 	if (p[4] != CHAN_WIRE_VERSION)
 		return CHAN_E_UNSUPPORTED_VERSION;
 	return 0;
+}
+
+CHAN_EXPORT int
+chan_header_parse(const void *buf, size_t len, struct chan_header *ret_header)
+{
+	if (!ret_header || (!buf && len))
+		return CHAN_E_INVALID_ARGUMENT;
+	if (len < CHAN_HEADER_SIZE)
+		return CHAN_E_TRUNCATED;
+	return parse(buf, ret_header);
 }
 
 /* Effective limits: zero fields take the default, and nothing exceeds the
@@ -47,6 +51,17 @@ chan__limits(const struct chan_limits *l)
 	return r;
 }
 
+/* The frame-scope header checks, in the order of SPEC.md §9.3. */
+static int
+frame_checks(const struct chan_header *h, const struct chan_limits *l)
+{
+	if (h->flags || h->channel)
+		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if (h->handle_count > l->max_handles)
+		return CHAN_E_HANDLE_LIMIT_EXCEEDED;
+	return 0;
+}
+
 CHAN_EXPORT int
 chan_header_check(const struct chan_header *h, const struct chan_limits *limits)
 {
@@ -56,9 +71,21 @@ chan_header_check(const struct chan_header *h, const struct chan_limits *limits)
 		return CHAN_E_INVALID_ARGUMENT;
 	if (h->payload_length > l.max_payload)
 		return CHAN_E_PAYLOAD_TOO_LARGE;
-	if (h->flags || h->channel)
-		return CHAN_E_RESERVED_FIELD_NONZERO;
-	if (h->handle_count > l.max_handles)
-		return CHAN_E_HANDLE_LIMIT_EXCEEDED;
+	return frame_checks(h, &l);
+}
+
+int
+chan__header_read(const void *p, const struct chan_limits *limits,
+		  struct chan_header *ret_header, int *ret_frame_error)
+{
+	struct chan_limits l = chan__limits(limits);
+	int r = parse(p, ret_header);
+
+	*ret_frame_error = 0;
+	if (r < 0)
+		return r;
+	if (ret_header->payload_length > l.max_payload)
+		return CHAN_E_PAYLOAD_TOO_LARGE;
+	*ret_frame_error = frame_checks(ret_header, &l);
 	return 0;
 }

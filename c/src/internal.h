@@ -18,8 +18,8 @@
 #include <stdint.h>
 
 #include "chan.h"
+#include "codec.h"
 
-#define CHAN_HIDDEN __attribute__((visibility("hidden")))
 
 /* ---- wire constants (SPEC.md §5, §7) ---- */
 #define CHAN_MAGIC0 0x43 /* 'C' */
@@ -58,10 +58,8 @@ struct arena {
 	size_t next_chunk;
 };
 
-CHAN_HIDDEN void *chan__alloc(const struct chan_allocator *a, size_t size);
-CHAN_HIDDEN void chan__free(const struct chan_allocator *a, void *p);
-CHAN_HIDDEN void *arena_alloc_slow(struct arena *arena, size_t size);
-CHAN_HIDDEN void arena_release(struct arena *arena, struct arena_chunk *keep);
+CHAN_HIDDEN void *chan__arena_alloc_slow(struct arena *arena, size_t size);
+CHAN_HIDDEN void chan__arena_release(struct arena *arena, struct arena_chunk *keep);
 
 static inline size_t
 align8(size_t n)
@@ -82,7 +80,7 @@ arena_alloc(struct arena *arena, size_t size)
 		c->used += size;
 		return p;
 	}
-	return arena_alloc_slow(arena, size);
+	return chan__arena_alloc_slow(arena, size);
 }
 
 /* ---- values ---- */
@@ -95,14 +93,11 @@ struct chan_value {
 	uint8_t type;     /* enum chan_type */
 	uint8_t kind;     /* enum chan_kind, for handles */
 	uint8_t attached; /* linked into a container or the root */
-	uint8_t pad_;
+	uint8_t borrowed; /* a handle whose fd the message does not own */
 	uint32_t key_len; /* as a map entry's value: its key */
 	const char *key;
 	chan_msg *msg;
 	union {
-		/* set by encode: for a list, map or handle the size of its
-		 * sub-message, for other types the size of the Value body */
-		size_t enc_size;
 		chan_value *next;  /* sibling link while a container is decoded */
 	} aux;
 	union {
@@ -120,10 +115,10 @@ struct chan_value {
 			struct map_index *index;
 		} c;
 		struct {
-			int fd;
-			uint32_t index;
+			int fd;       /* -1: moved out, or decoded detached */
+			uint32_t index; /* decoded messages: wire position */
 			chan_value *next; /* msg->handles_head list */
-			uint64_t socket_id; /* conn: its inode if known, else 0 */
+			uint64_t socket_id; /* conn: its identity (inode), 0 if unknown */
 		} h;
 	} u;
 };
@@ -132,35 +127,25 @@ struct chan_msg {
 	struct arena arena;
 	chan_value *root;
 	int error;                /* poison: first failure of a builder call */
-	chan_value *handles_head; /* every handle value, for chan_msg_free */
+	chan_value *handles_head; /* every handle value, in creation order (for
+				   * a decoded message: wire order) */
 	chan_value *handles_tail;
-	int *handle_fds;          /* wire-order table after encode/decode */
-	uint32_t handle_count;
-	uint32_t handle_cap;
+	uint32_t handle_count;    /* decoded messages: the header's count */
 	bool borrowed; /* decode left values pointing into its input buffer */
-	void *adopted; /* that buffer, when the message owns it (libc free) */
+	void *adopted; /* that buffer, when the message owns it (its allocator) */
+	char error_message[128]; /* where the poison came from */
 };
 
-CHAN_HIDDEN void msg_init(chan_msg *msg, const struct chan_allocator *a);
-/* Record err as msg's first builder error; returns err. */
-CHAN_HIDDEN int chan__poison(chan_msg *msg, int err);
-enum { HANDLE_DUP = 1u << 0, HANDLE_KIND_KNOWN = 1u << 1 };
-CHAN_HIDDEN chan_value *chan__handle_new(chan_msg *msg, enum chan_kind kind, int fd,
-					 unsigned flags);
-CHAN_HIDDEN void msg_add_handle(chan_msg *msg, chan_value *v);
-CHAN_HIDDEN int map_index_build(chan_msg *msg, chan_value *map);
+CHAN_HIDDEN void chan__msg_init(chan_msg *msg, const struct chan_allocator *a);
+/* Quote s (n bytes) for an error message: printable ASCII as is, the rest
+ * escaped, at most about 40 characters. */
+CHAN_HIDDEN const char *chan__quote(char *buf, size_t cap, const char *s, size_t n);
+CHAN_HIDDEN void chan__msg_add_handle(chan_msg *msg, chan_value *v);
+CHAN_HIDDEN int chan__map_index_build(chan_msg *msg, chan_value *map);
 CHAN_HIDDEN uint64_t chan__hash(const char *p, size_t n);
 
-/* chan_decode, but on NO_MEMORY the fds stay the caller's (open), so a
- * connection can keep the frame and decode it again on the next call. */
-CHAN_HIDDEN int chan__decode(const void *buf, size_t len, int *fds, size_t nfds,
-			     unsigned flags, const struct chan_limits *limits,
-			     const struct chan_allocator *allocator, chan_msg **ret_msg,
-			     size_t *ret_consumed, bool keep_fds_on_nomem);
 
 /* ---- helpers ---- */
-/* Limits with defaults filled in and hard maxima applied. */
-CHAN_HIDDEN struct chan_limits chan__limits(const struct chan_limits *l);
 CHAN_HIDDEN bool chan__utf8_valid_slow(const uint8_t *p, size_t n);
 CHAN_HIDDEN int chan__key_check_slow(const uint8_t *p, size_t n);
 
@@ -197,12 +182,6 @@ chan__utf8_valid(const uint8_t *p, size_t n)
 	}
 	return chan__utf8_valid_slow(p, n);
 }
-/* 0 if fd is an AF_UNIX SOCK_STREAM socket, CHAN_E_WRONG_HANDLE_KIND if it
- * is something else, CHAN_E_SYSTEM if fd is not open. */
-CHAN_HIDDEN int chan__check_conn_fd(int fd);
-/* F_DUPFD_CLOEXEC to an fd >= 3; -1 with errno on failure. */
-CHAN_HIDDEN int chan__dup_cloexec(int fd);
-CHAN_HIDDEN void chan__close_fds(int *fds, size_t n);
 
 static inline uint32_t
 le32(const uint8_t *p)

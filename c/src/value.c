@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,7 +11,7 @@
 #include "internal.h"
 
 void
-msg_init(chan_msg *msg, const struct chan_allocator *a)
+chan__msg_init(chan_msg *msg, const struct chan_allocator *a)
 {
 	memset(msg, 0, sizeof(*msg));
 	if (a && a->alloc && a->free)
@@ -28,7 +30,7 @@ chan_msg_new(const struct chan_allocator *allocator)
 	msg = arena_alloc(&arena, sizeof(*msg));
 	if (!msg)
 		return NULL;
-	msg_init(msg, allocator);
+	chan__msg_init(msg, allocator);
 	msg->arena = arena;
 	return msg;
 }
@@ -42,7 +44,7 @@ chan_msg_free(chan_msg *msg)
 	if (!msg)
 		return NULL;
 	for (chan_value *h = msg->handles_head; h; h = h->u.h.next) {
-		if (h->u.h.fd >= 0) {
+		if (h->u.h.fd >= 0 && !h->borrowed) {
 			int saved = errno;
 
 			close(h->u.h.fd);
@@ -57,22 +59,59 @@ chan_msg_free(chan_msg *msg)
 		if ((char *)msg >= lo && (char *)msg < hi)
 			owner = c;
 	}
-	free(msg->adopted);
 	a = msg->arena.allocator;
-	arena_release(&msg->arena, owner);
+	chan__free(&a, msg->adopted);
+	chan__arena_release(&msg->arena, owner);
 	chan__free(&a, owner);
 	return NULL;
 }
 
 int
-chan__poison(chan_msg *msg, int err)
+chan__poison(chan_msg *msg, int err, const char *fmt, ...)
 {
-	if (!msg->error)
-		msg->error = err;
+	va_list ap;
+
+	if (msg->error)
+		return err;
+	msg->error = err;
+	va_start(ap, fmt);
+	vsnprintf(msg->error_message, sizeof(msg->error_message), fmt, ap);
+	va_end(ap);
 	return err;
 }
 
 #define poison chan__poison
+
+const char *
+chan__quote(char *buf, size_t cap, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0, i;
+
+	if (cap < 8)
+		return "";
+	buf[o++] = '"';
+	for (i = 0; i < n && o + 6 < cap && o < 44; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+			buf[o++] = (char)ch;
+		} else {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[ch >> 4];
+			buf[o++] = hex[ch & 15];
+		}
+	}
+	if (i < n && o + 4 < cap) {
+		buf[o++] = '.';
+		buf[o++] = '.';
+		buf[o++] = '.';
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
 
 static chan_value *
 new_value(chan_msg *msg, enum chan_type type)
@@ -83,7 +122,8 @@ new_value(chan_msg *msg, enum chan_type type)
 		return NULL;
 	v = arena_alloc(&msg->arena, sizeof(*v));
 	if (!v) {
-		poison(msg, CHAN_E_NO_MEMORY);
+		poison(msg, CHAN_E_NO_MEMORY, "chan_%s: out of memory",
+		       chan_type_name(type));
 		return NULL;
 	}
 	memset(v, 0, sizeof(*v));
@@ -93,7 +133,7 @@ new_value(chan_msg *msg, enum chan_type type)
 }
 
 void
-msg_add_handle(chan_msg *msg, chan_value *v)
+chan__msg_add_handle(chan_msg *msg, chan_value *v)
 {
 	v->u.h.next = NULL;
 	if (msg->handles_tail)
@@ -110,7 +150,7 @@ chan_null(chan_msg *msg)
 }
 
 CHAN_EXPORT chan_value *
-chan_bool(chan_msg *msg, int b)
+chan_bool(chan_msg *msg, bool b)
 {
 	chan_value *v = new_value(msg, CHAN_BOOL);
 
@@ -160,23 +200,30 @@ copy_text(chan_msg *msg, const void *p, size_t n)
 }
 
 static chan_value *
-new_blob(chan_msg *msg, enum chan_type type, const void *p, size_t n)
+new_blob(chan_msg *msg, const char *caller, enum chan_type type, const void *p,
+	 size_t n)
 {
 	chan_value *v;
 	char *s;
 
 	if (!msg)
 		return NULL;
-	if (!p && n) {
-		poison(msg, CHAN_E_INVALID_ARGUMENT);
+	if (!p && (n || type == CHAN_STRING)) {
+		poison(msg, CHAN_E_INVALID_ARGUMENT, "%s: NULL %s", caller,
+		       type == CHAN_STRING ? "string" : "data with a length");
 		return NULL;
 	}
 	if (type == CHAN_STRING && !chan__utf8_valid(p, n)) {
-		poison(msg, CHAN_E_INVALID_UTF8);
+		char q[64];
+
+		poison(msg, CHAN_E_INVALID_UTF8, "%s: %s is not valid UTF-8", caller,
+		       chan__quote(q, sizeof(q), p, n));
 		return NULL;
 	}
 	if (n > CHAN_HARD_MAX_PAYLOAD) {
-		poison(msg, CHAN_E_PAYLOAD_TOO_LARGE);
+		poison(msg, CHAN_E_PAYLOAD_TOO_LARGE,
+		       "%s: %zu bytes is more than a frame can hold (%u)", caller, n,
+		       CHAN_HARD_MAX_PAYLOAD);
 		return NULL;
 	}
 	v = new_value(msg, type);
@@ -184,7 +231,7 @@ new_blob(chan_msg *msg, enum chan_type type, const void *p, size_t n)
 		return NULL;
 	s = copy_text(msg, p, n);
 	if (!s) {
-		poison(msg, CHAN_E_NO_MEMORY);
+		poison(msg, CHAN_E_NO_MEMORY, "%s: out of memory for %zu bytes", caller, n);
 		return NULL;
 	}
 	v->u.s.p = s;
@@ -195,23 +242,19 @@ new_blob(chan_msg *msg, enum chan_type type, const void *p, size_t n)
 CHAN_EXPORT chan_value *
 chan_string(chan_msg *msg, const char *s)
 {
-	if (msg && !s) {
-		poison(msg, CHAN_E_INVALID_ARGUMENT);
-		return NULL;
-	}
-	return new_blob(msg, CHAN_STRING, s, s ? strlen(s) : 0);
+	return new_blob(msg, "chan_string", CHAN_STRING, s, s ? strlen(s) : 0);
 }
 
 CHAN_EXPORT chan_value *
 chan_string_n(chan_msg *msg, const char *s, size_t len)
 {
-	return new_blob(msg, CHAN_STRING, s, len);
+	return new_blob(msg, "chan_string_n", CHAN_STRING, s, len);
 }
 
 CHAN_EXPORT chan_value *
 chan_bytes(chan_msg *msg, const void *p, size_t len)
 {
-	return new_blob(msg, CHAN_BYTES, p, len);
+	return new_blob(msg, "chan_bytes", CHAN_BYTES, p, len);
 }
 
 CHAN_EXPORT chan_value *
@@ -226,61 +269,34 @@ chan_map(chan_msg *msg)
 	return new_value(msg, CHAN_MAP);
 }
 
-/*
- * A handle value holding fd.  HANDLE_DUP: the value holds a duplicate and the
- * caller keeps fd; otherwise the value takes fd, on success only.
- * HANDLE_KIND_KNOWN: the caller vouches for the kind (a chan_conn's socket).
- */
 chan_value *
-chan__handle_new(chan_msg *msg, enum chan_kind kind, int fd, unsigned flags)
+chan__handle_new(chan_msg *msg, const char *caller, enum chan_kind kind, int fd,
+		 bool borrowed, uint64_t socket_id)
 {
 	chan_value *v;
-	int r;
 
 	if (!msg)
 		return NULL;
+	if (msg->error)
+		return NULL; /* the message is poisoned: do not take fd */
 	if ((kind != CHAN_KIND_FD && kind != CHAN_KIND_CONN) || fd < 0) {
-		poison(msg, CHAN_E_INVALID_ARGUMENT);
-		return NULL;
-	}
-	if (kind == CHAN_KIND_CONN && !(flags & HANDLE_KIND_KNOWN) &&
-	    (r = chan__check_conn_fd(fd)) < 0) {
-		poison(msg, r);
-		return NULL;
-	}
-	if (!(flags & (HANDLE_DUP | HANDLE_KIND_KNOWN)) && fcntl(fd, F_GETFD) < 0) {
-		poison(msg, CHAN_E_SYSTEM); /* not an open fd: take nothing */
+		if (fd < 0)
+			poison(msg, CHAN_E_INVALID_ARGUMENT, "%s: fd %d is not a descriptor",
+			       caller, fd);
+		else
+			poison(msg, CHAN_E_INVALID_ARGUMENT, "%s: %d is not a handle kind",
+			       caller, (int)kind);
 		return NULL;
 	}
 	v = new_value(msg, CHAN_HANDLE);
 	if (!v)
 		return NULL;
-	if (flags & HANDLE_DUP) {
-		int dup_fd = chan__dup_cloexec(fd);
-
-		if (dup_fd < 0) {
-			poison(msg, CHAN_E_SYSTEM);
-			return NULL;
-		}
-		fd = dup_fd;
-	}
 	v->kind = (uint8_t)kind;
+	v->borrowed = borrowed;
 	v->u.h.fd = fd;
-	v->u.h.socket_id = 0;
-	msg_add_handle(msg, v);
+	v->u.h.socket_id = socket_id;
+	chan__msg_add_handle(msg, v);
 	return v;
-}
-
-CHAN_EXPORT chan_value *
-chan_handle(chan_msg *msg, enum chan_kind kind, int fd)
-{
-	return chan__handle_new(msg, kind, fd, HANDLE_DUP);
-}
-
-CHAN_EXPORT chan_value *
-chan_handle_take(chan_msg *msg, enum chan_kind kind, int fd)
-{
-	return chan__handle_new(msg, kind, fd, 0);
 }
 
 /* ---- containers ---- */
@@ -304,7 +320,8 @@ grow_items(chan_value *c)
 }
 
 static int
-check_attachable(chan_value *container, chan_value *item, enum chan_type type)
+check_attachable(const char *caller, chan_value *container, chan_value *item,
+		 enum chan_type type)
 {
 	chan_msg *msg;
 
@@ -314,22 +331,34 @@ check_attachable(chan_value *container, chan_value *item, enum chan_type type)
 	if (msg->error)
 		return msg->error;
 	if (!item)
-		return poison(msg, CHAN_E_INVALID_ARGUMENT);
-	if (container->type != type || item->msg != msg || item->attached ||
-	    item == container || item == msg->root)
-		return poison(msg, CHAN_E_INVALID_ARGUMENT);
+		return poison(msg, CHAN_E_INVALID_ARGUMENT, "%s: the value is NULL", caller);
+	if (container->type != type)
+		return poison(msg, CHAN_E_WRONG_TYPE, "%s: the container is a %s, not a %s",
+			      caller, chan_type_name((enum chan_type)container->type),
+			      chan_type_name(type));
+	if (item->msg != msg)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT,
+			      "%s: the value belongs to another message", caller);
+	if (item->attached || item == msg->root)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT,
+			      "%s: the %s value is already attached (a value has one place)",
+			      caller, chan_type_name((enum chan_type)item->type));
+	if (item == container)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT,
+			      "%s: a container cannot hold itself", caller);
 	return 0;
 }
 
 CHAN_EXPORT int
 chan_list_append(chan_value *list, chan_value *item)
 {
-	int r = check_attachable(list, item, CHAN_LIST);
+	int r = check_attachable("chan_list_append", list, item, CHAN_LIST);
 
 	if (r < 0)
 		return r;
 	if (list->u.c.count == list->u.c.cap && (r = grow_items(list)) < 0)
-		return poison(list->msg, r);
+		return poison(list->msg, r, "chan_list_append: out of memory for item %u",
+			      list->u.c.count);
 	list->u.c.items[list->u.c.count++] = item;
 	item->attached = 1;
 	return 0;
@@ -393,7 +422,7 @@ map_index_insert(struct map_index *ix, const chan_value *map, uint32_t pos)
  * CHAN_E_NO_MEMORY on allocation failure.
  */
 int
-map_index_build(chan_msg *msg, chan_value *map)
+chan__map_index_build(chan_msg *msg, chan_value *map)
 {
 	uint32_t want = map->u.c.cap > map->u.c.count ? map->u.c.cap : map->u.c.count;
 	uint32_t slots = 16;
@@ -421,35 +450,43 @@ map_index_build(chan_msg *msg, chan_value *map)
 	return 0;
 }
 
-CHAN_EXPORT int
-chan_map_put_n(chan_value *map, const char *key, size_t key_len, chan_value *v)
+static int
+map_put(const char *caller, chan_value *map, const char *key, size_t key_len,
+	chan_value *v)
 {
-	int r = check_attachable(map, v, CHAN_MAP);
+	int r = check_attachable(caller, map, v, CHAN_MAP);
 	chan_msg *msg;
+	char q[64];
 	char *k;
 
 	if (r < 0)
 		return r;
 	msg = map->msg;
-	if (!key && key_len)
-		return poison(msg, CHAN_E_INVALID_ARGUMENT);
+	if (!key)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT, "%s: the key is NULL", caller);
 	if (key_len > UINT32_MAX)
-		return poison(msg, CHAN_E_PAYLOAD_TOO_LARGE);
+		return poison(msg, CHAN_E_PAYLOAD_TOO_LARGE, "%s: a key of %zu bytes", caller,
+			      key_len);
 	if ((r = chan__key_check((const uint8_t *)key, key_len)) < 0)
-		return poison(msg, r);
-	/* A duplicate key is the caller's mistake, not a broken builder: report
-	 * it without poisoning, so the caller can choose another key. */
-	if (map_find(map, key ? key : "", key_len) >= 0)
-		return CHAN_E_DUPLICATE_KEY;
+		return poison(msg, r, "%s: key %s %s", caller,
+			      chan__quote(q, sizeof(q), key, key_len),
+			      r == CHAN_E_INVALID_KEY ? "contains U+0000"
+						      : "is not valid UTF-8");
+	/* Every failure poisons: a builder that chains calls and checks once
+	 * must not end with a value silently missing (SPEC.md §11). */
+	if (map_find(map, key, key_len) >= 0)
+		return poison(msg, CHAN_E_DUPLICATE_KEY, "%s: duplicate key %s", caller,
+			      chan__quote(q, sizeof(q), key, key_len));
 	k = copy_text(msg, key, key_len);
 	if (!k)
-		return poison(msg, CHAN_E_NO_MEMORY);
+		return poison(msg, CHAN_E_NO_MEMORY, "%s: out of memory for key %s", caller,
+			      chan__quote(q, sizeof(q), key, key_len));
 	if (map->u.c.count == map->u.c.cap) {
-		if ((r = grow_items(map)) < 0)
-			return poison(msg, r);
-		if (map->u.c.cap > CHAN_MAP_INDEX_MIN &&
-		    (r = map_index_build(msg, map)) < 0)
-			return poison(msg, r);
+		if ((r = grow_items(map)) < 0 ||
+		    (map->u.c.cap > CHAN_MAP_INDEX_MIN &&
+		     (r = chan__map_index_build(msg, map)) < 0))
+			return poison(msg, r, "%s: out of memory for key %s", caller,
+				      chan__quote(q, sizeof(q), key, key_len));
 	}
 	v->key = k;
 	v->key_len = (uint32_t)key_len;
@@ -462,11 +499,15 @@ chan_map_put_n(chan_value *map, const char *key, size_t key_len, chan_value *v)
 }
 
 CHAN_EXPORT int
+chan_map_put_n(chan_value *map, const char *key, size_t key_len, chan_value *v)
+{
+	return map_put("chan_map_put_n", map, key, key_len, v);
+}
+
+CHAN_EXPORT int
 chan_map_put(chan_value *map, const char *key, chan_value *v)
 {
-	if (map && !key)
-		return poison(map->msg, CHAN_E_INVALID_ARGUMENT);
-	return chan_map_put_n(map, key, key ? strlen(key) : 0, v);
+	return map_put("chan_map_put", map, key, key ? strlen(key) : 0, v);
 }
 
 CHAN_EXPORT int
@@ -476,8 +517,17 @@ chan_msg_set_root(chan_msg *msg, chan_value *v)
 		return CHAN_E_INVALID_ARGUMENT;
 	if (msg->error)
 		return msg->error;
-	if (!v || v->msg != msg || v->attached || msg->root)
-		return poison(msg, CHAN_E_INVALID_ARGUMENT);
+	if (!v)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT, "chan_msg_set_root: the value is NULL");
+	if (v->msg != msg)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT,
+			      "chan_msg_set_root: the value belongs to another message");
+	if (msg->root)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT,
+			      "chan_msg_set_root: the root is already set");
+	if (v->attached)
+		return poison(msg, CHAN_E_INVALID_ARGUMENT,
+			      "chan_msg_set_root: the value is already attached");
 	v->attached = 1;
 	msg->root = v;
 	return 0;
@@ -495,6 +545,12 @@ chan_msg_error(const chan_msg *msg)
 	return msg ? msg->error : CHAN_E_INVALID_ARGUMENT;
 }
 
+CHAN_EXPORT const char *
+chan_msg_error_message(const chan_msg *msg)
+{
+	return msg ? msg->error_message : "chan_msg_error_message: msg is NULL";
+}
+
 /* ---- readers ---- */
 
 CHAN_EXPORT enum chan_type
@@ -503,43 +559,121 @@ chan_value_type(const chan_value *v)
 	return v ? (enum chan_type)v->type : (enum chan_type)0;
 }
 
+static inline int
+expect(const chan_value *v, enum chan_type type)
+{
+	if (!v)
+		return CHAN_E_INVALID_ARGUMENT;
+	return v->type == type ? 0 : CHAN_E_WRONG_TYPE;
+}
+
 CHAN_EXPORT int
-chan_value_bool(const chan_value *v)
+chan_value_get_bool(const chan_value *v, bool *ret)
 {
-	return v && v->type == CHAN_BOOL ? v->u.b : 0;
+	int r = expect(v, CHAN_BOOL);
+
+	if (r == 0 && !ret)
+		r = CHAN_E_INVALID_ARGUMENT;
+	if (r == 0)
+		*ret = v->u.b != 0;
+	return r;
 }
 
-CHAN_EXPORT int64_t
-chan_value_int(const chan_value *v)
+CHAN_EXPORT int
+chan_value_get_int(const chan_value *v, int64_t *ret)
 {
-	return v && v->type == CHAN_INT ? v->u.i : 0;
+	int r = expect(v, CHAN_INT);
+
+	if (r == 0 && !ret)
+		r = CHAN_E_INVALID_ARGUMENT;
+	if (r == 0)
+		*ret = v->u.i;
+	return r;
 }
 
-CHAN_EXPORT double
-chan_value_float(const chan_value *v)
+CHAN_EXPORT int
+chan_value_get_float(const chan_value *v, double *ret)
 {
-	return v && v->type == CHAN_FLOAT ? v->u.f : 0.0;
+	int r = expect(v, CHAN_FLOAT);
+
+	if (r == 0 && !ret)
+		r = CHAN_E_INVALID_ARGUMENT;
+	if (r == 0)
+		*ret = v->u.f;
+	return r;
 }
 
-CHAN_EXPORT const char *
-chan_value_string(const chan_value *v, size_t *ret_len)
+static int
+get_blob(const chan_value *v, enum chan_type type, const void **ret, size_t *ret_len)
 {
-	if (!v || v->type != CHAN_STRING)
-		return NULL;
-	if (ret_len)
-		*ret_len = v->u.s.n;
-	return v->u.s.p;
+	int r = expect(v, type);
+
+	if (r == 0 && !ret)
+		r = CHAN_E_INVALID_ARGUMENT;
+	if (r == 0) {
+		*ret = v->u.s.p;
+		if (ret_len)
+			*ret_len = v->u.s.n;
+	}
+	return r;
 }
 
-CHAN_EXPORT const void *
-chan_value_bytes(const chan_value *v, size_t *ret_len)
+CHAN_EXPORT int
+chan_value_get_string(const chan_value *v, const char **ret_str, size_t *ret_len)
 {
-	if (!v || v->type != CHAN_BYTES)
-		return NULL;
-	if (ret_len)
-		*ret_len = v->u.s.n;
-	return v->u.s.p;
+	return get_blob(v, CHAN_STRING, (const void **)ret_str, ret_len);
 }
+
+CHAN_EXPORT int
+chan_value_get_bytes(const chan_value *v, const void **ret_data, size_t *ret_len)
+{
+	return get_blob(v, CHAN_BYTES, ret_data, ret_len);
+}
+
+CHAN_EXPORT int
+chan_map_get_value(const chan_value *map, const char *key, chan_value **ret_value)
+{
+	chan_value *v;
+
+	if (!map || !key || !ret_value)
+		return CHAN_E_INVALID_ARGUMENT;
+	if (map->type != CHAN_MAP)
+		return CHAN_E_WRONG_TYPE;
+	if (!(v = chan_map_get(map, key)))
+		return CHAN_E_NOT_FOUND;
+	*ret_value = v;
+	return 0;
+}
+
+/* chan_map_get_<type>: a lookup, then the value reader. */
+#define MAP_GETTER(name, ...)                                                  \
+	{                                                                      \
+		chan_value *v;                                                 \
+		int r = chan_map_get_value(map, key, &v);                      \
+		return r < 0 ? r : name(v, __VA_ARGS__);                       \
+	}
+
+CHAN_EXPORT int
+chan_map_get_bool(const chan_value *map, const char *key, bool *ret)
+MAP_GETTER(chan_value_get_bool, ret)
+
+CHAN_EXPORT int
+chan_map_get_int(const chan_value *map, const char *key, int64_t *ret)
+MAP_GETTER(chan_value_get_int, ret)
+
+CHAN_EXPORT int
+chan_map_get_float(const chan_value *map, const char *key, double *ret)
+MAP_GETTER(chan_value_get_float, ret)
+
+CHAN_EXPORT int
+chan_map_get_string(const chan_value *map, const char *key, const char **ret_str,
+		    size_t *ret_len)
+MAP_GETTER(chan_value_get_string, ret_str, ret_len)
+
+CHAN_EXPORT int
+chan_map_get_bytes(const chan_value *map, const char *key, const void **ret_data,
+		   size_t *ret_len)
+MAP_GETTER(chan_value_get_bytes, ret_data, ret_len)
 
 CHAN_EXPORT size_t
 chan_value_count(const chan_value *v)
@@ -598,22 +732,29 @@ chan_value_handle_index(const chan_value *v)
 }
 
 CHAN_EXPORT int
-chan_value_fd(const chan_value *v)
+chan_value_borrow_fd(const chan_value *v, int *ret_fd)
 {
-	return v && v->type == CHAN_HANDLE ? v->u.h.fd : -1;
+	int r = expect(v, CHAN_HANDLE);
+
+	if (r < 0)
+		return r;
+	if (!ret_fd || v->u.h.fd < 0)
+		return CHAN_E_INVALID_ARGUMENT; /* moved out, or decoded detached */
+	*ret_fd = v->u.h.fd;
+	return 0;
 }
 
 CHAN_EXPORT int
-chan_value_take_fd(chan_value *v, int *ret_fd)
+chan_value_move_fd(chan_value *v, int *ret_fd)
 {
-	if (!v || v->type != CHAN_HANDLE || v->u.h.fd < 0 || !ret_fd)
+	int r = expect(v, CHAN_HANDLE);
+
+	if (r < 0)
+		return r;
+	if (!ret_fd || v->u.h.fd < 0 || v->borrowed)
 		return CHAN_E_INVALID_ARGUMENT;
 	*ret_fd = v->u.h.fd;
 	v->u.h.fd = -1;
-	/* The wire-order table must not hand out a moved fd either. */
-	if (v->msg->handle_fds && v->u.h.index < v->msg->handle_count &&
-	    v->msg->handle_fds[v->u.h.index] == *ret_fd)
-		v->msg->handle_fds[v->u.h.index] = -1;
 	return 0;
 }
 

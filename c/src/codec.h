@@ -1,0 +1,131 @@
+/*
+ * codec.h - the one seam between libchan's codec and everything else.
+ *
+ * The codec (value.c, encode.c, decode.c, header.c, arena.c, utf8.c) turns
+ * value trees into bytes and back; it never calls the operating system and
+ * knows nothing of sockets.  handles.c gives descriptors to messages (kind
+ * and identity checks, the self-send rule); the transport (conn.c, io.c,
+ * listener.c, platform_linux.c) moves frames over sockets.  Both use the
+ * codec only through this header: they never see struct chan_msg or
+ * struct chan_value (internal.h is the codec's own).
+ *
+ * Data flow, receiving: chan__header_read (once per frame) -> the payload
+ * bytes -> chan__decode_payload (validates and builds; touches no fd) ->
+ * chan__handles_attach (one pass over the frame's fds: kinds, self-send,
+ * ownership).  Sending: chan__encode_size (one sizing pass) ->
+ * chan__encode_write (bytes, plus the handle table: fds and socket ids).
+ */
+#ifndef CHAN_CODEC_H
+#define CHAN_CODEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chan.h"
+
+#define CHAN_HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- header (SPEC.md §5.1, §9.3) ---- */
+
+/*
+ * Parse and check the 16 header bytes at p, once.  Returns the first error
+ * of the frame-level order that ends the stream (BAD_MAGIC,
+ * UNSUPPORTED_VERSION, PAYLOAD_TOO_LARGE) or 0; *ret_frame_error gets the
+ * first frame-scope header error that follows them in SPEC.md §9.3
+ * (RESERVED_FIELD_NONZERO, HANDLE_LIMIT_EXCEEDED) or 0.  *ret_header is
+ * filled whenever the magic matched.
+ */
+CHAN_HIDDEN int chan__header_read(const void *p, const struct chan_limits *limits,
+				  struct chan_header *ret_header, int *ret_frame_error);
+
+/* ---- encoding (SPEC.md §7.2) ---- */
+
+/* Scratch space of one encode: the sub-message sizes of the tree in
+ * pre-order, computed once by chan__encode_size and consumed by
+ * chan__encode_write.  Starts in `small`; grows through allocator.  A
+ * connection keeps one for all its sends (under its send lock). */
+struct chan__enc {
+	uint32_t *sizes;
+	size_t cap, n, next;
+	const struct chan_allocator *allocator;
+	uint32_t small[64];
+};
+
+CHAN_HIDDEN void chan__enc_init(struct chan__enc *e, const struct chan_allocator *a);
+CHAN_HIDDEN void chan__enc_fini(struct chan__enc *e);
+/* Size msg's frame: *ret_len (header included) and *ret_nhandles.  Errors:
+ * the poison, EMPTY_VALUE, DEPTH_EXCEEDED, HANDLE_LIMIT_EXCEEDED,
+ * PAYLOAD_TOO_LARGE, NO_MEMORY.  msg is not modified. */
+CHAN_HIDDEN int chan__encode_size(const chan_msg *msg, struct chan__enc *e,
+				  size_t *ret_len, uint32_t *ret_nhandles);
+/* One entry of a frame's handle table. */
+struct chan__wire_handle {
+	int fd;             /* -1: moved out, or decoded detached */
+	enum chan_kind kind;
+	uint64_t socket_id; /* a conn handle's identity if known, else 0 */
+};
+/* Write the frame sized by the last chan__encode_size into buf; the handle
+ * table in wire order goes to table[] (room for *ret_nhandles), unless NULL. */
+CHAN_HIDDEN void chan__encode_write(const chan_msg *msg, struct chan__enc *e, void *buf,
+				    struct chan__wire_handle *table);
+
+/* ---- decoding (SPEC.md §7.3) ---- */
+
+/*
+ * Validate the payload of a frame whose header h passed chan__header_read,
+ * and build its message.  nfds descriptors came with the frame (TOO_FEW /
+ * TOO_MANY are checked here, in their §9.3 place; DETACHED: nfds is 0 and
+ * not compared).  No descriptor is touched: the handles of *ret_msg have no
+ * fd until chan__handles_attach.  On error nothing is left allocated.
+ */
+CHAN_HIDDEN int chan__decode_payload(const void *payload, const struct chan_header *h,
+				     size_t nfds, unsigned flags,
+				     const struct chan_limits *limits,
+				     const struct chan_allocator *allocator,
+				     chan_msg **ret_msg);
+/* If msg's values point into buf (CHAN_DECODE_BORROW), msg takes buf (freed
+ * with msg's allocator) and true is returned. */
+CHAN_HIDDEN bool chan__msg_adopt(chan_msg *msg, void *buf);
+
+/* ---- descriptors in messages (handles.c, value.c) ---- */
+
+/* Record err as msg's first builder error, with where it happened (a
+ * printf format: "chan_map_put: duplicate key ..."); returns err. */
+CHAN_HIDDEN int chan__poison(chan_msg *msg, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* A handle value for fd; no check, no system call (the caller vouches for
+ * the kind).  borrowed: msg never closes fd.  Poisons msg (naming caller)
+ * on failure. */
+CHAN_HIDDEN chan_value *chan__handle_new(chan_msg *msg, const char *caller,
+					 enum chan_kind kind, int fd, bool borrowed,
+					 uint64_t socket_id);
+/*
+ * Give the frame's descriptors (fds[i] for handle index i) to msg in one pass
+ * over its handle table: each conn handle is checked (a connected AF_UNIX
+ * stream socket: WRONG_HANDLE_KIND) and, if own_id is not 0, compared with
+ * the receiving socket (SELF_SEND).  On success msg owns every fd; on error
+ * msg is freed and every fd closed, exactly once.
+ */
+CHAN_HIDDEN int chan__handles_attach(chan_msg *msg, int *fds, size_t nfds,
+				     uint64_t own_id);
+/* 0 if fd is a connected AF_UNIX SOCK_STREAM socket (its identity in
+ * *ret_id, may be NULL), CHAN_E_WRONG_HANDLE_KIND if it is something else,
+ * CHAN_E_INVALID_ARGUMENT if fd is not open, CHAN_E_SYSTEM otherwise. */
+CHAN_HIDDEN int chan__conn_fd_check(int fd, uint64_t *ret_id);
+/* F_DUPFD_CLOEXEC to an fd >= 3; -1 with errno on failure. */
+CHAN_HIDDEN int chan__dup_cloexec(int fd);
+/* Close each fd >= 0 once and set it to -1; errno is kept. */
+CHAN_HIDDEN void chan__close_fds(int *fds, size_t n);
+
+/* ---- allocation (arena.c) ---- */
+/* Through a (NULL or zeroed: malloc/free). */
+CHAN_HIDDEN void *chan__alloc(const struct chan_allocator *a, size_t size);
+CHAN_HIDDEN void chan__free(const struct chan_allocator *a, void *p);
+
+/* ---- limits ---- */
+/* Limits with defaults filled in and hard maxima applied. */
+CHAN_HIDDEN struct chan_limits chan__limits(const struct chan_limits *l);
+
+#endif /* CHAN_CODEC_H */

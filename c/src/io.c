@@ -1,0 +1,508 @@
+/*
+ * io.c - frames over a connection (SPEC.md §10.2-§10.5, §11.2): sending,
+ * receiving, and the deadlines both wait by.
+ *
+ * Blocking.  The socket is never made O_NONBLOCK (the flag belongs to the
+ * open file description, which other processes may share).  With timeout -1
+ * a call makes plain blocking recvmsg/sendmsg calls; with a finite timeout
+ * it passes MSG_DONTWAIT and waits in poll(2) until its deadline.  (Should
+ * someone else set O_NONBLOCK on the socket, the blocking path sees EAGAIN
+ * and waits in poll(2) as well.)
+ *
+ * Errors.  Fatal receive errors (SPEC.md §9.2) stick: every later receive
+ * returns the same code.  A send that fails once a frame is committed (its
+ * first byte written) leaves the stream unusable; that error sticks for
+ * sends.  The two sides stick separately, so a peer that closed its writing
+ * side can still be written to.
+ *
+ * Receiving a frame: the header is read and checked once (chan__header_read),
+ * the payload is read into the same buffer, the codec validates it
+ * (chan__decode_payload), and handles.c gives the frame's descriptors to the
+ * message in one pass (kinds and the self-send rule).  Descriptors are
+ * accepted only with the read that returns a frame's first byte, and no read
+ * crosses a frame boundary (SPEC.md §10.3).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+#include "platform.h"
+
+/* A buffer larger than this is released once this many frames in a row
+ * used less than a quarter of it: a stream of large frames keeps its buffer
+ * (no fresh pages to fault in for every frame), an idle connection does not
+ * hold a large one for ever. */
+#define KEEP_BUFFER (256u * 1024u)
+#define SHRINK_AFTER 16u
+
+/* ---- deadlines ---- */
+
+void
+chan__deadline_start(struct chan__deadline *d, int timeout_ms)
+{
+	d->timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+	if (d->timeout_ms > 0) {
+		clock_gettime(CLOCK_MONOTONIC, &d->at);
+		d->at.tv_sec += timeout_ms / 1000;
+		d->at.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+		if (d->at.tv_nsec >= 1000000000L) {
+			d->at.tv_sec++;
+			d->at.tv_nsec -= 1000000000L;
+		}
+	}
+}
+
+static int
+deadline_expired_error(const struct chan__deadline *d)
+{
+	return d->timeout_ms == 0 ? CHAN_E_WOULD_BLOCK : CHAN_E_TIMEOUT;
+}
+
+/* Milliseconds left, rounded up; -1 for forever; 0 when expired. */
+static int
+deadline_left(const struct chan__deadline *d)
+{
+	struct timespec now;
+	int64_t ns;
+
+	if (d->timeout_ms <= 0)
+		return d->timeout_ms;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (int64_t)(d->at.tv_sec - now.tv_sec) * 1000000000 +
+	     (d->at.tv_nsec - now.tv_nsec);
+	if (ns <= 0)
+		return 0;
+	return (int)((ns + 999999) / 1000000);
+}
+
+int
+chan__wait_fd(int fd, short events, const struct chan__deadline *d)
+{
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = events};
+		int left = deadline_left(d);
+		int n;
+
+		if (left == 0)
+			return deadline_expired_error(d);
+		n = poll(&p, 1, left);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return CHAN_E_SYSTEM;
+		}
+		if (n == 0)
+			continue; /* deadline_left decides */
+		if (p.revents & POLLNVAL) {
+			errno = EBADF;
+			return CHAN_E_SYSTEM;
+		}
+		return 0; /* ready, or an error/hangup the next call reports */
+	}
+}
+
+int
+chan__lock(pthread_mutex_t *m, const struct chan__deadline *d)
+{
+	int r;
+
+	if (d->timeout_ms < 0) {
+		r = pthread_mutex_lock(m);
+	} else if (d->timeout_ms == 0) {
+		r = pthread_mutex_trylock(m);
+		if (r == EBUSY)
+			return CHAN_E_WOULD_BLOCK;
+	} else {
+		r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &d->at);
+		if (r == ETIMEDOUT)
+			return CHAN_E_TIMEOUT;
+	}
+	if (r) {
+		errno = r;
+		return CHAN_E_SYSTEM;
+	}
+	return 0;
+}
+
+/* Grow *buf to need bytes through the connection's allocator, keeping its
+ * first `keep` bytes. */
+static int
+grow(chan_conn *c, unsigned char **buf, size_t *cap, size_t need, size_t keep)
+{
+	unsigned char *p;
+
+	if (*cap >= need)
+		return 0;
+	p = chan__alloc(&c->allocator, need);
+	if (!p)
+		return CHAN_E_NO_MEMORY;
+	if (keep)
+		memcpy(p, *buf, keep);
+	chan__free(&c->allocator, *buf);
+	*buf = p;
+	*cap = need;
+	return 0;
+}
+
+/* After a frame that used `used` bytes of the buffer. */
+static void
+trim(chan_conn *c, unsigned char **buf, size_t *cap, size_t used, unsigned *idle)
+{
+	if (*cap <= KEEP_BUFFER || used >= *cap / 4) {
+		*idle = 0;
+		return;
+	}
+	if (++*idle >= SHRINK_AFTER) {
+		chan__free(&c->allocator, *buf);
+		*buf = NULL;
+		*cap = 0;
+		*idle = 0;
+	}
+}
+
+/* ---- self-send (SPEC.md §10.6) ---- */
+
+/* An error from chan_plat_peer_id that will not change by asking again:
+ * the kernel has no sock_diag for AF_UNIX, or cannot name this socket. */
+static int
+peer_lookup_final(int err)
+{
+	return err == EPROTONOSUPPORT || err == EAFNOSUPPORT || err == EINVAL ||
+	       err == ENOENT || err == EOPNOTSUPP || err == EOVERFLOW;
+}
+
+/*
+ * Does the frame carry, as a conn handle, this connection's own socket or
+ * its peer's (SPEC.md §10.6 rule 1)?  table[] is the frame's handle table
+ * from the encoder, with each conn handle's socket identity when known (else
+ * one fstat).  0: no;
+ * CHAN_E_SELF_SEND: yes; CHAN_E_SYSTEM: an identity could not be had, and
+ * the check fails closed.
+ */
+static int
+check_self_send(chan_conn *c, const struct chan__wire_handle *table, size_t n)
+{
+	uint64_t own = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t id = table[i].socket_id;
+
+		if (table[i].kind != CHAN_KIND_CONN)
+			continue;
+		if (!own && !(own = chan__conn_id(c)))
+			return CHAN_E_SYSTEM;
+		if (!id && chan_plat_socket_id(table[i].fd, &id) < 0)
+			return CHAN_E_SYSTEM;
+		if (id == own)
+			return CHAN_E_SELF_SEND;
+		if (c->peer_state == PEER_UNKNOWN) {
+			if (chan_plat_peer_id(c->fd, own, &c->peer_id) == 0)
+				c->peer_state = PEER_KNOWN;
+			else if (peer_lookup_final(errno))
+				c->peer_state = PEER_UNAVAILABLE;
+			/* else: a passing failure; ask again next time */
+		}
+		if (c->peer_state == PEER_KNOWN && id == c->peer_id)
+			return CHAN_E_SELF_SEND;
+	}
+	return 0;
+}
+
+/* ---- sending (SPEC.md §10.2) ---- */
+
+static int
+send_fatal(chan_conn *c, int err)
+{
+	c->send_err = err;
+	return err;
+}
+
+static void
+pending_done(chan_conn *c)
+{
+	trim(c, &c->sbuf, &c->scap, c->slen, &c->sbuf_idle);
+	c->slen = c->soff = 0;
+	atomic_store(&c->pending, 0);
+}
+
+/* Write from c->sbuf + c->soff, with fds on the first byte if nfds: until
+ * done, or until the deadline (WOULD_BLOCK / TIMEOUT). */
+static int
+write_some(chan_conn *c, const int *fds, size_t nfds, const struct chan__deadline *d)
+{
+	for (;;) {
+		ssize_t n = chan_sock_send(c->fd, c->sbuf + c->soff, c->slen - c->soff, fds,
+					   nfds, CHAN__DONTWAIT(d));
+		int r;
+
+		if (n >= 0) {
+			c->soff += (size_t)n;
+			return 0;
+		}
+		if (n != CHAN_E_WOULD_BLOCK)
+			return (int)n;
+		if ((r = chan__wait_fd(c->fd, POLLOUT, d)) < 0)
+			return r;
+	}
+}
+
+/* Write the committed remainder with plain sends (never fds again). */
+static int
+flush_locked(chan_conn *c, const struct chan__deadline *d)
+{
+	while (c->soff < c->slen) {
+		int r = write_some(c, NULL, 0, d);
+
+		if (r == CHAN_E_TIMEOUT || r == CHAN_E_WOULD_BLOCK)
+			return r;
+		if (r < 0) /* mid-frame: the stream cannot be repaired */
+			return send_fatal(c, r == CHAN_E_CONNECTION_CLOSED ? r : CHAN_E_SYSTEM);
+	}
+	pending_done(c);
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_conn_send(chan_conn *c, const chan_msg *msg, int timeout_ms)
+{
+	struct chan__wire_handle table[CHAN_HARD_MAX_HANDLES];
+	int fds[CHAN_HARD_MAX_HANDLES];
+	struct chan__deadline d;
+	uint32_t nfds = 0;
+	size_t len = 0;
+	int r;
+
+	if (!c || !msg)
+		return CHAN_E_INVALID_ARGUMENT;
+	chan__deadline_start(&d, timeout_ms);
+	if ((r = chan__lock(&c->send_lock, &d)) < 0)
+		return r;
+	if (c->send_err) {
+		r = c->send_err;
+		goto out;
+	}
+	/* A committed frame goes out before any new one. */
+	if (c->slen && (r = flush_locked(c, &d)) < 0)
+		goto out;
+
+	/* Sized once, written once, straight into the send buffer. */
+	if ((r = chan__encode_size(msg, &c->enc, &len, &nfds)) < 0 ||
+	    (r = grow(c, &c->sbuf, &c->scap, len, 0)) < 0)
+		goto out;
+	chan__encode_write(msg, &c->enc, c->sbuf, table);
+	for (uint32_t i = 0; i < nfds; i++) {
+		if (table[i].fd < 0) { /* a handle whose fd was moved out */
+			r = CHAN_E_INVALID_ARGUMENT;
+			goto out;
+		}
+		fds[i] = table[i].fd;
+	}
+	if (nfds && (r = check_self_send(c, table, nfds)) < 0)
+		goto out;
+
+	/* The first write: all of the frame offered, every fd on its first
+	 * byte.  Nothing written: nothing sent, not even on error. */
+	c->slen = len;
+	c->soff = 0;
+	r = write_some(c, fds, nfds, &d);
+	if (r < 0) {
+		c->slen = 0;
+		if (r == CHAN_E_CONNECTION_CLOSED)
+			send_fatal(c, r);
+		goto out;
+	}
+	/* Committed: from here on the frame is the connection's to finish. */
+	atomic_store(&c->pending, 1);
+	r = flush_locked(c, &d);
+	if (r == CHAN_E_TIMEOUT || r == CHAN_E_WOULD_BLOCK)
+		r = 0;
+out:
+	pthread_mutex_unlock(&c->send_lock);
+	return r;
+}
+
+CHAN_EXPORT int
+chan_conn_flush(chan_conn *c, int timeout_ms)
+{
+	struct chan__deadline d;
+	int r;
+
+	if (!c)
+		return CHAN_E_INVALID_ARGUMENT;
+	chan__deadline_start(&d, timeout_ms);
+	if ((r = chan__lock(&c->send_lock, &d)) < 0)
+		return r;
+	if (c->send_err)
+		r = c->send_err;
+	else
+		r = flush_locked(c, &d);
+	pthread_mutex_unlock(&c->send_lock);
+	return r;
+}
+
+CHAN_EXPORT int
+chan_conn_pending(const chan_conn *c)
+{
+	return c ? atomic_load(&c->pending) : 0;
+}
+
+/* ---- receiving (SPEC.md §10.3-§10.5) ---- */
+
+static int
+recv_fatal(chan_conn *c, int err)
+{
+	chan__close_fds(c->fds, c->nfds);
+	c->nfds = 0;
+	c->recv_err = err;
+	return err;
+}
+
+/* The frame is over (delivered or rejected): ready for the next one. */
+static void
+frame_done(chan_conn *c)
+{
+	chan__close_fds(c->fds, c->nfds); /* only those not handed over */
+	c->nfds = 0;
+	trim(c, &c->rbuf, &c->rcap, c->rsize, &c->rbuf_idle);
+	c->rgot = c->rsize = 0;
+}
+
+/*
+ * One recvmsg of at most want bytes into the frame buffer.  Returns the
+ * byte count, or an error.  Descriptors are accepted only with the read that
+ * returns the frame's first byte; anything else about them is fatal.
+ */
+static ssize_t
+recv_part(chan_conn *c, size_t want, const struct chan__deadline *d)
+{
+	int first = c->rgot == 0;
+
+	for (;;) {
+		int got[CHAN_HARD_MAX_HANDLES];
+		size_t ngot = 0;
+		ssize_t n = chan_sock_recv(c->fd, c->rbuf + c->rgot, want, got,
+					   CHAN_HARD_MAX_HANDLES, CHAN__DONTWAIT(d), &ngot);
+		int r;
+
+		if (n == CHAN_E_WOULD_BLOCK) {
+			if ((r = chan__wait_fd(c->fd, POLLIN, d)) < 0)
+				return r;
+			continue;
+		}
+		if (n == CHAN_E_HANDLES_TRUNCATED)
+			return recv_fatal(c, CHAN_E_HANDLES_TRUNCATED);
+		if (n < 0) {
+			/* The peer went away with data of ours unread: the
+			 * stream ended here, exactly like an EOF. */
+			if (errno != ECONNRESET)
+				return n;
+			n = 0;
+			ngot = 0;
+		}
+		if (ngot && !first) {
+			chan__close_fds(got, ngot);
+			return recv_fatal(c, CHAN_E_MISATTACHED_HANDLES);
+		}
+		if (ngot) {
+			memcpy(c->fds, got, ngot * sizeof(int));
+			c->nfds = ngot;
+		}
+		if (n == 0)
+			return recv_fatal(c, first ? CHAN_E_CONNECTION_CLOSED
+						   : CHAN_E_TRUNCATED);
+		return n;
+	}
+}
+
+/* The header is complete: read and check it once.  Errors that end the
+ * stream are reported now, before the payload is read; frame-scope ones
+ * after it (SPEC.md §9.3). */
+static int
+header_done(chan_conn *c)
+{
+	int r = chan__header_read(c->rbuf, &c->limits, &c->rh, &c->rframe_err);
+
+	if (r < 0)
+		return recv_fatal(c, r); /* BAD_MAGIC, UNSUPPORTED_VERSION, PAYLOAD_TOO_LARGE */
+	if ((r = grow(c, &c->rbuf, &c->rcap, CHAN_HEADER_SIZE + (size_t)c->rh.payload_length,
+		      CHAN_HEADER_SIZE)) < 0)
+		return r; /* local; the next call tries again */
+	c->rsize = CHAN_HEADER_SIZE + (size_t)c->rh.payload_length;
+	return 0;
+}
+
+CHAN_EXPORT int
+chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
+{
+	struct chan__deadline d;
+	chan_msg *msg = NULL;
+	bool large;
+	int r;
+
+	if (!c || !ret_msg)
+		return CHAN_E_INVALID_ARGUMENT;
+	chan__deadline_start(&d, timeout_ms);
+	if ((r = chan__lock(&c->recv_lock, &d)) < 0)
+		return r;
+	if (c->recv_err) {
+		r = c->recv_err;
+		goto out;
+	}
+	if ((r = grow(c, &c->rbuf, &c->rcap, CHAN_HEADER_SIZE, c->rgot)) < 0)
+		goto out;
+	for (;;) {
+		size_t want;
+		ssize_t n;
+
+		if (c->rgot == CHAN_HEADER_SIZE && !c->rsize && (r = header_done(c)) < 0)
+			goto out;
+		want = (c->rsize ? c->rsize : CHAN_HEADER_SIZE) - c->rgot;
+		if (!want)
+			break;
+		if ((n = recv_part(c, want, &d)) < 0) {
+			r = (int)n;
+			goto out;
+		}
+		c->rgot += (size_t)n;
+	}
+
+	/* A whole frame.  Header errors of frame scope come first (§9.3). */
+	if ((r = c->rframe_err) < 0) {
+		frame_done(c);
+		goto out;
+	}
+	/* A large frame's bytes values are not copied: the message borrows
+	 * them and takes the receive buffer (one copy fewer per large frame;
+	 * the next one is read into a new buffer). */
+	large = c->rh.payload_length > KEEP_BUFFER;
+	r = chan__decode_payload(c->rbuf + CHAN_HEADER_SIZE, &c->rh, c->nfds,
+				 large ? CHAN_DECODE_BORROW : 0, &c->limits, &c->allocator, &msg);
+	/* On NO_MEMORY the frame and its descriptors stay here, so the next
+	 * call decodes it again (NO_MEMORY is a local error: nothing is lost). */
+	if (r == CHAN_E_NO_MEMORY)
+		goto out;
+	if (r == 0) {
+		/* The receive-side self-send rule needs this socket's identity;
+		 * without it the check fails closed (SYSTEM), never open. */
+		uint64_t own = c->rh.handle_count ? chan__conn_id(c) : 0;
+
+		if (c->rh.handle_count && !own) {
+			msg = chan_msg_free(msg);
+			r = CHAN_E_SYSTEM;
+		} else {
+			r = chan__handles_attach(msg, c->fds, c->nfds, own);
+		}
+	}
+	if (r == 0 && chan__msg_adopt(msg, c->rbuf)) {
+		c->rbuf = NULL;
+		c->rcap = 0;
+	}
+	frame_done(c);
+	if (r == 0)
+		*ret_msg = msg;
+out:
+	pthread_mutex_unlock(&c->recv_lock);
+	return r;
+}
