@@ -400,7 +400,7 @@ static chan_value *marker(struct rd *r, const char *key)
 		r->p = q;
 		if (idx >= r->nfds)
 			return bad_text(r), NULL;
-		return chan_handle(r->m, key[1] == 'f' ? CHAN_KIND_FD : CHAN_KIND_CONN, r->fds[idx]);
+		return chan_handle_copy(r->m, key[1] == 'f' ? CHAN_KIND_FD : CHAN_KIND_CONN, r->fds[idx]);
 	}
 	if (jstring(r, &s, &n))
 		return NULL;
@@ -600,11 +600,13 @@ static int respond_frame(chan_msg *m)
 		free(buf);
 		return rc;
 	}
-	size_t n;
-	const int *h = chan_msg_handles(m, &n);
+	size_t n = 0;
 	int fds[MAXFDS];
-	for (size_t i = 0; i < n && i < MAXFDS; i++)
-		fds[i] = h[i];
+	rc = chan_msg_borrow_handles(m, fds, MAXFDS, &n);
+	if (rc) {
+		free(buf);
+		return rc;
+	}
 	int tmp = -1;
 	if (!strcmp(break_mode, "swapfd") && n > 0) {
 		tmp = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -746,7 +748,7 @@ static void handle(struct req *r, int *fds)
 	} else if (!strcmp(r->op, "attach")) {
 		int id = new_conn_id();
 		chan_conn *c = NULL;
-		rc = r->nfds == 1 && id > 0 ? chan_conn_from_fd(fds[0], &c) : CHAN_E_INVALID_ARGUMENT;
+		rc = r->nfds == 1 && id > 0 ? chan_conn_move_from_fd(fds[0], &c) : CHAN_E_INVALID_ARGUMENT;
 		if (!rc)
 			rc = chan_conn_set_limits(c, &r->lim);
 		if (rc) {
@@ -763,7 +765,7 @@ static void handle(struct req *r, int *fds)
 		putf("ok\nconn %d\n", id);
 	} else if (!strcmp(r->op, "recv")) {
 		chan_conn *c = get_conn(r->conn);
-		rc = c ? chan_conn_recv(c, &m, -1) : CHAN_E_INVALID_ARGUMENT;
+		rc = c ? chan_conn_recv(c, -1, &m) : CHAN_E_INVALID_ARGUMENT;
 		if (rc) {
 			if (chan_error_scope(rc) == CHAN_SCOPE_FATAL) {
 				conns[r->conn] = chan_conn_free(c);
@@ -785,7 +787,7 @@ static void handle(struct req *r, int *fds)
 		for (int i = 0; i < n; i++) {
 			chan_conn *nc = NULL;
 			int id = new_conn_id();
-			if (id > 0 && chan_conn_from_value(list[i], &nc) == 0) {
+			if (id > 0 && chan_conn_move_from_value(list[i], &nc) == 0) {
 				conns[id] = nc;
 				climits[id] = climits[r->conn];
 				chan_conn_set_limits(nc, &climits[id]);

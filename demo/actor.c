@@ -29,16 +29,20 @@ static int
 resolve(chan_msg *job)
 {
 	chan_value *root = chan_msg_root(job);
-	int64_t n = chan_value_int(chan_map_get(root, "n"));
-	const char *who = chan_value_string(chan_map_get(root, "for"), NULL);
+	int64_t n = 0;
+	const char *who = "?";
 	struct timespec later = {0, 10 * 1000 * 1000};
 	chan_conn *future = NULL;
 	chan_msg *m;
 	chan_value *v;
 	int r;
 
+	/* Checked reads: a missing or mistyped field is an error, never 0. */
+	if ((r = chan_map_get_int(root, "n", &n)) < 0 ||
+	    (r = chan_map_get_string(root, "for", &who, NULL)) < 0)
+		return r;
 	/* Take the connection out of the message: it is ours now. */
-	r = chan_conn_from_value(chan_map_get(root, "resolve"), &future);
+	r = chan_map_move_conn(root, "resolve", &future);
 	if (r < 0)
 		return r;
 	nanosleep(&later, NULL); /* the "slow" part of the work */
@@ -48,7 +52,7 @@ resolve(chan_msg *job)
 	r = chan_msg_set_root(m, v);
 	if (r == 0) {
 		say("actor", "fib(%lld) = %lld for %s: resolving its future",
-		    (long long)n, (long long)fib(n), who ? who : "?");
+		    (long long)n, (long long)fib(n), who);
 		r = chan_conn_send(future, m, DEMO_TIMEOUT_MS);
 	}
 	chan_msg_free(m);
@@ -65,7 +69,7 @@ actor_run(chan_conn *conn)
 		chan_msg *job = NULL;
 
 		/* -1: the actor idles until the consumer closes the connection. */
-		r = chan_conn_recv(conn, &job, -1);
+		r = chan_conn_recv(conn, -1, &job);
 		if (r == CHAN_E_CONNECTION_CLOSED)
 			break;
 		if (r < 0) {

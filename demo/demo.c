@@ -83,20 +83,19 @@ delegate(struct consumer *cs, const char *from, int64_t n)
 	chan_map_put(root, "op", chan_string(job, "fib"));
 	chan_map_put(root, "n", chan_int(job, n));
 	chan_map_put(root, "for", chan_string(job, from));
-	chan_map_put(root, "resolve",
-		     chan_handle(job, CHAN_KIND_CONN, chan_conn_fd(resolver)));
+	chan_map_put(root, "resolve", chan_handle_move_conn(job, &resolver));
 	if ((r = chan_msg_set_root(job, root)) < 0 ||
 	    (r = chan_conn_send(cs->actor, job, DEMO_TIMEOUT_MS)) < 0)
 		goto out;
 	answer = chan_msg_new(NULL);
-	answer = map1("future", answer,
-		      chan_handle(answer, CHAN_KIND_CONN, chan_conn_fd(future)));
+	answer = map1("future", answer, chan_handle_move_conn(answer, &future));
 	cs->futures++;
 out:
 	if (r < 0)
 		say("consumer", "cannot delegate fib(%lld): %s", (long long)n,
 		    chan_strerror(r));
-	/* The messages hold their own copies: ours go. */
+	/* The connections moved into the messages (NULL here unless a step
+	 * failed first); freeing a message closes what it holds. */
 	chan_msg_free(job);
 	chan_conn_free(future);
 	chan_conn_free(resolver);
@@ -107,20 +106,26 @@ static void
 handle(struct consumer *cs, chan_msg *req)
 {
 	chan_value *root = chan_msg_root(req);
-	const char *from = chan_value_string(chan_map_get(root, "from"), NULL);
-	const char *op = chan_value_string(chan_map_get(root, "op"), NULL);
-	int64_t n = chan_value_int(chan_map_get(root, "n"));
+	const char *from = NULL, *op = NULL;
+	int64_t n = 0;
 	chan_conn *reply = NULL;
 	chan_msg *answer = NULL;
 	int r;
 
-	if (!from || !op) {
+	if (chan_map_get_string(root, "from", &from, NULL) < 0 ||
+	    chan_map_get_string(root, "op", &op, NULL) < 0) {
 		say("consumer", "a request without \"from\" or \"op\"");
 		cs->failures++;
 		return;
 	}
 	if (strcmp(op, "bye") == 0) {
-		int64_t k = chan_value_int(chan_map_get(root, "answered"));
+		int64_t k = 0;
+
+		if (chan_map_get_int(root, "answered", &k) < 0) {
+			say("consumer", "%s says bye without \"answered\"", from);
+			cs->failures++;
+			return;
+		}
 
 		say("consumer", "%s says bye: %lld answers checked", from, (long long)k);
 		cs->reported += (int)k;
@@ -128,7 +133,8 @@ handle(struct consumer *cs, chan_msg *req)
 	}
 	cs->requests++;
 	/* The reply_to handle becomes a connection of our own. */
-	if ((r = chan_conn_from_value(chan_map_get(root, "reply_to"), &reply)) < 0) {
+	if ((r = chan_map_move_conn(root, "reply_to", &reply)) < 0 ||
+	    (r = chan_map_get_int(root, "n", &n)) < 0) {
 		say("consumer", "%s: %s without a usable reply_to: %s", from, op,
 		    chan_errname(r));
 		cs->failures++;
@@ -162,7 +168,7 @@ static int
 serve_client(struct consumer *cs, chan_conn *c)
 {
 	chan_msg *m = NULL;
-	int r = chan_conn_recv(c, &m, 0);
+	int r = chan_conn_recv(c, 0, &m);
 
 	if (r == CHAN_E_WOULD_BLOCK)
 		return 0;
@@ -197,9 +203,9 @@ serve(struct consumer *cs)
 			cs->failures++;
 			return;
 		}
-		pf[n++] = (struct pollfd){chan_listener_fd(cs->listener), POLLIN, 0};
+		pf[n++] = (struct pollfd){chan_listener_borrow_fd(cs->listener), POLLIN, 0};
 		for (int i = 0; i < cs->nclients; i++)
-			pf[n++] = (struct pollfd){chan_conn_fd(cs->clients[i]), POLLIN, 0};
+			pf[n++] = (struct pollfd){chan_conn_borrow_fd(cs->clients[i]), POLLIN, 0};
 		if (poll(pf, (nfds_t)n, 1000) < 0 && errno != EINTR) {
 			cs->failures++;
 			return;
@@ -284,7 +290,7 @@ actor_process_main(void)
 	chan_conn *c;
 
 	alarm(30);
-	if ((r = chan_conn_from_fd(ACTOR_FD, &c)) < 0) {
+	if ((r = chan_conn_move_from_fd(ACTOR_FD, &c)) < 0) {
 		say("actor", "fd %d is not a connection: %s", ACTOR_FD, chan_strerror(r));
 		return 1;
 	}
@@ -323,7 +329,7 @@ consumer_main(void)
 		fprintf(stderr, "chan-demo: %s\n", chan_strerror(r));
 		return 1;
 	}
-	pids[0] = spawn((char *[]){"chan-demo", "actor", NULL}, chan_conn_fd(actor_end));
+	pids[0] = spawn((char *[]){"chan-demo", "actor", NULL}, chan_conn_borrow_fd(actor_end));
 	chan_conn_free(actor_end);
 	for (int i = 0; i < PROCESS_PRODUCERS; i++) {
 		char name[8], seed[8];

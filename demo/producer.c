@@ -34,7 +34,7 @@ expected(const struct question *q)
 
 /* {"from": name, "op": op, "n": n, "reply_to": <conn>} */
 static chan_msg *
-make_request(const char *name, const struct question *q, chan_conn *reply_to)
+make_request(const char *name, const struct question *q, chan_conn **reply_to)
 {
 	chan_msg *m = chan_msg_new(NULL);
 	chan_value *root;
@@ -45,9 +45,8 @@ make_request(const char *name, const struct question *q, chan_conn *reply_to)
 	chan_map_put(root, "from", chan_string(m, name));
 	chan_map_put(root, "op", chan_string(m, q->op));
 	chan_map_put(root, "n", chan_int(m, q->n));
-	/* chan_handle duplicates the fd: the message owns its copy. */
-	chan_map_put(root, "reply_to",
-		     chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(reply_to)));
+	/* The connection moves into the message (*reply_to becomes NULL). */
+	chan_map_put(root, "reply_to", chan_handle_move_conn(m, reply_to));
 	if (chan_msg_set_root(m, root) < 0) /* reports any earlier failure */
 		return chan_msg_free(m);
 	return m;
@@ -58,15 +57,11 @@ static int
 receive_value(chan_conn *c, int64_t *ret)
 {
 	chan_msg *m = NULL;
-	chan_value *v;
-	int r = chan_conn_recv(c, &m, DEMO_TIMEOUT_MS);
+	int r = chan_conn_recv(c, DEMO_TIMEOUT_MS, &m);
 
 	if (r < 0)
 		return r;
-	v = chan_map_get(chan_msg_root(m), "value");
-	r = v && chan_value_type(v) == CHAN_INT ? 0 : CHAN_E_INVALID_ARGUMENT;
-	if (r == 0)
-		*ret = chan_value_int(v);
+	r = chan_map_get_int(chan_msg_root(m), "value", ret);
 	chan_msg_free(m);
 	return r;
 }
@@ -81,33 +76,30 @@ ask(chan_conn *consumer, const char *name, const struct question *q,
 {
 	chan_conn *mine = NULL, *theirs = NULL, *future = NULL;
 	chan_msg *req = NULL, *answer = NULL;
-	chan_value *v;
 	int r;
 
 	/* A fresh connection for the answer: we keep one end, the other
 	 * travels in the request. */
 	if ((r = chan_conn_pair(&mine, &theirs)) < 0)
 		return r;
-	req = make_request(name, q, theirs);
+	req = make_request(name, q, &theirs);
 	r = req ? chan_conn_send(consumer, req, DEMO_TIMEOUT_MS) : CHAN_E_NO_MEMORY;
-	/* Sent: the consumer has its own copy.  Drop ours now, or we would
-	 * never see the consumer close it. */
+	/* Sent: the consumer has its own copy.  Drop ours now (freeing the
+	 * message closes it), or we would never see the consumer close it. */
 	chan_msg_free(req);
-	chan_conn_free(theirs);
+	chan_conn_free(theirs); /* NULL unless building the request failed */
 	if (r < 0)
 		goto out;
 
-	if ((r = chan_conn_recv(mine, &answer, DEMO_TIMEOUT_MS)) < 0)
+	if ((r = chan_conn_recv(mine, DEMO_TIMEOUT_MS, &answer)) < 0)
 		goto out;
-	v = chan_map_get(chan_msg_root(answer), "value");
-	if (v) {
-		*ret_value = chan_value_int(v);
+	r = chan_map_get_int(chan_msg_root(answer), "value", ret_value);
+	if (r == 0) {
 		*ret_future = 0;
-	} else {
+	} else if (r == CHAN_E_NOT_FOUND) {
 		/* A future: a connection that arrived inside a message that
 		 * arrived on a connection we sent inside a message. */
-		r = chan_conn_from_value(chan_map_get(chan_msg_root(answer), "future"),
-					 &future);
+		r = chan_map_move_conn(chan_msg_root(answer), "future", &future);
 		if (r == 0)
 			r = receive_value(future, ret_value);
 		*ret_future = 1;

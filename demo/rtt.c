@@ -65,6 +65,17 @@ now_us(void)
 
 /* ---- chan ---- */
 
+static int64_t
+req_n(const chan_msg *m)
+{
+	int64_t n;
+	int r = chan_map_get_int(chan_msg_root(m), "n", &n);
+
+	if (r < 0)
+		die("\"n\"", r);
+	return n;
+}
+
 static void
 chan_server(chan_conn *c)
 {
@@ -72,18 +83,18 @@ chan_server(chan_conn *c)
 		chan_msg *req = NULL, *ans;
 		chan_conn *reply = NULL;
 		chan_value *root;
-		int r = chan_conn_recv(c, &req, TIMEOUT_MS);
+		int r = chan_conn_recv(c, TIMEOUT_MS, &req);
 
 		if (r == CHAN_E_CONNECTION_CLOSED)
 			break;
 		if (r < 0)
 			die("server recv", r);
 		root = chan_msg_root(req);
-		if ((r = chan_conn_from_value(chan_map_get(root, "reply_to"), &reply)) < 0)
+		if ((r = chan_map_move_conn(root, "reply_to", &reply)) < 0)
 			die("reply_to", r);
 		ans = chan_msg_new(NULL);
 		root = chan_map(ans);
-		chan_map_put(root, "n", chan_int(ans, chan_value_int(chan_map_get(chan_msg_root(req), "n"))));
+		chan_map_put(root, "n", chan_int(ans, req_n(req)));
 		if ((r = chan_msg_set_root(ans, root)) < 0 ||
 		    (r = chan_conn_send(reply, ans, TIMEOUT_MS)) < 0)
 			die("server send", r);
@@ -107,15 +118,14 @@ chan_round(chan_conn *c, int64_t i)
 	req = chan_msg_new(NULL);
 	root = chan_map(req);
 	chan_map_put(root, "n", chan_int(req, i));
-	chan_map_put(root, "reply_to", chan_handle(req, CHAN_KIND_CONN, chan_conn_fd(theirs)));
+	chan_map_put(root, "reply_to", chan_handle_move_conn(req, &theirs));
 	if ((r = chan_msg_set_root(req, root)) < 0 ||
 	    (r = chan_conn_send(c, req, TIMEOUT_MS)) < 0)
 		die("client send", r);
-	chan_msg_free(req);
-	chan_conn_free(theirs);
-	if ((r = chan_conn_recv(mine, &ans, TIMEOUT_MS)) < 0)
+	chan_msg_free(req); /* closes our end of theirs: the server has it */
+	if ((r = chan_conn_recv(mine, TIMEOUT_MS, &ans)) < 0)
 		die("client recv", r);
-	if (chan_value_int(chan_map_get(chan_msg_root(ans), "n")) != i)
+	if (req_n(ans) != i)
 		die("wrong answer", CHAN_E_INVALID_ARGUMENT);
 	chan_msg_free(ans);
 	chan_conn_free(mine);

@@ -50,21 +50,28 @@ copy_value(chan_msg *dst, chan_value *v)
 	const char *s;
 	const void *b;
 	chan_value *out;
+	bool bv;
+	int64_t iv;
+	double fv;
+	int fd;
 
 	switch (chan_value_type(v)) {
 	case CHAN_NULL:
 		return chan_null(dst);
 	case CHAN_BOOL:
-		return chan_bool(dst, chan_value_bool(v));
+		OK(chan_value_get_bool(v, &bv));
+		return chan_bool(dst, bv);
 	case CHAN_INT:
-		return chan_int(dst, chan_value_int(v));
+		OK(chan_value_get_int(v, &iv));
+		return chan_int(dst, iv);
 	case CHAN_FLOAT:
-		return chan_float(dst, chan_value_float(v));
+		OK(chan_value_get_float(v, &fv));
+		return chan_float(dst, fv);
 	case CHAN_STRING:
-		s = chan_value_string(v, &n);
+		OK(chan_value_get_string(v, &s, &n));
 		return chan_string_n(dst, s, n);
 	case CHAN_BYTES:
-		b = chan_value_bytes(v, &n);
+		OK(chan_value_get_bytes(v, &b, &n));
 		return chan_bytes(dst, b, n);
 	case CHAN_LIST:
 		out = chan_list(dst);
@@ -81,7 +88,8 @@ copy_value(chan_msg *dst, chan_value *v)
 		}
 		return out;
 	case CHAN_HANDLE:
-		return chan_handle(dst, chan_value_kind(v), chan_value_fd(v));
+		OK(chan_value_borrow_fd(v, &fd));
+		return chan_handle_copy(dst, chan_value_kind(v), fd);
 	}
 	return NULL;
 }
@@ -89,10 +97,10 @@ copy_value(chan_msg *dst, chan_value *v)
 static const char *
 get_str(chan_value *map, const char *key, size_t *len)
 {
-	chan_value *v = chan_map_get(map, key);
+	const char *s = NULL;
 
-	CHECK(v && chan_value_type(v) == CHAN_STRING);
-	return chan_value_string(v, len);
+	OK(chan_map_get_string(map, key, &s, len));
+	return s;
 }
 
 static chan_conn *
@@ -102,7 +110,7 @@ take_conn(chan_value *map, const char *key)
 	chan_conn *c;
 
 	CHECK(v && chan_value_type(v) == CHAN_HANDLE && chan_value_kind(v) == CHAN_KIND_CONN);
-	OK(chan_conn_from_value(v, &c));
+	OK(chan_conn_move_from_value(v, &c));
 	return c;
 }
 
@@ -122,7 +130,7 @@ consumer(chan_conn *c)
 		chan_value *root, *out;
 		const char *op;
 		size_t oplen;
-		int r = chan_conn_recv(c, &req, 10000);
+		int r = chan_conn_recv(c, 10000, &req);
 
 		if (r == CHAN_E_CONNECTION_CLOSED)
 			return 0;
@@ -138,8 +146,12 @@ consumer(chan_conn *c)
 			int64_t sum = 0;
 
 			CHECK(args && chan_value_type(args) == CHAN_LIST);
-			for (size_t i = 0; i < chan_value_count(args); i++)
-				sum += chan_value_int(chan_value_at(args, i));
+			for (size_t i = 0; i < chan_value_count(args); i++) {
+				int64_t x;
+
+				OK(chan_value_get_int(chan_value_at(args, i), &x));
+				sum += x;
+			}
 			OK(chan_map_put(out, "sum", chan_int(rep, sum)));
 			OK(chan_map_put(out, "by", chan_string(rep, "c")));
 		} else if (!strcmp(op, "echo")) {
@@ -149,8 +161,11 @@ consumer(chan_conn *c)
 			size_t len;
 			const char *text = get_str(root, "text", &len);
 
+			int wfd = -1;
+
 			CHECK(fv && chan_value_kind(fv) == CHAN_KIND_FD);
-			CHECK(write(chan_value_fd(fv), text, len) == (ssize_t)len);
+			OK(chan_value_borrow_fd(fv, &wfd));
+			CHECK(write(wfd, text, len) == (ssize_t)len);
 			OK(chan_map_put(out, "wrote", chan_int(rep, (int64_t)len)));
 		} else if (!strcmp(op, "use")) {
 			chan_conn *other = take_conn(root, "conn");
@@ -162,7 +177,7 @@ consumer(chan_conn *c)
 
 			OK(chan_map_put(hm, "hello", chan_string_n(hello, text, len)));
 			send_and_free(other, hello, hm);
-			OK(chan_conn_recv(other, &ack, 10000));
+			OK(chan_conn_recv(other, 10000, &ack));
 			got = get_str(chan_msg_root(ack), "ack", &alen);
 			CHECK(alen == len && !memcmp(got, text, len));
 			chan_msg_free(ack);
@@ -192,7 +207,9 @@ producer(chan_conn *c, int n)
 	for (int i = 0; i < n; i++) {
 		chan_conn *mine, *theirs;
 		chan_msg *m = chan_msg_new(NULL), *rep;
-		chan_value *root = chan_map(m), *args = chan_list(m), *sum, *by;
+		chan_value *root = chan_map(m), *args = chan_list(m);
+		const char *by = NULL;
+		int64_t sum = 0;
 		size_t bl;
 
 		OK(chan_conn_pair(&mine, &theirs));
@@ -200,17 +217,17 @@ producer(chan_conn *c, int n)
 		OK(chan_list_append(args, chan_int(m, i)));
 		OK(chan_list_append(args, chan_int(m, 2 * (int64_t)i)));
 		OK(chan_map_put(root, "args", args));
-		OK(chan_map_put(root, "reply_to", chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(theirs))));
+		OK(chan_map_put(root, "reply_to", chan_handle_copy(m, CHAN_KIND_CONN, chan_conn_borrow_fd(theirs))));
 		send_and_free(c, m, root);
 		chan_conn_free(theirs); /* the message carried a copy */
-		OK(chan_conn_recv(mine, &rep, 10000));
-		sum = chan_map_get(chan_msg_root(rep), "sum");
-		by = chan_map_get(chan_msg_root(rep), "by");
-		CHECK(sum && chan_value_int(sum) == 3 * (int64_t)i);
-		CHECK(by && !strcmp(chan_value_string(by, &bl), "python"));
+		OK(chan_conn_recv(mine, 10000, &rep));
+		OK(chan_map_get_int(chan_msg_root(rep), "sum", &sum));
+		OK(chan_map_get_string(chan_msg_root(rep), "by", &by, &bl));
+		CHECK(sum == 3 * (int64_t)i);
+		CHECK(!strcmp(by, "python"));
 		chan_msg_free(rep);
 		/* the consumer dropped its copy: end of stream on ours */
-		CHECK(chan_conn_recv(mine, &rep, 10000) == CHAN_E_CONNECTION_CLOSED);
+		CHECK(chan_conn_recv(mine, 10000, &rep) == CHAN_E_CONNECTION_CLOSED);
 		chan_conn_free(mine);
 	}
 	CHECK(pipe2(pfd, O_CLOEXEC) == 0);
@@ -222,14 +239,17 @@ producer(chan_conn *c, int n)
 
 		OK(chan_conn_pair(&mine, &theirs));
 		OK(chan_map_put(root, "op", chan_string(m, "write")));
-		OK(chan_map_put(root, "fd", chan_handle(m, CHAN_KIND_FD, pfd[1])));
+		OK(chan_map_put(root, "fd", chan_handle_copy(m, CHAN_KIND_FD, pfd[1])));
 		OK(chan_map_put(root, "text", chan_string(m, "written by python")));
-		OK(chan_map_put(root, "reply_to", chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(theirs))));
+		OK(chan_map_put(root, "reply_to", chan_handle_copy(m, CHAN_KIND_CONN, chan_conn_borrow_fd(theirs))));
 		send_and_free(c, m, root);
 		chan_conn_free(theirs);
 		close(pfd[1]);
-		OK(chan_conn_recv(mine, &rep, 10000));
-		CHECK(chan_value_int(chan_map_get(chan_msg_root(rep), "wrote")) == 17);
+		OK(chan_conn_recv(mine, 10000, &rep));
+		int64_t wrote = 0;
+
+		OK(chan_map_get_int(chan_msg_root(rep), "wrote", &wrote));
+		CHECK(wrote == 17);
 		chan_msg_free(rep);
 		chan_conn_free(mine);
 		got = read(pfd[0], buf, sizeof(buf));
@@ -249,11 +269,11 @@ origin(chan_conn *c, const char *text)
 	const char *got;
 
 	OK(chan_conn_pair(&keep, &give));
-	OK(chan_map_put(root, "conn", chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(give))));
+	OK(chan_map_put(root, "conn", chan_handle_copy(m, CHAN_KIND_CONN, chan_conn_borrow_fd(give))));
 	OK(chan_map_put(root, "from", chan_string(m, "c origin")));
 	send_and_free(c, m, root);
 	chan_conn_free(give);
-	OK(chan_conn_recv(keep, &hello, 10000));
+	OK(chan_conn_recv(keep, 10000, &hello));
 	got = get_str(chan_msg_root(hello), "hello", &len);
 	CHECK(len == strlen(text) && !memcmp(got, text, len));
 	ack = chan_msg_new(NULL);
@@ -275,7 +295,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: interop_peer consumer|producer|origin FD [ARG]\n");
 		return 2;
 	}
-	OK(chan_conn_from_fd(atoi(argv[2]), &c));
+	OK(chan_conn_move_from_fd(atoi(argv[2]), &c));
 	if (!strcmp(argv[1], "consumer"))
 		r = consumer(c);
 	else if (!strcmp(argv[1], "producer") && argc > 3)
