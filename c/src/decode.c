@@ -230,6 +230,7 @@ dec_node(struct dec *d, unsigned type)
 		v->type = (uint8_t)type;
 		v->kind = 0;
 		v->attached = 1;
+		v->borrowed = 0;
 		v->key = NULL;
 		v->key_len = 0;
 		v->msg = d->msg;

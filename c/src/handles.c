@@ -136,18 +136,19 @@ int
 chan__handles_attach(chan_msg *msg, int *fds, size_t nfds, uint64_t own_id)
 {
 	int kind_err = 0, self_err = 0;
+	size_t k = 0;
 
 	if (!fds) /* decoded detached: the handles keep fd -1 */
 		return 0;
-	/* A decoded message lists its handles in wire order.  Each fd moves
-	 * into its value as it is checked, so whatever happens every fd is
-	 * closed exactly once: by chan_msg_free if it moved, below if not. */
-	for (chan_value *v = msg->handles_head; v; v = v->u.h.next) {
-		uint32_t i = v->u.h.index;
+	/* A decoded message lists its handles in wire order, and the walk
+	 * proved that the k-th one has index k.  Each fd moves into its value
+	 * as it is checked, so whatever happens every fd is closed exactly
+	 * once: by chan_msg_free if it moved, below if not. */
+	for (chan_value *v = msg->handles_head; v; v = v->u.h.next, k++) {
 		uint64_t id = 0;
 
 		if (v->kind == CHAN_KIND_CONN) {
-			int r = chan__conn_fd_check(fds[i], own_id ? &id : NULL);
+			int r = chan__conn_fd_check(fds[k], own_id ? &id : NULL);
 
 			if (r < 0) {
 				/* SPEC.md §9.3 item 12: WRONG_HANDLE_KIND, or
@@ -158,13 +159,12 @@ chan__handles_attach(chan_msg *msg, int *fds, size_t nfds, uint64_t own_id)
 			if (own_id && id == own_id && !self_err)
 				self_err = CHAN_E_SELF_SEND; /* item 13: after every kind */
 		}
-		v->u.h.fd = fds[i];
+		v->u.h.fd = fds[k];
 		v->u.h.socket_id = id;
-		fds[i] = -1;
 	}
 	if (kind_err || self_err) {
 		chan_msg_free(msg);
-		chan__close_fds(fds, nfds);
+		chan__close_fds(fds + k, nfds - k);
 		return kind_err ? kind_err : self_err;
 	}
 	return 0;

@@ -493,6 +493,7 @@ chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
 			r = CHAN_E_SYSTEM;
 		} else {
 			r = chan__handles_attach(msg, c->fds, c->nfds, own);
+			c->nfds = 0; /* the message has them, or they are closed */
 		}
 	}
 	if (r == 0 && chan__msg_adopt(msg, c->rbuf)) {

@@ -36,7 +36,7 @@ request(const char *op, int64_t n, int conn_fd)
 	chan_map_put(root, "op", chan_string(m, op));
 	chan_map_put(root, "n", chan_int(m, n));
 	if (conn_fd >= 0)
-		chan_map_put(root, "reply_to", chan_handle(m, CHAN_KIND_CONN, conn_fd));
+		chan_map_put(root, "reply_to", chan_handle_copy(m, CHAN_KIND_CONN, conn_fd));
 	if (chan_msg_set_root(m, root) < 0)
 		return chan_msg_free(m);
 	return m;
@@ -45,7 +45,7 @@ request(const char *op, int64_t n, int conn_fd)
 static int64_t
 get_n(chan_msg *m)
 {
-	return chan_value_int(chan_map_get(chan_msg_root(m), "n"));
+	return tv_int(chan_map_get(chan_msg_root(m), "n"));
 }
 
 /* Send and free; 0 or the error. */
@@ -64,7 +64,7 @@ take_conn(chan_msg *m, const char *key)
 {
 	chan_conn *c = NULL;
 
-	if (chan_conn_from_value(chan_map_get(chan_msg_root(m), key), &c) < 0)
+	if (chan_conn_move_from_value(chan_map_get(chan_msg_root(m), key), &c) < 0)
 		return NULL;
 	return c;
 }
@@ -86,23 +86,23 @@ test_pair_round_trip(void)
 
 	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
 	chan_test_pipes(p, 1);
-	CU_ASSERT(chan_test_fd_cloexec(chan_conn_fd(a)));
-	CU_ASSERT(!is_nonblocking(chan_conn_fd(a)));
+	CU_ASSERT(chan_test_fd_cloexec(chan_conn_borrow_fd(a)));
+	CU_ASSERT(!is_nonblocking(chan_conn_borrow_fd(a)));
 	m = tp_sample(1, 3, p, 2);
 	CU_ASSERT_FATAL(m != NULL);
 	CU_ASSERT_EQUAL(chan_conn_send(a, m, 0), 0);
 	chan_msg_free(m);
 	m = NULL;
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	CU_ASSERT(m && tp_sample_ok(m, 1, 3, p, 2));
 	chan_msg_free(m);
 	/* Both directions. */
 	CU_ASSERT_EQUAL(send_free(b, request("ping", 5, -1)), 0);
 	m = NULL;
-	CU_ASSERT_EQUAL(chan_conn_recv(a, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(a, LONG_MS, &m), 0);
 	CU_ASSERT_EQUAL(get_n(m), 5);
 	chan_msg_free(m);
-	CU_ASSERT(!is_nonblocking(chan_conn_fd(a)) && !is_nonblocking(chan_conn_fd(b)));
+	CU_ASSERT(!is_nonblocking(chan_conn_borrow_fd(a)) && !is_nonblocking(chan_conn_borrow_fd(b)));
 	chan_conn_free(a);
 	chan_conn_free(b);
 	close(p[0]);
@@ -116,12 +116,12 @@ test_recv_timeouts(void)
 	chan_msg *m = NULL;
 
 	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, 0), CHAN_E_WOULD_BLOCK);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, 20), CHAN_E_TIMEOUT);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &m), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 20, &m), CHAN_E_TIMEOUT);
 	CU_ASSERT_PTR_NULL(m);
 	/* Nothing was lost: the connection still works. */
 	CU_ASSERT_EQUAL(send_free(a, request("x", 1, -1)), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, 0), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &m), 0);
 	CU_ASSERT_EQUAL(get_n(m), 1);
 	chan_msg_free(m);
 	CU_ASSERT_EQUAL(chan_conn_flush(a, 0), 0);
@@ -141,7 +141,7 @@ listen_connect(const char *name)
 	pid_t parent = getpid(), pid;
 
 	CU_ASSERT_FATAL(chan_listen(name, &l) == 0);
-	CU_ASSERT(chan_test_fd_cloexec(chan_listener_fd(l)));
+	CU_ASSERT(chan_test_fd_cloexec(chan_listener_borrow_fd(l)));
 	/* The name is taken. */
 	errno = 0;
 	CU_ASSERT_EQUAL(chan_listen(name, &l2), CHAN_E_SYSTEM);
@@ -155,13 +155,13 @@ listen_connect(const char *name)
 		chan_conn *k;
 
 		/* Not chan_listener_free: that would unlink the parent's path. */
-		close(chan_listener_fd(l));
+		close(chan_listener_borrow_fd(l));
 		free(l);
 		TP_CHECK(chan_connect(name, &k) == 0);
 		TP_CHECK(chan_conn_peer_cred(k, &cred) == 0);
 		TP_CHECK(cred.pid == parent && cred.uid == getuid() &&
 			 cred.gid == getgid());
-		TP_CHECK(chan_conn_recv(k, &m, LONG_MS) == 0);
+		TP_CHECK(chan_conn_recv(k, LONG_MS, &m) == 0);
 		TP_CHECK(get_n(m) == 41);
 		chan_msg_free(m);
 		TP_CHECK(send_free(k, request("answer", 42, -1)) == 0);
@@ -169,17 +169,17 @@ listen_connect(const char *name)
 		_exit(0);
 	}
 	CU_ASSERT_EQUAL_FATAL(chan_listener_accept(l, LONG_MS, &c), 0);
-	CU_ASSERT(chan_test_fd_cloexec(chan_conn_fd(c)));
-	CU_ASSERT(!is_nonblocking(chan_conn_fd(c)));
+	CU_ASSERT(chan_test_fd_cloexec(chan_conn_borrow_fd(c)));
+	CU_ASSERT(!is_nonblocking(chan_conn_borrow_fd(c)));
 	CU_ASSERT_EQUAL(chan_conn_peer_cred(c, &cred), 0);
 	CU_ASSERT_EQUAL(cred.pid, pid);
 	CU_ASSERT_EQUAL(cred.uid, getuid());
 	CU_ASSERT_EQUAL(cred.gid, getgid());
 	CU_ASSERT_EQUAL(send_free(c, request("question", 41, -1)), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(c, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(c, LONG_MS, &m), 0);
 	CU_ASSERT_EQUAL(get_n(m), 42);
 	chan_msg_free(m);
-	CU_ASSERT_EQUAL(chan_conn_recv(c, &m, LONG_MS), CHAN_E_CONNECTION_CLOSED);
+	CU_ASSERT_EQUAL(chan_conn_recv(c, LONG_MS, &m), CHAN_E_CONNECTION_CLOSED);
 	CU_ASSERT_EQUAL(tp_wait(pid), 0);
 	chan_conn_free(c);
 	chan_listener_free(l);
@@ -233,29 +233,29 @@ test_bad_arguments(void)
 	CU_ASSERT_EQUAL(chan_connect(longname, &c), CHAN_E_INVALID_ARGUMENT);
 	/* A pipe is no connection; the fd stays the caller's. */
 	chan_test_pipes(p, 1);
-	CU_ASSERT_EQUAL(chan_conn_from_fd(p[0], &c), CHAN_E_WRONG_HANDLE_KIND);
+	CU_ASSERT_EQUAL(chan_conn_move_from_fd(p[0], &c), CHAN_E_WRONG_HANDLE_KIND);
 	CU_ASSERT(chan_test_fd_is_open(p[0]));
 	/* A handle of kind fd is no conn, even if it holds a socket. */
 	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
 	m = chan_msg_new(NULL);
-	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_handle(m, CHAN_KIND_FD, chan_conn_fd(a))) == 0);
-	CU_ASSERT_EQUAL(chan_conn_from_value(chan_msg_root(m), &c), CHAN_E_WRONG_HANDLE_KIND);
-	CU_ASSERT(chan_value_fd(chan_msg_root(m)) >= 0);
+	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_handle_copy(m, CHAN_KIND_FD, chan_conn_borrow_fd(a))) == 0);
+	CU_ASSERT_EQUAL(chan_conn_move_from_value(chan_msg_root(m), &c), CHAN_E_WRONG_HANDLE_KIND);
+	CU_ASSERT(tv_fd(chan_msg_root(m)) >= 0);
 	chan_msg_free(m);
 	CU_ASSERT_EQUAL(chan_conn_set_limits(a, &lim), CHAN_E_INVALID_ARGUMENT);
 	CU_ASSERT_EQUAL(chan_conn_set_limits(a, NULL), 0);
 	/* A message whose handle fd was taken cannot be sent. */
 	m = chan_msg_new(NULL);
-	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_handle(m, CHAN_KIND_FD, p[1])) == 0);
+	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_handle_copy(m, CHAN_KIND_FD, p[1])) == 0);
 	{
 		int fd = -1;
 
-		CU_ASSERT_EQUAL(chan_value_take_fd(chan_msg_root(m), &fd), 0);
+		CU_ASSERT_EQUAL(chan_value_move_fd(chan_msg_root(m), &fd), 0);
 		close(fd);
 	}
 	CU_ASSERT_EQUAL(chan_conn_send(a, m, 0), CHAN_E_INVALID_ARGUMENT);
 	chan_msg_free(m);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, 0), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &m), CHAN_E_WOULD_BLOCK);
 	CU_ASSERT_EQUAL(chan_conn_send(a, NULL, 0), CHAN_E_INVALID_ARGUMENT);
 	CU_ASSERT_PTR_NULL(chan_conn_free(NULL));
 	CU_ASSERT_PTR_NULL(chan_listener_free(NULL));
@@ -278,14 +278,14 @@ test_conn_handle_moves(void)
 
 	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
 	CU_ASSERT_FATAL(chan_conn_pair(&reply_to, &answer) == 0);
-	fd = chan_conn_fd(answer);
+	fd = chan_conn_borrow_fd(answer);
 	m = chan_msg_new(NULL);
-	h = chan_conn_handle(m, &answer);
+	h = chan_handle_move_conn(m, &answer);
 	CU_ASSERT_PTR_NOT_NULL_FATAL(h);
 	CU_ASSERT_PTR_NULL(answer);
-	CU_ASSERT_EQUAL(chan_value_fd(h), fd); /* the very socket, moved */
+	CU_ASSERT_EQUAL(tv_fd(h), fd); /* the very socket, moved */
 	CU_ASSERT_EQUAL(chan_value_kind(h), CHAN_KIND_CONN);
-	CU_ASSERT_PTR_NULL(chan_conn_handle(m, &answer)); /* nothing left to move */
+	CU_ASSERT_PTR_NULL(chan_handle_move_conn(m, &answer)); /* nothing left to move */
 	chan_msg_free(m);
 	CU_ASSERT_FALSE(chan_test_fd_is_open(fd)); /* the message closed it */
 	chan_conn_free(reply_to);
@@ -293,13 +293,13 @@ test_conn_handle_moves(void)
 	/* the seed pattern with a move: one socket less to close */
 	CU_ASSERT_FATAL(chan_conn_pair(&reply_to, &answer) == 0);
 	m = chan_msg_new(NULL);
-	CU_ASSERT_EQUAL(chan_msg_set_root(m, chan_conn_handle(m, &answer)), 0);
+	CU_ASSERT_EQUAL(chan_msg_set_root(m, chan_handle_move_conn(m, &answer)), 0);
 	CU_ASSERT_EQUAL(send_free(a, m), 0);
-	CU_ASSERT_FATAL(chan_conn_recv(b, &got, LONG_MS) == 0);
-	CU_ASSERT_EQUAL(chan_conn_from_value(chan_msg_root(got), &back), 0);
+	CU_ASSERT_FATAL(chan_conn_recv(b, LONG_MS, &got) == 0);
+	CU_ASSERT_EQUAL(chan_conn_move_from_value(chan_msg_root(got), &back), 0);
 	chan_msg_free(got);
 	CU_ASSERT_EQUAL(send_free(back, request("done", 7, -1)), 0);
-	CU_ASSERT_FATAL(chan_conn_recv(reply_to, &got, LONG_MS) == 0);
+	CU_ASSERT_FATAL(chan_conn_recv(reply_to, LONG_MS, &got) == 0);
 	CU_ASSERT_EQUAL(get_n(got), 7);
 	chan_msg_free(got);
 	chan_conn_free(back);
@@ -312,18 +312,18 @@ test_conn_handle_moves(void)
 
 		CU_ASSERT_FATAL(chan_conn_pair(&x, &y) == 0);
 		m = chan_msg_new(NULL);
-		CU_ASSERT_EQUAL(chan_msg_set_root(m, chan_conn_handle(m, &y)), 0);
+		CU_ASSERT_EQUAL(chan_msg_set_root(m, chan_handle_move_conn(m, &y)), 0);
 		CU_ASSERT_EQUAL(chan_conn_send(x, m, 0), CHAN_E_SELF_SEND);
 		chan_msg_free(m);
-		CU_ASSERT_EQUAL(chan_conn_recv(x, &got, 0), CHAN_E_CONNECTION_CLOSED);
+		CU_ASSERT_EQUAL(chan_conn_recv(x, 0, &got), CHAN_E_CONNECTION_CLOSED);
 		chan_conn_free(x);
 	}
 
 	/* mid-frame: half a header received -> refused, conn untouched */
-	CU_ASSERT(write(chan_conn_fd(a), "CHAN\x01", 5) == 5);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &got, 0), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT(write(chan_conn_borrow_fd(a), "CHAN\x01", 5) == 5);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
 	m = chan_msg_new(NULL);
-	CU_ASSERT_PTR_NULL(chan_conn_handle(m, &b));
+	CU_ASSERT_PTR_NULL(chan_handle_move_conn(m, &b));
 	CU_ASSERT_PTR_NOT_NULL(b);
 	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_INVALID_ARGUMENT);
 	chan_msg_free(m);
@@ -366,13 +366,13 @@ test_large_frames_adopt_buffer(void)
 	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
 	CU_ASSERT_FATAL(pthread_create(&t, NULL, big_sender, a) == 0);
 	for (int i = 0; i < 5; i++)
-		CU_ASSERT_EQUAL(chan_conn_recv(b, &got[i], LONG_MS), 0);
+		CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &got[i]), 0);
 	pthread_join(t, &ret);
 	CU_ASSERT_PTR_NULL(ret);
 	/* every message still holds its own bytes after the later frames */
 	for (int i = 0; i < 5; i++) {
 		size_t n = 0;
-		const uint8_t *p = chan_value_bytes(chan_msg_root(got[i]), &n);
+		const uint8_t *p = tv_bytes(chan_msg_root(got[i]), &n);
 		int same = p != NULL && n == sizes[i];
 
 		for (size_t k = 0; same && k < n; k++)
@@ -393,16 +393,16 @@ check_self_send(chan_conn *a, chan_conn *b)
 	chan_conn *x, *y;
 	chan_msg *m = NULL;
 
-	CU_ASSERT_EQUAL(send_free(a, request("me", 1, chan_conn_fd(a))), CHAN_E_SELF_SEND);
-	CU_ASSERT_EQUAL(send_free(a, request("peer", 2, chan_conn_fd(b))), CHAN_E_SELF_SEND);
-	CU_ASSERT_EQUAL(send_free(b, request("me", 3, chan_conn_fd(b))), CHAN_E_SELF_SEND);
-	CU_ASSERT_EQUAL(send_free(b, request("peer", 4, chan_conn_fd(a))), CHAN_E_SELF_SEND);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, 0), CHAN_E_WOULD_BLOCK);
-	CU_ASSERT_EQUAL(chan_conn_recv(a, &m, 0), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(send_free(a, request("me", 1, chan_conn_borrow_fd(a))), CHAN_E_SELF_SEND);
+	CU_ASSERT_EQUAL(send_free(a, request("peer", 2, chan_conn_borrow_fd(b))), CHAN_E_SELF_SEND);
+	CU_ASSERT_EQUAL(send_free(b, request("me", 3, chan_conn_borrow_fd(b))), CHAN_E_SELF_SEND);
+	CU_ASSERT_EQUAL(send_free(b, request("peer", 4, chan_conn_borrow_fd(a))), CHAN_E_SELF_SEND);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &m), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(chan_conn_recv(a, 0, &m), CHAN_E_WOULD_BLOCK);
 	/* Another connection travels fine. */
 	CU_ASSERT_FATAL(chan_conn_pair(&x, &y) == 0);
-	CU_ASSERT_EQUAL(send_free(a, request("other", 5, chan_conn_fd(x))), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(send_free(a, request("other", 5, chan_conn_borrow_fd(x))), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	CU_ASSERT_EQUAL(get_n(m), 5);
 	chan_msg_free(m);
 	chan_conn_free(x);
@@ -458,17 +458,17 @@ test_nested_three_processes(void)
 		chan_conn_free(a2);
 		chan_conn_free(d2);
 		before = chan_test_count_fds();
-		TP_CHECK(chan_conn_recv(d3, &m, LONG_MS) == 0);
+		TP_CHECK(chan_conn_recv(d3, LONG_MS, &m) == 0);
 		TP_CHECK(get_n(m) == 2);
 		TP_CHECK((k = take_conn(m, "reply_to")) != NULL);
 		chan_msg_free(m);
 		TP_CHECK(chan_test_count_fds() == before + 1);
 		TP_CHECK(send_free(k, request("from P3", 3, -1)) == 0);
-		TP_CHECK(chan_conn_recv(k, &m, LONG_MS) == 0);
+		TP_CHECK(chan_conn_recv(k, LONG_MS, &m) == 0);
 		TP_CHECK(get_n(m) == 4);
 		chan_msg_free(m);
 		chan_conn_free(k);
-		TP_CHECK(chan_conn_recv(d3, &m, LONG_MS) == CHAN_E_CONNECTION_CLOSED);
+		TP_CHECK(chan_conn_recv(d3, LONG_MS, &m) == CHAN_E_CONNECTION_CLOSED);
 		chan_conn_free(d3);
 		TP_CHECK(chan_test_count_fds() == before - 1);
 		_exit(0);
@@ -482,14 +482,14 @@ test_nested_three_processes(void)
 		chan_conn_free(a1);
 		chan_conn_free(d3);
 		before = chan_test_count_fds();
-		TP_CHECK(chan_conn_recv(a2, &m, LONG_MS) == 0);
+		TP_CHECK(chan_conn_recv(a2, LONG_MS, &m) == 0);
 		TP_CHECK((kb = take_conn(m, "reply_to")) != NULL);
 		chan_msg_free(m);
-		TP_CHECK(chan_conn_recv(kb, &m, LONG_MS) == 0);
+		TP_CHECK(chan_conn_recv(kb, LONG_MS, &m) == 0);
 		TP_CHECK(get_n(m) == 1);
 		TP_CHECK((kc = take_conn(m, "reply_to")) != NULL);
 		chan_msg_free(m);
-		TP_CHECK(send_free(d2, request("forward", 2, chan_conn_fd(kc))) == 0);
+		TP_CHECK(send_free(d2, request("forward", 2, chan_conn_borrow_fd(kc))) == 0);
 		chan_conn_free(kc);
 		chan_conn_free(kb);
 		TP_CHECK(chan_test_count_fds() == before);
@@ -502,15 +502,15 @@ test_nested_three_processes(void)
 	chan_conn_free(d3);
 	CU_ASSERT_FATAL(chan_conn_pair(&b1, &b2) == 0);
 	CU_ASSERT_FATAL(chan_conn_pair(&c1, &c2) == 0);
-	CU_ASSERT_EQUAL(send_free(a1, request("level 2", 0, chan_conn_fd(b2))), 0);
-	CU_ASSERT_EQUAL(send_free(b1, request("level 3", 1, chan_conn_fd(c2))), 0);
+	CU_ASSERT_EQUAL(send_free(a1, request("level 2", 0, chan_conn_borrow_fd(b2))), 0);
+	CU_ASSERT_EQUAL(send_free(b1, request("level 3", 1, chan_conn_borrow_fd(c2))), 0);
 	chan_conn_free(b2);
 	chan_conn_free(c2);
-	CU_ASSERT_EQUAL(chan_conn_recv(c1, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(c1, LONG_MS, &m), 0);
 	CU_ASSERT_EQUAL(get_n(m), 3);
 	chan_msg_free(m);
 	CU_ASSERT_EQUAL(send_free(c1, request("back", 4, -1)), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(c1, &m, LONG_MS), CHAN_E_CONNECTION_CLOSED);
+	CU_ASSERT_EQUAL(chan_conn_recv(c1, LONG_MS, &m), CHAN_E_CONNECTION_CLOSED);
 	CU_ASSERT_EQUAL(tp_wait(p2), 0);
 	CU_ASSERT_EQUAL(tp_wait(p3), 0);
 	chan_conn_free(a1);
@@ -538,7 +538,7 @@ test_round_trips(void)
 		before = chan_test_count_fds();
 		for (;;) {
 			chan_conn *reply;
-			int r = chan_conn_recv(b, &m, LONG_MS);
+			int r = chan_conn_recv(b, LONG_MS, &m);
 
 			if (r == CHAN_E_CONNECTION_CLOSED)
 				break;
@@ -558,12 +558,12 @@ test_round_trips(void)
 		chan_conn *x, *y;
 
 		if (chan_conn_pair(&x, &y) < 0 ||
-		    send_free(a, request("double", i, chan_conn_fd(y))) < 0) {
+		    send_free(a, request("double", i, chan_conn_borrow_fd(y))) < 0) {
 			bad = 1;
 			break;
 		}
 		chan_conn_free(y);
-		if (chan_conn_recv(x, &m, LONG_MS) < 0 || get_n(m) != 2 * (int64_t)i)
+		if (chan_conn_recv(x, LONG_MS, &m) < 0 || get_n(m) != 2 * (int64_t)i)
 			bad = 1;
 		chan_msg_free(m);
 		m = NULL;
@@ -592,11 +592,11 @@ test_handles_outlive_sender(void)
 	chan_test_pipes(p, 1);
 	CU_ASSERT_EQUAL(send_free(a, tp_sample(1, 0, p + 1, 1)), 0);
 	close(p[1]);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	{
 		chan_value *h = chan_value_at(chan_map_get(chan_msg_root(m), "fds"), 0);
 
-		CU_ASSERT_EQUAL(write(chan_value_fd(h), "ok", 2), 2);
+		CU_ASSERT_EQUAL(write(tv_fd(h), "ok", 2), 2);
 		CU_ASSERT_EQUAL(read(p[0], buf, sizeof(buf)), 2);
 		CU_ASSERT_STRING_EQUAL(buf, "ok");
 	}
@@ -621,20 +621,20 @@ test_handles_outlive_sender(void)
 		fds[1] = q[0];
 		s = tp_sample(2, 5, fds, 2);
 		TP_CHECK(s && chan_map_put(chan_msg_root(s), "conn",
-					   chan_handle(s, CHAN_KIND_CONN, chan_conn_fd(y))) == 0);
+					   chan_handle_copy(s, CHAN_KIND_CONN, chan_conn_borrow_fd(y))) == 0);
 		TP_CHECK(chan_conn_send(a, s, LONG_MS) == 0);
 		_exit(0); /* without closing anything */
 	}
 	CU_ASSERT_EQUAL(tp_wait(pid), 0);
-	CU_ASSERT_EQUAL_FATAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL_FATAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	{
 		chan_value *root = chan_msg_root(m);
 		chan_value *fl = chan_map_get(root, "fds");
-		int mfd = chan_value_fd(chan_value_at(fl, 0));
-		int rfd = chan_value_fd(chan_value_at(fl, 1));
+		int mfd = tv_fd(chan_value_at(fl, 0));
+		int rfd = tv_fd(chan_value_at(fl, 1));
 		chan_msg *q = NULL;
 
-		CU_ASSERT_EQUAL(chan_value_int(chan_map_get(root, "seq")), 2);
+		CU_ASSERT_EQUAL(tv_int(chan_map_get(root, "seq")), 2);
 		memset(buf, 0, sizeof(buf));
 		CU_ASSERT_EQUAL(pread(mfd, buf, sizeof(buf), 0), 5);
 		CU_ASSERT_STRING_EQUAL(buf, "memfd");
@@ -644,16 +644,16 @@ test_handles_outlive_sender(void)
 		CU_ASSERT(chan_test_fd_cloexec(mfd) && chan_test_fd_cloexec(rfd));
 		k = take_conn(m, "conn");
 		CU_ASSERT_FATAL(k != NULL);
-		CU_ASSERT(chan_test_fd_cloexec(chan_conn_fd(k)));
-		CU_ASSERT_EQUAL(chan_conn_recv(k, &q, LONG_MS), 0);
+		CU_ASSERT(chan_test_fd_cloexec(chan_conn_borrow_fd(k)));
+		CU_ASSERT_EQUAL(chan_conn_recv(k, LONG_MS, &q), 0);
 		CU_ASSERT_EQUAL(get_n(q), 77);
 		chan_msg_free(q);
-		CU_ASSERT_EQUAL(chan_conn_recv(k, &q, LONG_MS), CHAN_E_CONNECTION_CLOSED);
+		CU_ASSERT_EQUAL(chan_conn_recv(k, LONG_MS, &q), CHAN_E_CONNECTION_CLOSED);
 		chan_conn_free(k);
 	}
 	chan_msg_free(m);
 	chan_conn_free(a);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), CHAN_E_CONNECTION_CLOSED);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), CHAN_E_CONNECTION_CLOSED);
 	chan_conn_free(b);
 }
 
@@ -676,21 +676,21 @@ test_handle_limits(void)
 
 	CU_ASSERT_EQUAL(send_free(a, tp_sample(254, 0, fds, 254)),
 			CHAN_E_HANDLE_LIMIT_EXCEEDED);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, 0), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &m), CHAN_E_WOULD_BLOCK);
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
 
 	CU_ASSERT_EQUAL(send_free(a, tp_sample(253, 1, fds, 253)), 0);
 	CU_ASSERT_EQUAL(send_free(a, tp_sample(253, 1, fds, 253)), 0);
 	CU_ASSERT_EQUAL(send_free(a, tp_sample(1, 1, fds, 1)), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), CHAN_E_HANDLE_LIMIT_EXCEEDED);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), CHAN_E_HANDLE_LIMIT_EXCEEDED);
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
 	CU_ASSERT_EQUAL(chan_conn_set_limits(b, &lim), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	CU_ASSERT(m && tp_sample_ok(m, 253, 1, fds, 253));
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before + 253);
 	chan_msg_free(m);
 	m = NULL;
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	CU_ASSERT(m && tp_sample_ok(m, 1, 1, fds, 1));
 	chan_msg_free(m);
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
@@ -751,11 +751,11 @@ test_concurrent_senders(void)
 		int64_t seq;
 		int id, i;
 
-		if (chan_conn_recv(b, &m, LONG_MS) < 0) {
+		if (chan_conn_recv(b, LONG_MS, &m) < 0) {
 			bad = 1;
 			break;
 		}
-		seq = chan_value_int(chan_map_get(chan_msg_root(m), "seq"));
+		seq = tv_int(chan_map_get(chan_msg_root(m), "seq"));
 		id = (int)(seq / 1000000);
 		i = (int)(seq % 1000000);
 		if (id < 0 || id >= SENDERS || i != next[id] ||
@@ -797,7 +797,7 @@ receiver_main(void *arg)
 	for (;;) {
 		chan_msg *m = NULL;
 		int64_t seq;
-		int r = chan_conn_recv(rc->c, &m, LONG_MS);
+		int r = chan_conn_recv(rc->c, LONG_MS, &m);
 
 		if (r == CHAN_E_CONNECTION_CLOSED)
 			break;
@@ -805,7 +805,7 @@ receiver_main(void *arg)
 			rc->bad++;
 			break;
 		}
-		seq = chan_value_int(chan_map_get(chan_msg_root(m), "seq"));
+		seq = tv_int(chan_map_get(chan_msg_root(m), "seq"));
 		if (seq < 0 || seq >= FRAMES || rc->seen[seq] ||
 		    !tp_sample_ok(m, seq, pad_for(0, (int)seq), &rc->fd, seq % 2))
 			rc->bad++;
@@ -837,7 +837,7 @@ test_concurrent_receivers(void)
 		err = send_free(a, tp_sample(i, pad_for(0, i), p, i % 2));
 	CU_ASSERT_EQUAL(err, 0);
 	/* Half-close: the receivers read everything, then see the end. */
-	CU_ASSERT(shutdown(chan_conn_fd(a), SHUT_WR) == 0);
+	CU_ASSERT(shutdown(chan_conn_borrow_fd(a), SHUT_WR) == 0);
 	for (int i = 0; i < RECEIVERS; i++) {
 		pthread_join(t[i], NULL);
 		CU_ASSERT_EQUAL(rc[i].bad, 0);
@@ -876,8 +876,8 @@ test_nonblocking_poll(void)
 
 	while (received < 2 && rounds++ < 100000) {
 		struct pollfd pf[2] = {
-			{.fd = chan_conn_fd(a), .events = POLLOUT},
-			{.fd = chan_conn_fd(b), .events = POLLIN},
+			{.fd = chan_conn_borrow_fd(a), .events = POLLOUT},
+			{.fd = chan_conn_borrow_fd(b), .events = POLLIN},
 		};
 		int r;
 
@@ -892,7 +892,7 @@ test_nonblocking_poll(void)
 			}
 		}
 		if (pf[1].revents & POLLIN) {
-			r = chan_conn_recv(b, &got, 0);
+			r = chan_conn_recv(b, 0, &got);
 			if (r == CHAN_E_WOULD_BLOCK) {
 				saw_partial = 1;
 				continue;
@@ -911,7 +911,7 @@ test_nonblocking_poll(void)
 	CU_ASSERT_EQUAL(received, 2);
 	CU_ASSERT(saw_partial); /* the big frame was read in several calls */
 	CU_ASSERT_EQUAL(chan_conn_pending(a), 0);
-	CU_ASSERT(!is_nonblocking(chan_conn_fd(a)) && !is_nonblocking(chan_conn_fd(b)));
+	CU_ASSERT(!is_nonblocking(chan_conn_borrow_fd(a)) && !is_nonblocking(chan_conn_borrow_fd(b)));
 	chan_msg_free(small);
 	chan_conn_free(a);
 	chan_conn_free(b);
@@ -960,14 +960,15 @@ test_allocator(void)
 	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
 	chan_conn_set_allocator(b, &ta.a);
 	CU_ASSERT_EQUAL(send_free(a, request("x", 9, -1)), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	CU_ASSERT(ta.allocs > 0);
 	CU_ASSERT_EQUAL(get_n(m), 9);
 	chan_msg_free(m);
-	CU_ASSERT_EQUAL(ta.live, 0);
-	chan_conn_set_allocator(b, NULL);
+	CU_ASSERT(ta.live > 0); /* the connection's receive buffer */
+	CU_ASSERT_EQUAL(chan_conn_set_allocator(b, NULL), 0);
+	CU_ASSERT_EQUAL(ta.live, 0); /* handed back to the allocator it came from */
 	CU_ASSERT_EQUAL(send_free(a, request("x", 10, -1)), 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(b, &m, LONG_MS), 0);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
 	chan_msg_free(m);
 	CU_ASSERT_EQUAL(ta.frees, ta.allocs);
 	chan_conn_free(a);

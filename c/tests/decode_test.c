@@ -333,10 +333,10 @@ test_decode_detached_checks_indices(void)
 			CHAN_E_HANDLE_INDEX_OUT_OF_ORDER);
 	n = make_frame(f, sizeof(f), 0, 2, 0, -1, "3a 0e 0a 04 4a 02 10 01 0a 06 4a 04 08 01 10 02");
 	CU_ASSERT_EQUAL(chan_decode(f, n, NULL, 0, CHAN_DECODE_DETACHED, NULL, NULL, &m, NULL), 0);
-	CU_ASSERT_EQUAL(chan_value_fd(chan_value_at(chan_msg_root(m), 1)), -1);
+	CU_ASSERT_EQUAL(tv_fd(chan_value_at(chan_msg_root(m), 1)), -1);
 	CU_ASSERT_EQUAL(chan_value_kind(chan_value_at(chan_msg_root(m), 1)), CHAN_KIND_CONN);
 	CU_ASSERT_EQUAL(chan_value_handle_index(chan_value_at(chan_msg_root(m), 1)), 1);
-	CU_ASSERT_EQUAL(chan_value_take_fd(chan_value_at(chan_msg_root(m), 1), &fd),
+	CU_ASSERT_EQUAL(chan_value_move_fd(chan_value_at(chan_msg_root(m), 1), &fd),
 			CHAN_E_INVALID_ARGUMENT);
 	chan_msg_free(m);
 }
@@ -355,10 +355,10 @@ test_decode_253_handles(void)
 
 	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
 	for (int i = 0; i < 253; i++)
-		CU_ASSERT_EQUAL(chan_list_append(l, chan_handle(m, CHAN_KIND_FD, p[i % 2])), 0);
+		CU_ASSERT_EQUAL(chan_list_append(l, chan_handle_copy(m, CHAN_KIND_FD, p[i % 2])), 0);
 	chan_msg_set_root(m, l);
 	CU_ASSERT_EQUAL_FATAL(chan_test_encode(m, &frame, &len), 0);
-	table = chan_msg_handles(m, &n);
+	table = tv_handles(m, &n);
 	CU_ASSERT_EQUAL_FATAL(n, 253);
 	for (int i = 0; i < 253; i++)
 		fds[i] = fcntl(table[i], F_DUPFD_CLOEXEC, 3);
@@ -372,7 +372,7 @@ test_decode_253_handles(void)
 	CU_ASSERT_EQUAL_FATAL(chan_decode(frame, len, fds, 253, 0, &lim, NULL, &d, NULL), 0);
 	CU_ASSERT_EQUAL(chan_value_count(chan_msg_root(d)), 253);
 	CU_ASSERT_EQUAL(chan_value_handle_index(chan_value_at(chan_msg_root(d), 252)), 252);
-	CU_ASSERT_EQUAL(chan_value_fd(chan_value_at(chan_msg_root(d), 252)), fds[252]);
+	CU_ASSERT_EQUAL(tv_fd(chan_value_at(chan_msg_root(d), 252)), fds[252]);
 	chan_msg_free(d);
 	free(frame);
 	close(p[0]);
@@ -402,7 +402,7 @@ test_decode_one_allocation(void)
 	for (int i = 0; i < 10000; i++)
 		chan_list_append(list, chan_int(m, i));
 	chan_map_put(root, "list", list);
-	chan_map_put(root, "fd", chan_handle(m, CHAN_KIND_FD, p[0]));
+	chan_map_put(root, "fd", chan_handle_copy(m, CHAN_KIND_FD, p[0]));
 	chan_msg_set_root(m, root);
 	CU_ASSERT_EQUAL_FATAL(chan_test_encode(m, &frame, &len), 0);
 	chan_msg_free(m);
@@ -411,8 +411,8 @@ test_decode_one_allocation(void)
 	chan_test_alloc_init(&ta, 0);
 	CU_ASSERT_EQUAL_FATAL(chan_decode(frame, len, &p[1], 1, 0, NULL, &ta.a, &d, NULL), 0);
 	CU_ASSERT(ta.allocs >= 1 && ta.allocs <= 7);
-	CU_ASSERT_STRING_EQUAL(chan_value_string(chan_map_get(chan_msg_root(d), "k77"), NULL), "k77");
-	CU_ASSERT_EQUAL(chan_value_int(chan_value_at(chan_map_get(chan_msg_root(d), "list"), 9999)),
+	CU_ASSERT_STRING_EQUAL(tv_string(chan_map_get(chan_msg_root(d), "k77"), NULL), "k77");
+	CU_ASSERT_EQUAL(tv_int(chan_value_at(chan_map_get(chan_msg_root(d), "list"), 9999)),
 			9999);
 	chan_msg_free(d);
 	CU_ASSERT_EQUAL(ta.live, 0);
@@ -493,12 +493,12 @@ test_decode_borrow(void)
 	CU_ASSERT_EQUAL_FATAL(chan_decode(frame, len, NULL, 0, CHAN_DECODE_BORROW, NULL, NULL, &d,
 					  NULL),
 			      0);
-	p = chan_value_bytes(chan_value_at(chan_msg_root(d), 0), &n);
+	p = tv_bytes(chan_value_at(chan_msg_root(d), 0), &n);
 	CU_ASSERT(n == sizeof(blob) && p > frame && p + n <= frame + len); /* borrowed */
-	p = chan_value_bytes(chan_value_at(chan_msg_root(d), 1), &n);
+	p = tv_bytes(chan_value_at(chan_msg_root(d), 1), &n);
 	CU_ASSERT(n == sizeof(blob) - 1 && (p + n <= frame || p >= frame + len)); /* copied */
 	CU_ASSERT(memcmp(p, blob, n) == 0);
-	p = (const uint8_t *)chan_value_string(chan_value_at(chan_msg_root(d), 2), &n);
+	p = (const uint8_t *)tv_string(chan_value_at(chan_msg_root(d), 2), &n);
 	CU_ASSERT(p + n <= frame || p >= frame + len);
 	chan_msg_free(d);
 	free(frame);
@@ -515,7 +515,7 @@ test_decode_reports_consumed(void)
 	memcpy(f + n, "CHAN", 4);
 	CU_ASSERT_EQUAL_FATAL(chan_decode(f, n + 4, NULL, 0, 0, NULL, NULL, &m, &used), 0);
 	CU_ASSERT_EQUAL(used, n);
-	CU_ASSERT_EQUAL(chan_value_int(chan_msg_root(m)), 1);
+	CU_ASSERT_EQUAL(tv_int(chan_msg_root(m)), 1);
 	chan_msg_free(m);
 }
 

@@ -166,3 +166,14 @@ chan_test_alloc_init(struct chan_test_alloc *t, long fail_at)
 	t->a.ctx = t;
 	t->fail_at = fail_at;
 }
+
+const int *
+tv_handles(const chan_msg *msg, size_t *ret_count)
+{
+	static int fds[CHAN_HARD_MAX_HANDLES];
+
+	*ret_count = 0;
+	if (chan_msg_borrow_handles(msg, fds, CHAN_HARD_MAX_HANDLES, ret_count) < 0)
+		*ret_count = 0;
+	return fds;
+}

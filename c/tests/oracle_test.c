@@ -166,7 +166,7 @@ random_tree(chan_msg *m, int depth, uint32_t *handles)
 		chan__v1__handle__init(pb->handle_value);
 		pb->handle_value->index = (*handles)++;
 		pb->handle_value->kind = CHAN_KIND_FD;
-		p.v = chan_handle(m, CHAN_KIND_FD, fd);
+		p.v = chan_handle_copy(m, CHAN_KIND_FD, fd);
 		break;
 	}
 	}
@@ -330,7 +330,7 @@ test_oracle_protoc_decodes_libchan_payload(void)
 
 		CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, s) == 0);
 		chan_map_put(root, "op", chan_string(m, "get"));
-		chan_map_put(root, "reply_to", chan_handle(m, CHAN_KIND_CONN, s[0]));
+		chan_map_put(root, "reply_to", chan_handle_copy(m, CHAN_KIND_CONN, s[0]));
 		close(s[0]);
 		close(s[1]);
 	}
@@ -339,7 +339,7 @@ test_oracle_protoc_decodes_libchan_payload(void)
 	chan_list_append(list, chan_bool(m, 1));
 	chan_list_append(list, chan_null(m));
 	chan_list_append(list, chan_bytes(m, "\0\377", 2));
-	chan_list_append(list, chan_handle(m, CHAN_KIND_FD, sv[0]));
+	chan_list_append(list, chan_handle_copy(m, CHAN_KIND_FD, sv[0]));
 	chan_map_put(root, "args", list);
 	CU_ASSERT_EQUAL_FATAL(chan_msg_set_root(m, root), 0);
 	CU_ASSERT_EQUAL_FATAL(chan_test_encode(m, &frame, &len), 0);
@@ -412,13 +412,13 @@ test_oracle_libchan_decodes_protoc_payload(void)
 			      0);
 	root = chan_msg_root(d);
 	CU_ASSERT_EQUAL(chan_value_count(root), 5);
-	CU_ASSERT_EQUAL(chan_value_int(chan_map_get(root, "n")), INT64_MAX);
-	CU_ASSERT_EQUAL(chan_value_float(chan_map_get(root, "f")), 0.1);
-	CU_ASSERT_STRING_EQUAL(chan_value_string(chan_map_get(root, "s"), NULL), "h\xc3\xa9llo");
+	CU_ASSERT_EQUAL(tv_int(chan_map_get(root, "n")), INT64_MAX);
+	CU_ASSERT_EQUAL(tv_float(chan_map_get(root, "f")), 0.1);
+	CU_ASSERT_STRING_EQUAL(tv_string(chan_map_get(root, "s"), NULL), "h\xc3\xa9llo");
 	l = chan_map_get(root, "");
 	CU_ASSERT_EQUAL(chan_value_type(chan_value_at(l, 0)), CHAN_BOOL);
 	CU_ASSERT_EQUAL(chan_value_type(chan_value_at(l, 1)), CHAN_NULL);
-	CU_ASSERT_EQUAL(chan_value_fd(chan_map_get(root, "h")), fds[0]);
+	CU_ASSERT_EQUAL(tv_fd(chan_map_get(root, "h")), fds[0]);
 	chan_msg_free(d);
 	CU_ASSERT_FALSE(chan_test_fd_is_open(fds[0]));
 	free(payload);

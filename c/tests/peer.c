@@ -111,7 +111,7 @@ tp_sample(int64_t seq, size_t pad, const int *fds, size_t nfds)
 	chan_map_put(root, "text", chan_string(m, "frames carry handles"));
 	chan_map_put(root, "blob", chan_bytes(m, blob, pad));
 	for (size_t i = 0; i < nfds; i++)
-		chan_list_append(list, chan_handle(m, CHAN_KIND_FD, fds[i]));
+		chan_list_append(list, chan_handle_copy(m, CHAN_KIND_FD, fds[i]));
 	chan_map_put(root, "fds", list);
 	free(blob);
 	if (chan_msg_set_root(m, root) < 0)
@@ -138,10 +138,10 @@ tp_sample_ok(chan_msg *m, int64_t seq, size_t pad, const int *want, size_t nfds)
 	int same;
 
 	WHY(root && chan_value_type(root) == CHAN_MAP);
-	WHY(chan_value_int(chan_map_get(root, "seq")) == seq);
-	WHY(strcmp(chan_value_string(chan_map_get(root, "text"), NULL),
+	WHY(tv_int(chan_map_get(root, "seq")) == seq);
+	WHY(strcmp(tv_string(chan_map_get(root, "text"), NULL),
 		   "frames carry handles") == 0);
-	blob = chan_value_bytes(chan_map_get(root, "blob"), &n);
+	blob = tv_bytes(chan_map_get(root, "blob"), &n);
 	WHY(n == pad);
 	expect = malloc(pad ? pad : 1);
 	WHY(expect);
@@ -152,7 +152,7 @@ tp_sample_ok(chan_msg *m, int64_t seq, size_t pad, const int *want, size_t nfds)
 	list = chan_map_get(root, "fds");
 	WHY(chan_value_count(list) == nfds);
 	for (size_t i = 0; i < nfds; i++) {
-		int fd = chan_value_fd(chan_value_at(list, i));
+		int fd = tv_fd(chan_value_at(list, i));
 
 		WHY(chan_value_kind(chan_value_at(list, i)) == CHAN_KIND_FD);
 		WHY(fd >= 0);

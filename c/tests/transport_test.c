@@ -37,7 +37,7 @@ rig_open(struct rig *r)
 
 	tp_socketpair(sv);
 	r->raw = sv[0];
-	CU_ASSERT_FATAL(chan_conn_from_fd(sv[1], &r->c) == 0);
+	CU_ASSERT_FATAL(chan_conn_move_from_fd(sv[1], &r->c) == 0);
 	chan_test_pipes(r->pipe, 1);
 }
 
@@ -56,7 +56,7 @@ static void
 expect_sample(chan_conn *c, int64_t seq, size_t pad, const int *fds, size_t nfds)
 {
 	chan_msg *m = NULL;
-	int r = chan_conn_recv(c, &m, LONG_MS);
+	int r = chan_conn_recv(c, LONG_MS, &m);
 
 	CU_ASSERT_EQUAL(r, 0);
 	if (r == 0)
@@ -68,7 +68,7 @@ static void
 expect_error(chan_conn *c, int err)
 {
 	chan_msg *m = NULL;
-	int r = chan_conn_recv(c, &m, LONG_MS);
+	int r = chan_conn_recv(c, LONG_MS, &m);
 
 	if (r != err)
 		fprintf(stderr, "\nexpected %s, got %s\n", chan_errname(err),
@@ -96,11 +96,11 @@ test_byte_at_a_time(void)
 	fds[1] = r.pipe[1];
 	CU_ASSERT(tp_send_raw(r.raw, f, 1, fds, 2) == 0);
 	for (size_t i = 1; i < len; i++) {
-		CU_ASSERT_EQUAL(chan_conn_recv(r.c, &m, 0), CHAN_E_WOULD_BLOCK);
+		CU_ASSERT_EQUAL(chan_conn_recv(r.c, 0, &m), CHAN_E_WOULD_BLOCK);
 		CU_ASSERT(tp_send_raw(r.raw, f + i, 1, NULL, 0) == 0);
 	}
 	expect_sample(r.c, 1, 40, fds, 2);
-	CU_ASSERT_EQUAL(chan_conn_recv(r.c, &m, 0), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(chan_conn_recv(r.c, 0, &m), CHAN_E_WOULD_BLOCK);
 	rig_close(&r);
 	free(f);
 }
@@ -124,7 +124,7 @@ test_split_at_every_offset(void)
 	for (size_t k = 1; k < len; k++) {
 		CU_ASSERT(tp_send_raw(r.raw, f, k, fds, 2) == 0);
 		if (k % 2 == 0)
-			CU_ASSERT_EQUAL(chan_conn_recv(r.c, &m, 0), CHAN_E_WOULD_BLOCK);
+			CU_ASSERT_EQUAL(chan_conn_recv(r.c, 0, &m), CHAN_E_WOULD_BLOCK);
 		CU_ASSERT(tp_send_raw(r.raw, f + k, len - k, NULL, 0) == 0);
 		expect_sample(r.c, 2, 30, fds, 2);
 	}
@@ -285,7 +285,7 @@ test_misattached(void)
 		 * but it may merge a plain write with a following fd-bearing one:
 		 * reading first pins the fds to byte at[i]). */
 		CU_ASSERT(tp_send_raw(r.raw, f, at[i], NULL, 0) == 0);
-		CU_ASSERT_EQUAL(chan_conn_recv(r.c, &m, 0), CHAN_E_WOULD_BLOCK);
+		CU_ASSERT_EQUAL(chan_conn_recv(r.c, 0, &m), CHAN_E_WOULD_BLOCK);
 		CU_ASSERT(tp_send_raw(r.raw, f + at[i], len - at[i], fds, 2) == 0);
 		expect_error(r.c, CHAN_E_MISATTACHED_HANDLES);
 		expect_error(r.c, CHAN_E_MISATTACHED_HANDLES);
@@ -427,7 +427,7 @@ test_fatal_header_errors(void)
 		}
 		CU_ASSERT(tp_send_raw(r.raw, bad, len, fds, 2) == 0);
 		expect_error(r.c, err);
-		CU_ASSERT(ioctl(chan_conn_fd(r.c), FIONREAD, &unread) == 0);
+		CU_ASSERT(ioctl(chan_conn_borrow_fd(r.c), FIONREAD, &unread) == 0);
 		CU_ASSERT_EQUAL((size_t)unread, len - CHAN_HEADER_SIZE);
 		expect_error(r.c, err);
 		rig_close(&r);
@@ -469,9 +469,9 @@ test_rlimit_truncates_fds(void)
 		TP_CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
 		rl.rlim_cur = (rlim_t)limit;
 		TP_CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-		TP_CHECK(chan_conn_recv(b, &m, LONG_MS) == CHAN_E_HANDLES_TRUNCATED);
+		TP_CHECK(chan_conn_recv(b, LONG_MS, &m) == CHAN_E_HANDLES_TRUNCATED);
 		TP_CHECK(chan_test_count_fds() == before);
-		TP_CHECK(chan_conn_recv(b, &m, 0) == CHAN_E_HANDLES_TRUNCATED);
+		TP_CHECK(chan_conn_recv(b, 0, &m) == CHAN_E_HANDLES_TRUNCATED);
 		chan_conn_free(a);
 		chan_conn_free(b);
 		close(p[0]);
@@ -499,10 +499,10 @@ test_self_send_received(void)
 	for (int kind = CHAN_KIND_CONN; kind >= CHAN_KIND_FD; kind--) {
 		m = chan_msg_new(NULL);
 		root = chan_map(m);
-		chan_map_put(root, "me", chan_handle(m, kind, chan_conn_fd(r.c)));
+		chan_map_put(root, "me", chan_handle_copy(m, kind, chan_conn_borrow_fd(r.c)));
 		CU_ASSERT_FATAL(chan_msg_set_root(m, root) == 0);
 		CU_ASSERT_FATAL(chan_test_encode(m, &f, &len) == 0);
-		fds = chan_msg_handles(m, &nfds);
+		fds = tv_handles(m, &nfds);
 		CU_ASSERT_FATAL(nfds == 1);
 		CU_ASSERT(tp_send_raw(r.raw, f, len, fds, 1) == 0);
 		chan_msg_free(m);
@@ -516,10 +516,10 @@ test_self_send_received(void)
 			expect_sample(r.c, 50, 1, pfd, 1);
 			free(g);
 		} else {
-			CU_ASSERT_EQUAL(chan_conn_recv(r.c, &got, LONG_MS), 0);
+			CU_ASSERT_EQUAL(chan_conn_recv(r.c, LONG_MS, &got), 0);
 			root = chan_msg_root(got);
-			CU_ASSERT(tp_same_file(chan_value_fd(chan_map_get(root, "me")),
-					       chan_conn_fd(r.c)));
+			CU_ASSERT(tp_same_file(tv_fd(chan_map_get(root, "me")),
+					       chan_conn_borrow_fd(r.c)));
 			chan_msg_free(got);
 		}
 		CU_ASSERT_EQUAL(chan_test_count_fds(), before);
@@ -544,7 +544,7 @@ test_free_drops_partial_frame(void)
 	fds[1] = r.pipe[1];
 	before = chan_test_count_fds();
 	CU_ASSERT(tp_send_raw(r.raw, f, 20, fds, 2) == 0);
-	CU_ASSERT_EQUAL(chan_conn_recv(r.c, &m, 0), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(chan_conn_recv(r.c, 0, &m), CHAN_E_WOULD_BLOCK);
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before + 2); /* held by c */
 	rig_close(&r);
 	free(f);

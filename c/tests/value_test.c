@@ -40,21 +40,29 @@ test_value_scalars_roundtrip(void)
 	l = chan_msg_root(d);
 	CU_ASSERT_EQUAL(chan_value_count(l), 9);
 	CU_ASSERT_EQUAL(chan_value_type(chan_value_at(l, 0)), CHAN_NULL);
-	CU_ASSERT_EQUAL(chan_value_bool(chan_value_at(l, 1)), 1);
-	CU_ASSERT_EQUAL(chan_value_int(chan_value_at(l, 2)), INT64_MIN);
-	CU_ASSERT(signbit(chan_value_float(chan_value_at(l, 3))));
-	CU_ASSERT(isnan(chan_value_float(chan_value_at(l, 4))));
-	s = chan_value_string(chan_value_at(l, 5), &slen);
+	CU_ASSERT_EQUAL(tv_bool(chan_value_at(l, 1)), 1);
+	CU_ASSERT_EQUAL(tv_int(chan_value_at(l, 2)), INT64_MIN);
+	CU_ASSERT(signbit(tv_float(chan_value_at(l, 3))));
+	CU_ASSERT(isnan(tv_float(chan_value_at(l, 4))));
+	s = tv_string(chan_value_at(l, 5), &slen);
 	CU_ASSERT_EQUAL(slen, 3);
 	CU_ASSERT(memcmp(s, "a\0b", 4) == 0); /* NUL-terminated too */
-	CU_ASSERT_PTR_NOT_NULL(chan_value_bytes(chan_value_at(l, 6), &slen));
+	CU_ASSERT_PTR_NOT_NULL(tv_bytes(chan_value_at(l, 6), &slen));
 	CU_ASSERT_EQUAL(slen, 0);
 	CU_ASSERT_EQUAL(chan_value_type(chan_value_at(l, 7)), CHAN_LIST);
 	CU_ASSERT_EQUAL(chan_value_count(chan_value_at(l, 8)), 0);
 	CU_ASSERT_PTR_NULL(chan_value_at(l, 9));
-	/* readers on the wrong type answer zero */
-	CU_ASSERT_EQUAL(chan_value_int(chan_value_at(l, 0)), 0);
-	CU_ASSERT_PTR_NULL(chan_value_string(chan_value_at(l, 6), NULL));
+	/* readers on the wrong type fail by name and write nothing */
+	{
+		int64_t i = 77;
+		const char *str = "untouched";
+
+		CU_ASSERT_EQUAL(chan_value_get_int(chan_value_at(l, 0), &i), CHAN_E_WRONG_TYPE);
+		CU_ASSERT_EQUAL(i, 77);
+		CU_ASSERT_EQUAL(chan_value_get_string(chan_value_at(l, 6), &str, NULL),
+				CHAN_E_WRONG_TYPE);
+		CU_ASSERT_STRING_EQUAL(str, "untouched");
+	}
 	/* the NaN went out as the canonical bits */
 	CU_ASSERT(memmem(f, n, "\x21\x00\x00\x00\x00\x00\x00\xf8\x7f", 9) != NULL);
 	free(f);
@@ -63,7 +71,8 @@ test_value_scalars_roundtrip(void)
 }
 
 /* Insertion order is kept and significant; lookups work past the index
- * threshold; duplicates are refused without poisoning the builder. */
+ * threshold; a duplicate key poisons the message (issue 12: it used to be
+ * refused without poisoning, so a chained builder lost the value silently). */
 static void
 test_value_map_order_and_lookup(void)
 {
@@ -76,8 +85,15 @@ test_value_map_order_and_lookup(void)
 		CU_ASSERT_EQUAL(chan_map_put(map, key, chan_int(m, i)), 0);
 	}
 	CU_ASSERT_EQUAL(chan_map_put(map, "k5", chan_int(m, 5)), CHAN_E_DUPLICATE_KEY);
-	CU_ASSERT_EQUAL(chan_msg_error(m), 0);
+	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_DUPLICATE_KEY);
+	CU_ASSERT_STRING_EQUAL(chan_msg_error_message(m), "chan_map_put: duplicate key \"k5\"");
+	CU_ASSERT_EQUAL(chan_msg_set_root(m, map), CHAN_E_DUPLICATE_KEY);
+	chan_msg_free(m);
+	m = chan_msg_new(NULL);
+	map = chan_map(m);
 	CU_ASSERT_EQUAL(chan_map_put_n(map, "\xff", 1, chan_int(m, 5)), CHAN_E_INVALID_UTF8);
+	CU_ASSERT_STRING_EQUAL(chan_msg_error_message(m),
+			       "chan_map_put_n: key \"\\xff\" is not valid UTF-8");
 	chan_msg_free(m);
 	m = chan_msg_new(NULL);
 	map = chan_map(m);
@@ -93,7 +109,7 @@ test_value_map_order_and_lookup(void)
 	CU_ASSERT_STRING_EQUAL(chan_map_key_at(map, 999, NULL), "k0");
 	for (int i = 0; i < 1000; i++) {
 		snprintf(key, sizeof(key), "k%d", i);
-		CU_ASSERT_EQUAL(chan_value_int(chan_map_get(map, key)), i);
+		CU_ASSERT_EQUAL(tv_int(chan_map_get(map, key)), i);
 	}
 	CU_ASSERT_PTR_NULL(chan_map_get(map, "k1000"));
 	CU_ASSERT_PTR_NULL(chan_map_get(map, NULL));
@@ -111,22 +127,22 @@ test_value_handle_ownership(void)
 	struct stat a, b;
 
 	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
-	h1 = chan_handle(m, CHAN_KIND_FD, p[0]);
-	h2 = chan_handle(m, CHAN_KIND_FD, p[1]);
-	stray = chan_handle(m, CHAN_KIND_FD, p[1]); /* never attached */
+	h1 = chan_handle_copy(m, CHAN_KIND_FD, p[0]);
+	h2 = chan_handle_copy(m, CHAN_KIND_FD, p[1]);
+	stray = chan_handle_copy(m, CHAN_KIND_FD, p[1]); /* never attached */
 	CU_ASSERT_PTR_NOT_NULL_FATAL(stray);
-	CU_ASSERT_NOT_EQUAL(chan_value_fd(h1), p[0]);
-	CU_ASSERT(chan_test_fd_cloexec(chan_value_fd(h1)));
+	CU_ASSERT_NOT_EQUAL(tv_fd(h1), p[0]);
+	CU_ASSERT(chan_test_fd_cloexec(tv_fd(h1)));
 	fstat(p[0], &a);
-	fstat(chan_value_fd(h1), &b);
+	fstat(tv_fd(h1), &b);
 	CU_ASSERT(a.st_ino == b.st_ino && a.st_dev == b.st_dev);
 	chan_list_append(l, h1);
 	chan_list_append(l, h2);
 	chan_msg_set_root(m, l);
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before + 5);
-	CU_ASSERT_EQUAL(chan_value_take_fd(h1, &taken), 0);
-	CU_ASSERT_EQUAL(chan_value_fd(h1), -1);
-	CU_ASSERT_EQUAL(chan_value_take_fd(h1, &taken), CHAN_E_INVALID_ARGUMENT);
+	CU_ASSERT_EQUAL(chan_value_move_fd(h1, &taken), 0);
+	CU_ASSERT_EQUAL(tv_fd(h1), -1);
+	CU_ASSERT_EQUAL(chan_value_move_fd(h1, &taken), CHAN_E_INVALID_ARGUMENT);
 	chan_msg_free(m);
 	/* the taken fd survives; the other two duplicates are closed */
 	CU_ASSERT(chan_test_fd_is_open(taken));
@@ -145,17 +161,19 @@ test_value_handle_take(void)
 	chan_value *h;
 
 	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
-	h = chan_handle_take(m, CHAN_KIND_FD, p[0]);
-	CU_ASSERT_EQUAL(chan_value_fd(h), p[0]); /* no duplicate */
-	CU_ASSERT_PTR_NULL(chan_handle_take(m, CHAN_KIND_CONN, p[1])); /* a pipe is no conn */
+	h = chan_handle_move(m, CHAN_KIND_FD, p[0]);
+	CU_ASSERT_EQUAL(tv_fd(h), p[0]); /* no duplicate */
+	CU_ASSERT_PTR_NULL(chan_handle_move(m, CHAN_KIND_CONN, p[1])); /* a pipe is no conn */
 	CU_ASSERT(chan_test_fd_is_open(p[1])); /* failure took nothing */
 	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_WRONG_HANDLE_KIND);
 	chan_msg_free(m);
 	CU_ASSERT_FALSE(chan_test_fd_is_open(p[0])); /* the message closed what it took */
 	close(p[1]);
 	m = chan_msg_new(NULL);
-	CU_ASSERT_PTR_NULL(chan_handle_take(m, CHAN_KIND_FD, 1000000)); /* not open */
-	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_SYSTEM);
+	CU_ASSERT_PTR_NULL(chan_handle_move(m, CHAN_KIND_FD, 1000000)); /* not open */
+	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_INVALID_ARGUMENT);
+	CU_ASSERT_STRING_EQUAL(chan_msg_error_message(m),
+			       "chan_handle_move: fd 1000000 is not open");
 	chan_msg_free(m);
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
 }
@@ -168,20 +186,22 @@ test_value_conn_kind_checked_on_add(void)
 
 	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
 	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, s) == 0);
-	CU_ASSERT_PTR_NULL(chan_handle(m, CHAN_KIND_CONN, p[0]));
+	CU_ASSERT_PTR_NULL(chan_handle_copy(m, CHAN_KIND_CONN, p[0]));
 	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_WRONG_HANDLE_KIND);
 	chan_msg_free(m);
 	m = chan_msg_new(NULL);
-	CU_ASSERT_PTR_NULL(chan_handle(m, CHAN_KIND_CONN, s[0])); /* datagram socket */
+	CU_ASSERT_PTR_NULL(chan_handle_copy(m, CHAN_KIND_CONN, s[0])); /* datagram socket */
 	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_WRONG_HANDLE_KIND);
 	chan_msg_free(m);
 	m = chan_msg_new(NULL);
-	CU_ASSERT_PTR_NULL(chan_handle(m, 3, p[0]));
+	CU_ASSERT_PTR_NULL(chan_handle_copy(m, 3, p[0]));
 	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_INVALID_ARGUMENT);
 	chan_msg_free(m);
 	m = chan_msg_new(NULL);
-	CU_ASSERT_PTR_NULL(chan_handle(m, CHAN_KIND_FD, 1000000)); /* not open */
-	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_SYSTEM);
+	CU_ASSERT_PTR_NULL(chan_handle_copy(m, CHAN_KIND_FD, 1000000)); /* not open */
+	CU_ASSERT_EQUAL(chan_msg_error(m), CHAN_E_INVALID_ARGUMENT);
+	CU_ASSERT_STRING_EQUAL(chan_msg_error_message(m),
+			       "chan_handle_copy: fd 1000000 is not open");
 	chan_msg_free(m);
 	close(p[0]);
 	close(p[1]);
@@ -265,7 +285,7 @@ test_value_encode_errors(void)
 	m = chan_msg_new(NULL);
 	l = chan_list(m);
 	for (int i = 0; i < 254; i++)
-		chan_list_append(l, chan_handle(m, CHAN_KIND_FD, p[0]));
+		chan_list_append(l, chan_handle_copy(m, CHAN_KIND_FD, p[0]));
 	chan_msg_set_root(m, l);
 	CU_ASSERT_EQUAL(chan_encoded_size(m, &n), CHAN_E_HANDLE_LIMIT_EXCEEDED);
 	chan_msg_free(m);
@@ -308,7 +328,7 @@ build_encode_decode(struct chan_test_alloc *ta, int fd)
 		chan_list_append(l, chan_int(m, i));
 	}
 	chan_map_put(root, "l", l);
-	chan_map_put(root, "fd", chan_handle(m, CHAN_KIND_FD, fd));
+	chan_map_put(root, "fd", chan_handle_copy(m, CHAN_KIND_FD, fd));
 	r = chan_msg_set_root(m, root);
 	if (r == 0)
 		r = chan_test_encode(m, &f, &n);
