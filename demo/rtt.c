@@ -9,6 +9,9 @@
  *         socket as SCM_RIGHTS, the server recvmsg()s it (MSG_CMSG_CLOEXEC),
  *         writes one byte into it and closes it, the client reads the byte.
  *
+ * The raw side writes its own sendmsg/recvmsg and control messages on
+ * purpose (it is the baseline, so it must not use libchan's helpers).
+ *
  * Client and server are separate processes, pinned (sched_setaffinity) to
  * one CPU, then to two different CPUs.  Each configuration runs RUNS times
  * ROUNDS round trips, chan and raw runs alternating; the figure is the

@@ -42,40 +42,18 @@ tp_wait(pid_t pid)
 int
 tp_send_raw(int fd, const void *p, size_t n, const int *fds, size_t nfds)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(253 * sizeof(int))];
-	} ctl;
-	struct iovec iov = {(void *)p, n};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	/* libchan's one SCM_RIGHTS helper: fds on the first byte, the rest
+	 * with plain sends. */
+	ssize_t k = chan_sock_send(fd, p, n, fds, nfds, false);
 	size_t off;
-	ssize_t k;
 
-	if (nfds > 253) {
-		errno = EINVAL;
+	if (k < 0) {
+		if (k != CHAN_E_SYSTEM)
+			errno = k == CHAN_E_CONNECTION_CLOSED ? EPIPE : EINVAL;
 		return -1;
 	}
-	if (nfds) {
-		struct cmsghdr *cm;
-
-		memset(&ctl, 0, sizeof(ctl));
-		mh.msg_control = ctl.buf;
-		mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-		cm = CMSG_FIRSTHDR(&mh);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-		memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-	}
-	do
-		k = sendmsg(fd, &mh, MSG_NOSIGNAL);
-	while (k < 0 && errno == EINTR);
-	if (k < 0)
-		return -1;
 	for (off = (size_t)k; off < n; off += (size_t)k) {
-		do
-			k = send(fd, (const char *)p + off, n - off, MSG_NOSIGNAL);
-		while (k < 0 && errno == EINTR);
+		k = chan_sock_send(fd, (const char *)p + off, n - off, NULL, 0, false);
 		if (k < 0)
 			return -1;
 	}
