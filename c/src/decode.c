@@ -616,7 +616,6 @@ chan__decode_payload(const void *payload, const struct chan_header *h, size_t nf
 	d.msg = arena_alloc(&arena, sizeof(chan_msg));
 	chan__msg_init(d.msg, allocator);
 	d.msg->arena = arena;
-	d.msg->handle_count = h->handle_count;
 	d.max_depth = lim.max_depth;
 	d.borrow = flags & CHAN_DECODE_BORROW;
 	d.handle_count = h->handle_count;

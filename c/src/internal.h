@@ -1,14 +1,18 @@
 /*
- * internal.h - declarations shared by libchan's sources.  Never installed.
+ * internal.h - the codec's own declarations: the value tree, messages and
+ * their arena (value.c, encode.c, decode.c, header.c, arena.c, utf8.c, and
+ * handles.c, which gives descriptors to values).  The transport never
+ * includes this file: it sees the codec through codec.h.  Never installed.
  *
  * Memory: every chan_msg owns one arena (a list of chunks).  Values, their
  * strings and container arrays live in it and die with the message.  A
  * decoded message is one single chunk sized exactly by the validation pass,
  * so decoding costs one allocation whatever the payload.
  *
- * fds: a message owns the fd of every handle value created in it or decoded
- * into it, attached to the tree or not; they are linked on msg->handles_head
- * and closed by chan_msg_free() unless taken (fd == -1).
+ * fds: a message owns the fd of every handle value copied or moved into it
+ * or decoded into it, attached to the tree or not; they are linked on
+ * msg->handles_head and closed by chan_msg_free() unless moved out (fd ==
+ * -1) or borrowed (the lender's).
  */
 #ifndef CHAN_INTERNAL_H
 #define CHAN_INTERNAL_H
@@ -130,7 +134,6 @@ struct chan_msg {
 	chan_value *handles_head; /* every handle value, in creation order (for
 				   * a decoded message: wire order) */
 	chan_value *handles_tail;
-	uint32_t handle_count;    /* decoded messages: the header's count */
 	bool borrowed; /* decode left values pointing into its input buffer */
 	void *adopted; /* that buffer, when the message owns it (its allocator) */
 	char error_message[128]; /* where the poison came from */
