@@ -535,6 +535,46 @@ CHAN_EXPORT int chan_conn_pending(const chan_conn *c);
 CHAN_EXPORT int chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg);
 
 /* ------------------------------------------------------------------------ */
+/* Event loops (epoll, sd-event, libuv, GLib, ...)                           */
+
+/*
+ * A connection never needs a thread of its own: one loop can serve any
+ * number of them.  The contract, in four rules:
+ *
+ *  1. Watch chan_conn_borrow_fd(c) for chan_conn_events(c): CHAN_EVENT_READ
+ *     always, CHAN_EVENT_WRITE while a committed frame still has bytes to
+ *     write.  (They equal POLLIN and POLLOUT, and EPOLLIN and EPOLLOUT.)
+ *     Ask again after every call on c: the answer changes when a send
+ *     commits a frame or a flush finishes one.
+ *  2. Readable: call chan_conn_recv(c, 0, &msg) until it returns
+ *     CHAN_E_WOULD_BLOCK.  Each call reads at most what one frame needs and
+ *     never blocks; a partial frame (a peer that stalls mid-frame) stays
+ *     buffered inside c, so a slow peer delays nobody else.  A frame-scope
+ *     error rejects one frame (keep reading); a fatal one (and
+ *     CHAN_E_CONNECTION_CLOSED) means: stop watching c and free it.
+ *  3. Writable: call chan_conn_flush(c, 0).  0: the frame is out.
+ *  4. Sending from the loop: chan_conn_send(c, msg, 0).  0 means the frame is
+ *     committed: wholly written, or its first bytes written and the rest kept
+ *     inside c for rule 3 (the message may be freed at once).
+ *     CHAN_E_WOULD_BLOCK means nothing was written and nothing kept: c still
+ *     holds an earlier committed frame, or the socket buffer is full.  Keep
+ *     msg in your own queue and send it again when c is writable.  At most
+ *     one committed frame is buffered per connection, so a peer that stops
+ *     reading costs one frame of memory here, plus what your queue keeps
+ *     (bound it, and drop that peer when it is full).
+ *
+ * Listeners: watch chan_listener_borrow_fd(l) for CHAN_EVENT_READ and call
+ * chan_listener_accept(l, 0, &c) until CHAN_E_WOULD_BLOCK.  Nothing here
+ * takes a lock that another thread may hold for long: with timeout 0 a call
+ * that finds the connection's lock taken returns CHAN_E_WOULD_BLOCK.
+ * c/examples/epoll_server.c and c/examples/sdevent_server.c follow this
+ * contract.
+ */
+#define CHAN_EVENT_READ 0x001  /* POLLIN */
+#define CHAN_EVENT_WRITE 0x004 /* POLLOUT */
+CHAN_EXPORT unsigned chan_conn_events(const chan_conn *c);
+
+/* ------------------------------------------------------------------------ */
 /* Raw socket I/O with descriptors (SPEC.md §10.2-§10.4)                     */
 
 /*

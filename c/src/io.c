@@ -348,6 +348,17 @@ chan_conn_pending(const chan_conn *c)
 	return c ? atomic_load(&c->pending) : 0;
 }
 
+_Static_assert(CHAN_EVENT_READ == POLLIN && CHAN_EVENT_WRITE == POLLOUT,
+	       "chan.h documents the event bits as poll(2)'s");
+
+CHAN_EXPORT unsigned
+chan_conn_events(const chan_conn *c)
+{
+	if (!c)
+		return 0;
+	return CHAN_EVENT_READ | (atomic_load(&c->pending) ? CHAN_EVENT_WRITE : 0u);
+}
+
 /* ---- receiving (SPEC.md §10.3-§10.5) ---- */
 
 static int

@@ -408,7 +408,54 @@ test_conn_buffers_use_allocator(void)
 	chan_msg_free(m);
 }
 
+/* The event-loop contract: READ always, WRITE exactly while a committed
+ * frame has bytes left; timeout 0 never blocks; WOULD_BLOCK keeps nothing. */
+static void
+test_events_follow_pending(void)
+{
+	static char big[4 << 20];
+	chan_conn *a, *b;
+	chan_msg *m = chan_msg_new(NULL), *small = chan_msg_new(NULL), *got = NULL;
+	int r;
+
+	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
+	CU_ASSERT_EQUAL(chan_conn_events(a), CHAN_EVENT_READ);
+	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_bytes(m, big, sizeof(big))) == 0);
+	CU_ASSERT_FATAL(chan_msg_set_root(small, chan_int(small, 1)) == 0);
+	CU_ASSERT_EQUAL(chan_conn_send(a, m, 0), 0); /* committed, far from written */
+	CU_ASSERT(chan_conn_pending(a));
+	CU_ASSERT_EQUAL(chan_conn_events(a), CHAN_EVENT_READ | CHAN_EVENT_WRITE);
+	/* a second frame is refused whole while the first is pending */
+	CU_ASSERT_EQUAL(chan_conn_send(a, small, 0), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK); /* partial frame */
+	/* the reader drains what is there, the writer flushes as it can */
+	for (int i = 0; i < 100000 && chan_conn_pending(a); i++) {
+		r = chan_conn_flush(a, 0);
+		CU_ASSERT(r == 0 || r == CHAN_E_WOULD_BLOCK);
+		r = chan_conn_recv(b, 0, &got);
+		CU_ASSERT(r == 0 || r == CHAN_E_WOULD_BLOCK);
+		if (r == 0)
+			got = chan_msg_free(got);
+	}
+	CU_ASSERT_FALSE(chan_conn_pending(a));
+	CU_ASSERT_EQUAL(chan_conn_events(a), CHAN_EVENT_READ);
+	CU_ASSERT_EQUAL(chan_conn_send(a, small, 0), 0);
+	r = chan_conn_recv(b, LONG_MS, &got);
+	if (r == 0 && chan_value_type(chan_msg_root(got)) == CHAN_BYTES) {
+		got = chan_msg_free(got); /* the big frame's last bytes came late */
+		r = chan_conn_recv(b, LONG_MS, &got);
+	}
+	CU_ASSERT_EQUAL_FATAL(r, 0);
+	CU_ASSERT_EQUAL(tv_int(chan_msg_root(got)), 1);
+	chan_msg_free(got);
+	chan_msg_free(m);
+	chan_msg_free(small);
+	chan_conn_free(a);
+	chan_conn_free(b);
+}
+
 CU_TestInfo api_tests[] = {
+	{"events_follow_pending", test_events_follow_pending},
 	{"duplicate_key_poisons_the_chain", test_duplicate_key_poisons_the_chain},
 	{"poison_says_where", test_poison_says_where},
 	{"checked_readers", test_checked_readers},
