@@ -179,6 +179,8 @@ struct chan_limits {
 /* Values and messages (SPEC.md §4)                                          */
 
 typedef struct chan_msg chan_msg;     /* opaque; owns its values and fds */
+typedef struct chan_conn chan_conn;   /* opaque; owns its socket (§10 below) */
+typedef struct chan_listener chan_listener; /* opaque; owns its socket */
 typedef struct chan_value chan_value; /* opaque; lives in its message's arena */
 
 enum chan_type {
@@ -416,10 +418,76 @@ CHAN_EXPORT int chan_decode(const void *buf, size_t len, int *fds, size_t nfds,
 			    chan_msg **ret_msg, size_t *ret_consumed);
 
 /* ------------------------------------------------------------------------ */
+/* Writer: encode while building, no tree (SPEC.md §7.2)                    */
+
+/*
+ * A chan_writer writes a frame's canonical bytes while the caller describes
+ * the value, with no tree in between: the fastest way to send a message that
+ * is built once.  It refuses what the tree builder refuses (DUPLICATE_KEY,
+ * INVALID_UTF8, INVALID_KEY, DEPTH_EXCEEDED, HANDLE_LIMIT_EXCEEDED,
+ * PAYLOAD_TOO_LARGE) with the same names and produces the same bytes as
+ * chan_encode of the same value.  Every failure poisons the writer until the
+ * next chan_writer_reset (chan_writer_error_message says where); so a builder
+ * may chain calls and check the final chan_writer_frame or
+ * chan_conn_send_writer once.
+ *
+ * Shape: exactly one value at the top.  Between *_begin and *_end, a list
+ * takes any number of values; a map takes chan_writer_key then one value,
+ * any number of times (keys are checked for duplicates as they come).
+ *
+ * Handles are BORROWED (the writer never owns a descriptor): each fd must
+ * stay open until the last send of the frame has returned.
+ * chan_writer_bytes_borrow does not copy either: the frame refers to the
+ * caller's bytes (same lifetime rule), and chan_conn_send_writer hands them
+ * to the kernel directly (one gathered sendmsg).
+ *
+ * A writer is reused frame after frame (chan_writer_reset keeps its buffers):
+ * after the first few frames, building costs no allocation.  Not
+ * thread-safe; a finished writer may be sent by several threads at once.
+ */
+typedef struct chan_writer chan_writer;
+
+CHAN_EXPORT chan_writer *chan_writer_new(const struct chan_allocator *allocator);
+CHAN_EXPORT chan_writer *chan_writer_free(chan_writer *w);
+/* Start a new frame: forget the value, the handles and any poison. */
+CHAN_EXPORT void chan_writer_reset(chan_writer *w);
+
+CHAN_EXPORT int chan_writer_null(chan_writer *w);
+CHAN_EXPORT int chan_writer_bool(chan_writer *w, bool b);
+CHAN_EXPORT int chan_writer_int(chan_writer *w, int64_t i);
+CHAN_EXPORT int chan_writer_float(chan_writer *w, double f);
+CHAN_EXPORT int chan_writer_string(chan_writer *w, const char *nul_terminated);
+CHAN_EXPORT int chan_writer_string_n(chan_writer *w, const char *s, size_t len);
+CHAN_EXPORT int chan_writer_bytes(chan_writer *w, const void *p, size_t len);
+/* Bytes the frame refers to without copying (see above). */
+CHAN_EXPORT int chan_writer_bytes_borrow(chan_writer *w, const void *p, size_t len);
+/* A handle of kind fd or conn holding the caller's fd, BORROWED.  Kind conn
+ * checks the socket (one getpeername, one getsockopt, one fstat); use
+ * chan_writer_handle_borrow_conn for a chan_conn (no system call). */
+CHAN_EXPORT int chan_writer_handle_borrow(chan_writer *w, enum chan_kind kind, int fd);
+CHAN_EXPORT int chan_writer_handle_borrow_conn(chan_writer *w, const chan_conn *conn);
+CHAN_EXPORT int chan_writer_list_begin(chan_writer *w);
+CHAN_EXPORT int chan_writer_list_end(chan_writer *w);
+CHAN_EXPORT int chan_writer_map_begin(chan_writer *w);
+CHAN_EXPORT int chan_writer_key(chan_writer *w, const char *key);
+CHAN_EXPORT int chan_writer_key_n(chan_writer *w, const char *key, size_t len);
+CHAN_EXPORT int chan_writer_map_end(chan_writer *w);
+
+/* 0, or the first error (the poison), and where it happened. */
+CHAN_EXPORT int chan_writer_error(const chan_writer *w);
+CHAN_EXPORT const char *chan_writer_error_message(const chan_writer *w);
+/*
+ * The finished frame, copied into buf (cap bytes; BUFFER_TOO_SMALL sets
+ * *ret_len to the size needed), with its handle table (BORROWED fds) in
+ * fds[] (room for fds_cap) and its count in *ret_nfds.  EMPTY_VALUE if no
+ * value was written, INVALID_ARGUMENT if a list or map is still open.
+ */
+CHAN_EXPORT int chan_writer_frame(const chan_writer *w, void *buf, size_t cap, int *fds,
+				  size_t fds_cap, size_t *ret_len, size_t *ret_nfds);
+
+/* ------------------------------------------------------------------------ */
 /* Connections (SPEC.md §10)                                                 */
 
-typedef struct chan_conn chan_conn;         /* opaque; owns its socket */
-typedef struct chan_listener chan_listener; /* opaque; owns its socket */
 
 /* Timeouts in milliseconds: -1 waits forever (blocking in the system call),
  * 0 never waits, a positive value waits at most that long (MSG_DONTWAIT and
@@ -518,6 +586,10 @@ CHAN_EXPORT int chan_conn_peer_cred(const chan_conn *c,
  * returns it.
  */
 CHAN_EXPORT int chan_conn_send(chan_conn *c, const chan_msg *msg, int timeout_ms);
+/* chan_conn_send of a finished writer's frame: the same rules and errors
+ * (the writer is not modified; borrowed bytes go out by one gathered
+ * sendmsg, and only a committed remainder is ever copied). */
+CHAN_EXPORT int chan_conn_send_writer(chan_conn *c, const chan_writer *w, int timeout_ms);
 /* Write buffered remainder of a committed frame.  0 when nothing is pending. */
 CHAN_EXPORT int chan_conn_flush(chan_conn *c, int timeout_ms);
 /* Non-zero if a committed frame still has bytes to write (poll for POLLOUT). */

@@ -70,6 +70,31 @@ struct chan__wire_handle {
 CHAN_HIDDEN void chan__encode_write(const chan_msg *msg, struct chan__enc *e, void *buf,
 				    struct chan__wire_handle *table);
 
+/* ---- the writer (writer.c): a frame encoded while it is built ---- */
+
+/* Bytes of the caller's that the frame refers to: they follow the frame's
+ * own byte at offset `at` (before the byte that was there). */
+struct chan__seg {
+	size_t at;
+	const void *p;
+	size_t n;
+};
+/* Check a finished writer and write its frame header; *ret_len is the whole
+ * frame's size.  Errors as chan_writer_frame's. */
+CHAN_HIDDEN int chan__writer_seal(const chan_writer *w, uint8_t header[CHAN_HEADER_SIZE],
+				  size_t *ret_len);
+/* The frame after its header as pieces: its own bytes and the borrowed
+ * ones, in order (iov[] has room for max; returns the count needed, which
+ * may exceed max).  Only valid after chan__writer_seal succeeded. */
+struct iovec;
+CHAN_HIDDEN size_t chan__writer_pieces(const chan_writer *w, struct iovec *iov, size_t max);
+/* Its handle table (wire order) and count. */
+CHAN_HIDDEN const struct chan__wire_handle *chan__writer_handles(const chan_writer *w,
+								 size_t *ret_count);
+/* A borrowed handle whose kind the caller vouches for (a chan_conn's). */
+CHAN_HIDDEN int chan__writer_handle(chan_writer *w, const char *caller, enum chan_kind kind,
+				    int fd, uint64_t socket_id);
+
 /* ---- decoding (SPEC.md §7.3) ---- */
 
 /*

@@ -268,3 +268,12 @@ chan_conn_peer_cred(const chan_conn *c, struct chan_peer_cred *ret_cred)
 	ret_cred->gid = gid;
 	return 0;
 }
+
+CHAN_EXPORT int
+chan_writer_handle_borrow_conn(chan_writer *w, const chan_conn *conn)
+{
+	if (!w)
+		return CHAN_E_INVALID_ARGUMENT;
+	return chan__writer_handle(w, "chan_writer_handle_borrow_conn", CHAN_KIND_CONN,
+				   conn ? conn->fd : -1, conn ? atomic_load(&conn->id) : 0);
+}

@@ -66,6 +66,12 @@ CHAN_HIDDEN int chan__conn_new(int fd, chan_conn **ret_conn);
 /* The socket's identity, looked up once; 0 if it cannot be had. */
 CHAN_HIDDEN uint64_t chan__conn_id(chan_conn *c);
 
+/* One sendmsg of the pieces iov[0..niov) with nfds descriptors on the first
+ * byte (sock.c; chan_sock_send is this with one piece). */
+struct iovec;
+CHAN_HIDDEN ssize_t chan__sock_sendv(int sock, const struct iovec *iov, size_t niov,
+				     const int *fds, size_t nfds, bool dontwait);
+
 /* ---- deadlines (io.c) ---- */
 struct chan__deadline {
 	int timeout_ms; /* as given: -1 forever, 0 never wait */

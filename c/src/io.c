@@ -26,6 +26,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "conn.h"
 #include "platform.h"
@@ -227,49 +228,152 @@ pending_done(chan_conn *c)
 	atomic_store(&c->pending, 0);
 }
 
-/* Write from c->sbuf + c->soff, with fds on the first byte if nfds: until
- * done, or until the deadline (WOULD_BLOCK / TIMEOUT). */
-static int
-write_some(chan_conn *c, const int *fds, size_t nfds, const struct chan__deadline *d)
-{
-	for (;;) {
-		ssize_t n = chan_sock_send(c->fd, c->sbuf + c->soff, c->slen - c->soff, fds,
-					   nfds, CHAN__DONTWAIT(d));
-		int r;
-
-		if (n >= 0) {
-			c->soff += (size_t)n;
-			return 0;
-		}
-		if (n != CHAN_E_WOULD_BLOCK)
-			return (int)n;
-		if ((r = chan__wait_fd(c->fd, POLLOUT, d)) < 0)
-			return r;
-	}
-}
-
 /* Write the committed remainder with plain sends (never fds again). */
 static int
 flush_locked(chan_conn *c, const struct chan__deadline *d)
 {
 	while (c->soff < c->slen) {
-		int r = write_some(c, NULL, 0, d);
+		struct iovec iov = {c->sbuf + c->soff, c->slen - c->soff};
+		ssize_t n = chan__sock_sendv(c->fd, &iov, 1, NULL, 0, CHAN__DONTWAIT(d));
+		int r;
 
-		if (r == CHAN_E_TIMEOUT || r == CHAN_E_WOULD_BLOCK)
+		if (n >= 0) {
+			c->soff += (size_t)n;
+			continue;
+		}
+		if (n != CHAN_E_WOULD_BLOCK) /* mid-frame: the stream cannot be repaired */
+			return send_fatal(c, n == CHAN_E_CONNECTION_CLOSED ? (int)n : CHAN_E_SYSTEM);
+		if ((r = chan__wait_fd(c->fd, POLLOUT, d)) < 0)
 			return r;
-		if (r < 0) /* mid-frame: the stream cannot be repaired */
-			return send_fatal(c, r == CHAN_E_CONNECTION_CLOSED ? r : CHAN_E_SYSTEM);
 	}
 	pending_done(c);
 	return 0;
+}
+
+/* Drop n written bytes from the front of the pieces. */
+static void
+advance(struct iovec **iov, size_t *niov, size_t n)
+{
+	while (n && *niov) {
+		size_t k = n < (*iov)->iov_len ? n : (*iov)->iov_len;
+
+		(*iov)->iov_base = (char *)(*iov)->iov_base + k;
+		(*iov)->iov_len -= k;
+		n -= k;
+		if (!(*iov)->iov_len) {
+			++*iov;
+			--*niov;
+		}
+	}
+	while (*niov && !(*iov)->iov_len) { /* empty pieces */
+		++*iov;
+		--*niov;
+	}
+}
+
+/*
+ * Send one frame of len bytes, given as pieces, with its handle table: the
+ * rules of chan_conn_send (SPEC.md §10.2).  The pieces are written in place
+ * (one gathered sendmsg, then more if the socket takes less); only when the
+ * deadline passes with the frame committed is the remainder copied into
+ * sbuf (unless in_sbuf: the pieces are sbuf itself).  Under the send lock.
+ */
+static int
+send_frame_locked(chan_conn *c, struct iovec *iov, size_t niov, size_t len, bool in_sbuf,
+		  const struct chan__wire_handle *table, size_t nfds,
+		  const struct chan__deadline *d)
+{
+	int fds[CHAN_HARD_MAX_HANDLES];
+	size_t written = 0;
+	int r;
+
+	for (size_t i = 0; i < nfds; i++) {
+		if (table[i].fd < 0) /* a handle whose fd was moved out */
+			return CHAN_E_INVALID_ARGUMENT;
+		fds[i] = table[i].fd;
+	}
+	if (nfds && (r = check_self_send(c, table, nfds)) < 0)
+		return r;
+	/* The first write: all of the frame offered, every fd on its first
+	 * byte.  Nothing written: nothing sent, not even on error. */
+	for (;;) {
+		ssize_t n = chan__sock_sendv(c->fd, iov, niov, fds, nfds, CHAN__DONTWAIT(d));
+
+		if (n >= 0) {
+			written = (size_t)n;
+			break;
+		}
+		if (n == CHAN_E_CONNECTION_CLOSED)
+			return send_fatal(c, (int)n);
+		if (n != CHAN_E_WOULD_BLOCK)
+			return (int)n;
+		if ((r = chan__wait_fd(c->fd, POLLOUT, d)) < 0)
+			return r;
+	}
+	/* Committed: from here on the frame is the connection's to finish. */
+	advance(&iov, &niov, written);
+	while (niov) {
+		ssize_t n = chan__sock_sendv(c->fd, iov, niov, NULL, 0, CHAN__DONTWAIT(d));
+
+		if (n >= 0) {
+			written += (size_t)n;
+			advance(&iov, &niov, (size_t)n);
+			continue;
+		}
+		if (n != CHAN_E_WOULD_BLOCK)
+			return send_fatal(c, n == CHAN_E_CONNECTION_CLOSED ? (int)n : CHAN_E_SYSTEM);
+		if (chan__wait_fd(c->fd, POLLOUT, d) < 0)
+			break; /* deadline: keep the rest */
+	}
+	if (written == len) {
+		if (in_sbuf)
+			trim(c, &c->sbuf, &c->scap, len, &c->sbuf_idle);
+		return 0;
+	}
+	if (!in_sbuf) {
+		size_t o = 0;
+
+		/* The caller's pieces must not be needed after we return. */
+		if ((r = grow(c, &c->sbuf, &c->scap, len - written, 0)) < 0)
+			return send_fatal(c, r); /* committed, and cannot be kept */
+		for (size_t i = 0; i < niov; i++) {
+			memcpy(c->sbuf + o, iov[i].iov_base, iov[i].iov_len);
+			o += iov[i].iov_len;
+		}
+		c->slen = len - written;
+		c->soff = 0;
+	} else {
+		c->slen = len;
+		c->soff = written;
+	}
+	atomic_store(&c->pending, 1);
+	return 0;
+}
+
+/* The common start of a send: the lock, a sticky error, an earlier
+ * committed frame first. */
+static int
+send_begin(chan_conn *c, const struct chan__deadline *d)
+{
+	int r = chan__lock(&c->send_lock, d);
+
+	if (r < 0)
+		return r;
+	if (c->send_err)
+		r = c->send_err;
+	else if (c->slen)
+		r = flush_locked(c, d);
+	if (r < 0)
+		pthread_mutex_unlock(&c->send_lock);
+	return r;
 }
 
 CHAN_EXPORT int
 chan_conn_send(chan_conn *c, const chan_msg *msg, int timeout_ms)
 {
 	struct chan__wire_handle table[CHAN_HARD_MAX_HANDLES];
-	int fds[CHAN_HARD_MAX_HANDLES];
 	struct chan__deadline d;
+	struct iovec iov;
 	uint32_t nfds = 0;
 	size_t len = 0;
 	int r;
@@ -277,49 +381,49 @@ chan_conn_send(chan_conn *c, const chan_msg *msg, int timeout_ms)
 	if (!c || !msg)
 		return CHAN_E_INVALID_ARGUMENT;
 	chan__deadline_start(&d, timeout_ms);
-	if ((r = chan__lock(&c->send_lock, &d)) < 0)
+	if ((r = send_begin(c, &d)) < 0)
 		return r;
-	if (c->send_err) {
-		r = c->send_err;
-		goto out;
-	}
-	/* A committed frame goes out before any new one. */
-	if (c->slen && (r = flush_locked(c, &d)) < 0)
-		goto out;
-
 	/* Sized once, written once, straight into the send buffer. */
-	if ((r = chan__encode_size(msg, &c->enc, &len, &nfds)) < 0 ||
-	    (r = grow(c, &c->sbuf, &c->scap, len, 0)) < 0)
-		goto out;
-	chan__encode_write(msg, &c->enc, c->sbuf, table);
-	for (uint32_t i = 0; i < nfds; i++) {
-		if (table[i].fd < 0) { /* a handle whose fd was moved out */
-			r = CHAN_E_INVALID_ARGUMENT;
-			goto out;
-		}
-		fds[i] = table[i].fd;
+	if ((r = chan__encode_size(msg, &c->enc, &len, &nfds)) == 0 &&
+	    (r = grow(c, &c->sbuf, &c->scap, len, 0)) == 0) {
+		chan__encode_write(msg, &c->enc, c->sbuf, table);
+		iov = (struct iovec){c->sbuf, len};
+		r = send_frame_locked(c, &iov, 1, len, true, table, nfds, &d);
 	}
-	if (nfds && (r = check_self_send(c, table, nfds)) < 0)
-		goto out;
-
-	/* The first write: all of the frame offered, every fd on its first
-	 * byte.  Nothing written: nothing sent, not even on error. */
-	c->slen = len;
-	c->soff = 0;
-	r = write_some(c, fds, nfds, &d);
-	if (r < 0) {
-		c->slen = 0;
-		if (r == CHAN_E_CONNECTION_CLOSED)
-			send_fatal(c, r);
-		goto out;
-	}
-	/* Committed: from here on the frame is the connection's to finish. */
-	atomic_store(&c->pending, 1);
-	r = flush_locked(c, &d);
-	if (r == CHAN_E_TIMEOUT || r == CHAN_E_WOULD_BLOCK)
-		r = 0;
-out:
 	pthread_mutex_unlock(&c->send_lock);
+	return r;
+}
+
+CHAN_EXPORT int
+chan_conn_send_writer(chan_conn *c, const chan_writer *w, int timeout_ms)
+{
+	struct iovec iov[64], *v = iov;
+	const struct chan__wire_handle *table;
+	uint8_t header[CHAN_HEADER_SIZE];
+	struct chan__deadline d;
+	size_t len = 0, nfds, n;
+	int r;
+
+	if (!c || !w)
+		return CHAN_E_INVALID_ARGUMENT;
+	if ((r = chan__writer_seal(w, header, &len)) < 0)
+		return r;
+	n = chan__writer_pieces(w, iov + 1, 63);
+	if (n > 63) { /* many borrowed pieces: more iovecs than we keep here */
+		v = chan__alloc(&c->allocator, (n + 1) * sizeof(*v));
+		if (!v)
+			return CHAN_E_NO_MEMORY;
+		chan__writer_pieces(w, v + 1, n);
+	}
+	v[0] = (struct iovec){header, CHAN_HEADER_SIZE};
+	table = chan__writer_handles(w, &nfds);
+	chan__deadline_start(&d, timeout_ms);
+	if ((r = send_begin(c, &d)) == 0) {
+		r = send_frame_locked(c, v, n + 1, len, false, table, nfds, &d);
+		pthread_mutex_unlock(&c->send_lock);
+	}
+	if (v != iov)
+		chan__free(&c->allocator, v);
 	return r;
 }
 

@@ -10,7 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "codec.h"
+#include "conn.h"
 #include "platform.h"
 
 /* Room for the most descriptors a frame may carry, plus the other control
@@ -25,19 +25,18 @@
 #define SCM_PIDFD 0x04
 #endif
 
-CHAN_EXPORT ssize_t
-chan_sock_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
-	       bool dontwait)
+ssize_t
+chan__sock_sendv(int sock, const struct iovec *iov, size_t niov, const int *fds, size_t nfds,
+		 bool dontwait)
 {
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
 	} ctl;
-	struct iovec iov = {(void *)buf, len};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = niov};
 	ssize_t n;
 
-	if ((!buf && len) || (!fds && nfds) || nfds > MAX_FDS)
+	if ((!fds && nfds) || nfds > MAX_FDS)
 		return CHAN_E_INVALID_ARGUMENT;
 	if (nfds) {
 		struct cmsghdr *cm;
@@ -63,6 +62,17 @@ chan_sock_send(int sock, const void *buf, size_t len, const int *fds, size_t nfd
 	if (errno == EBADF)
 		return CHAN_E_INVALID_ARGUMENT; /* sock, or a descriptor to pass */
 	return CHAN_E_SYSTEM;
+}
+
+CHAN_EXPORT ssize_t
+chan_sock_send(int sock, const void *buf, size_t len, const int *fds, size_t nfds,
+	       bool dontwait)
+{
+	struct iovec iov = {(void *)buf, len};
+
+	if (!buf && len)
+		return CHAN_E_INVALID_ARGUMENT;
+	return chan__sock_sendv(sock, &iov, 1, fds, nfds, dontwait);
 }
 
 CHAN_EXPORT ssize_t
