@@ -144,7 +144,7 @@ chan_writer_reset(chan_writer *w)
 	w->error_message[0] = '\0';
 	w->done = false;
 	w->depth = 1;
-	top = w->levels;
+	top = w->cur = w->levels;
 	memset(top, 0, sizeof(*top));
 	top->type = IN_TOP;
 }
@@ -164,7 +164,7 @@ chan_writer_error_message(const chan_writer *w)
 /* ---- the buffer ---- */
 
 static int
-reserve_bytes(chan_writer *w, size_t n)
+grow_buf(chan_writer *w, size_t n)
 {
 	size_t cap;
 	uint8_t *p;
@@ -185,9 +185,19 @@ reserve_bytes(chan_writer *w, size_t n)
 	return 0;
 }
 
+static inline int
+reserve_bytes(chan_writer *w, size_t n)
+{
+	return __builtin_expect(w->len + n <= w->cap, 1) ? 0 : grow_buf(w, n);
+}
+
 static inline uint8_t *
 put_varint(uint8_t *p, uint64_t v)
 {
+	if (v < 0x80) {
+		*p++ = (uint8_t)v;
+		return p;
+	}
 	while (v >= 0x80) {
 		*p++ = (uint8_t)(v | 0x80);
 		v >>= 7;
@@ -199,7 +209,7 @@ put_varint(uint8_t *p, uint64_t v)
 static inline struct level *
 cur(chan_writer *w)
 {
-	return (struct level *)w->levels + w->depth - 1;
+	return w->cur;
 }
 
 static inline struct reservation
@@ -211,14 +221,20 @@ reserve(chan_writer *w)
 	return r;
 }
 
-/* Write the length of what r covers into its placeholder. */
-static void
+/* Write the length of what r covers into its placeholder; returns the
+ * placeholder's final size (1-5 bytes). */
+static inline unsigned
 patch(chan_writer *w, const struct reservation *r)
 {
 	size_t covered = (w->len - r->pos - 1) + (w->ext_total - r->ext_at);
-	unsigned k = varint_size(covered);
+	unsigned k;
 
-	if (k > 1) {
+	if (__builtin_expect(covered < 0x80, 1)) {
+		w->buf[r->pos] = (uint8_t)covered;
+		return 1;
+	}
+	k = varint_size(covered);
+	{
 		/* reserve_bytes cannot fail here: the caller made room for the
 		 * worst case (see MAX_GROWTH) before it started. */
 		memmove(w->buf + r->pos + k, w->buf + r->pos + 1, w->len - r->pos - 1);
@@ -227,6 +243,7 @@ patch(chan_writer *w, const struct reservation *r)
 			w->segs[i].at += k - 1;
 	}
 	put_varint(w->buf + r->pos, covered);
+	return k;
 }
 
 /* Worst-case growth of the patches that closing one level makes (three
@@ -280,7 +297,8 @@ frame_size_check(chan_writer *w, const char *caller)
 	return 0;
 }
 
-static void remember_key(chan_writer *w, struct level *l);
+static inline __attribute__((always_inline)) void remember_key(chan_writer *w, struct level *l,
+							   unsigned placeholder);
 
 /* After a complete value: close the map entry it completes. */
 static int
@@ -291,79 +309,173 @@ value_done(chan_writer *w, const char *caller)
 	if (l->type == IN_TOP) {
 		w->done = true;
 	} else if (l->type == IN_MAP) {
-		patch(w, &l->entry);
-		remember_key(w, l);
+		unsigned k = patch(w, &l->entry);
+
+		remember_key(w, l, k);
 		l->want_value = false;
 	}
 	return frame_size_check(w, caller);
 }
 
-/* A scalar Value body of n bytes whose first bytes are hdr[0..nh). */
+/* The slow exits of the hot paths, kept out of line so that the hot ones
+ * stay small. */
+static __attribute__((noinline, cold)) int
+misplaced(chan_writer *w, const char *caller)
+{
+	return value_start(w, caller, 0, true); /* names the mistake */
+}
+
+static __attribute__((noinline, cold)) int
+out_of_memory(chan_writer *w, const char *caller)
+{
+	return poison(w, CHAN_E_NO_MEMORY, "%s: out of memory", caller);
+}
+
+/*
+ * A scalar Value of `body` bytes: scalar_begin writes the prefix its place
+ * needs and returns where the body goes (NULL: an error, returned by
+ * scalar_end); the caller writes the body; scalar_end completes the map
+ * entry it fills.  The writer's hot path, inlined into each caller.
+ */
+static inline __attribute__((always_inline)) uint8_t *
+scalar_begin(chan_writer *w, const char *caller, size_t body, int *ret_err)
+{
+	struct level *l = cur(w);
+	uint8_t *p;
+
+	if (__builtin_expect(w->error != 0, 0)) {
+		*ret_err = w->error;
+		return NULL;
+	}
+	if (__builtin_expect(l->type == IN_TOP ? w->done : l->type == IN_MAP && !l->want_value, 0)) {
+		*ret_err = misplaced(w, caller);
+		return NULL;
+	}
+	if (__builtin_expect(w->len + 16 + body + MAX_GROWTH > w->cap, 0) &&
+	    grow_buf(w, 16 + body + MAX_GROWTH) < 0) {
+		*ret_err = out_of_memory(w, caller);
+		return NULL;
+	}
+	p = w->buf + w->len;
+	if (l->type != IN_TOP) {
+		*p++ = l->type == IN_LIST ? (1 << 3 | WT_LEN) : (2 << 3 | WT_LEN);
+		p = put_varint(p, body);
+	}
+	return p;
+}
+
+static inline __attribute__((always_inline)) int
+scalar_end(chan_writer *w, const char *caller, uint8_t *p, int err)
+{
+	struct level *l = cur(w);
+
+	if (__builtin_expect(!p, 0))
+		return err;
+	w->len = (size_t)(p - w->buf);
+	if (l->type == IN_MAP) {
+		unsigned k = patch(w, &l->entry);
+
+		remember_key(w, l, k);
+		l->want_value = false;
+	} else if (l->type == IN_TOP) {
+		w->done = true;
+	}
+	if (__builtin_expect(w->len + w->ext_total > CHAN_HARD_MAX_PAYLOAD, 0))
+		return frame_size_check(w, caller);
+	return 0;
+}
+
+/* A scalar Value whose body is hdr[0..nh) then tail[0..ntail). */
 static int
 scalar(chan_writer *w, const char *caller, const uint8_t *hdr, size_t nh, const void *tail,
        size_t ntail)
 {
-	int r = value_start(w, caller, nh + ntail, true);
+	int err = 0;
+	uint8_t *p = scalar_begin(w, caller, nh + ntail, &err);
 
-	if (r < 0)
-		return r;
-	memcpy(w->buf + w->len, hdr, nh);
-	w->len += nh;
-	if (ntail) {
-		memcpy(w->buf + w->len, tail, ntail);
-		w->len += ntail;
+	if (p) {
+		memcpy(p, hdr, nh);
+		p += nh;
+		if (ntail) {
+			memcpy(p, tail, ntail);
+			p += ntail;
+		}
 	}
-	return value_done(w, caller);
+	return scalar_end(w, caller, p, err);
 }
 
 CHAN_EXPORT int
 chan_writer_null(chan_writer *w)
 {
-	static const uint8_t b[2] = {CHAN_NULL << 3 | WT_LEN, 0};
+	int err = 0;
+	uint8_t *p;
 
-	return w ? scalar(w, "chan_writer_null", b, 2, NULL, 0) : CHAN_E_INVALID_ARGUMENT;
+	if (!w)
+		return CHAN_E_INVALID_ARGUMENT;
+	if ((p = scalar_begin(w, "chan_writer_null", 2, &err))) {
+		*p++ = CHAN_NULL << 3 | WT_LEN;
+		*p++ = 0;
+	}
+	return scalar_end(w, "chan_writer_null", p, err);
 }
 
 CHAN_EXPORT int
 chan_writer_bool(chan_writer *w, bool v)
 {
-	uint8_t b[2] = {CHAN_BOOL << 3 | WT_VARINT, v ? 1 : 0};
+	int err = 0;
+	uint8_t *p;
 
-	return w ? scalar(w, "chan_writer_bool", b, 2, NULL, 0) : CHAN_E_INVALID_ARGUMENT;
+	if (!w)
+		return CHAN_E_INVALID_ARGUMENT;
+	if ((p = scalar_begin(w, "chan_writer_bool", 2, &err))) {
+		*p++ = CHAN_BOOL << 3 | WT_VARINT;
+		*p++ = v ? 1 : 0;
+	}
+	return scalar_end(w, "chan_writer_bool", p, err);
 }
 
 CHAN_EXPORT int
 chan_writer_int(chan_writer *w, int64_t i)
 {
-	uint8_t b[11];
+	uint64_t z = zigzag_encode(i);
+	int err = 0;
+	uint8_t *p;
 
-	b[0] = CHAN_INT << 3 | WT_VARINT;
-	return w ? scalar(w, "chan_writer_int", b, (size_t)(put_varint(b + 1, zigzag_encode(i)) - b),
-			  NULL, 0)
-		 : CHAN_E_INVALID_ARGUMENT;
+	if (!w)
+		return CHAN_E_INVALID_ARGUMENT;
+	if ((p = scalar_begin(w, "chan_writer_int", 1 + varint_size(z), &err))) {
+		*p++ = CHAN_INT << 3 | WT_VARINT;
+		p = put_varint(p, z);
+	}
+	return scalar_end(w, "chan_writer_int", p, err);
 }
 
 CHAN_EXPORT int
 chan_writer_float(chan_writer *w, double f)
 {
-	uint8_t b[9];
 	uint64_t bits;
+	int err = 0;
+	uint8_t *p;
 
+	if (!w)
+		return CHAN_E_INVALID_ARGUMENT;
 	if (isnan(f))
 		bits = CHAN_CANONICAL_NAN_BITS; /* the data model has one NaN */
 	else
 		memcpy(&bits, &f, 8);
-	b[0] = CHAN_FLOAT << 3 | WT_FIXED64;
-	for (int i = 0; i < 8; i++)
-		b[1 + i] = (uint8_t)(bits >> (8 * i));
-	return w ? scalar(w, "chan_writer_float", b, 9, NULL, 0) : CHAN_E_INVALID_ARGUMENT;
+	if ((p = scalar_begin(w, "chan_writer_float", 9, &err))) {
+		*p++ = CHAN_FLOAT << 3 | WT_FIXED64;
+		for (int k = 0; k < 8; k++)
+			*p++ = (uint8_t)(bits >> (8 * k));
+	}
+	return scalar_end(w, "chan_writer_float", p, err);
 }
 
 static int
 blob(chan_writer *w, const char *caller, enum chan_type type, const void *p, size_t n,
      bool borrow)
 {
-	uint8_t b[11];
+	uint8_t b[16];
 	size_t nh;
 	int r;
 
@@ -384,8 +496,21 @@ blob(chan_writer *w, const char *caller, enum chan_type type, const void *p, siz
 	}
 	b[0] = (uint8_t)(type << 3 | WT_LEN);
 	nh = (size_t)(put_varint(b + 1, n) - b);
-	if (!borrow)
-		return scalar(w, caller, b, nh, p, n);
+	if (!borrow) {
+		int err = 0;
+		uint8_t *o = scalar_begin(w, caller, nh + n, &err);
+
+		if (o) {
+			memcpy(o, b, nh);
+			o += nh;
+			for (size_t i = 0; i < n && i < 16; i++) /* short ones: no call */
+				o[i] = ((const uint8_t *)p)[i];
+			if (n > 16)
+				memcpy(o + 16, (const uint8_t *)p + 16, n - 16);
+			o += n;
+		}
+		return scalar_end(w, caller, o, err);
+	}
 	/* Borrowed: the header bytes here, the contents spliced in later. */
 	if ((r = value_start(w, caller, nh + n, false)) < 0)
 		return r;
@@ -444,7 +569,7 @@ int
 chan__writer_handle(chan_writer *w, const char *caller, enum chan_kind kind, int fd,
 		    uint64_t socket_id)
 {
-	uint8_t b[8];
+	uint8_t b[16];
 	uint32_t index;
 	size_t n = 0;
 
@@ -514,6 +639,7 @@ begin(chan_writer *w, const char *caller, enum chan_type type)
 	l->own = reserve(w);
 	l->key_first = w->nkeys;
 	w->depth++;
+	w->cur = l;
 	return 0;
 }
 
@@ -540,7 +666,7 @@ end(chan_writer *w, const char *caller, enum chan_type type)
 	l->index = NULL;
 	w->nkeys = l->key_first; /* this map's keys are checked: forget them */
 	w->depth--;
-	up = cur(w);
+	up = w->cur = l - 1;
 	if (up->has_slot) { /* the list item or map value that holds it */
 		patch(w, &up->slot);
 		up->has_slot = false;
@@ -624,20 +750,16 @@ key_seen(const chan_writer *w, const struct level *l, uint64_t hash, const char 
 }
 
 /* The entry is complete and its bytes will not move again while the map is
- * open: remember where its key is. */
-static void
-remember_key(chan_writer *w, struct level *l)
+ * open: remember where its key is (pend_keypos bytes after the entry's
+ * placeholder, which is now `placeholder` bytes long). */
+static inline __attribute__((always_inline)) void
+remember_key(chan_writer *w, struct level *l, unsigned placeholder)
 {
 	struct key_rec *k = &w->keys[w->nkeys++];
-	size_t n = 1;
 
 	k->hash = l->pend_hash;
 	k->len = l->pend_len;
-	/* The entry's placeholder is now 1-5 bytes long; the key bytes were
-	 * pend_keypos bytes after it. */
-	while (w->buf[l->entry.pos + n - 1] & 0x80)
-		n++;
-	k->off = l->entry.pos + n + l->pend_keypos;
+	k->off = l->entry.pos + placeholder + l->pend_keypos;
 	if (l->index) {
 		size_t s = k->hash & l->index_mask;
 
@@ -647,12 +769,90 @@ remember_key(chan_writer *w, struct level *l)
 	}
 }
 
+/*
+ * A key of at most 16 bytes, already copied to p (with room to read 16
+ * bytes there): its hash, and whether it is plain ASCII without U+0000 (0)
+ * or needs the full check (-1).  Two loads and a few operations, whatever
+ * the length.
+ */
+static inline int
+short_key(const uint8_t *p, size_t len, uint64_t *ret_hash)
+{
+	const uint64_t ones = UINT64_C(0x0101010101010101), highs = ones << 7;
+	uint64_t a, b, ma, mb;
+
+	memcpy(&a, p, 8);
+	memcpy(&b, p + 8, 8);
+	ma = len >= 8 ? ~UINT64_C(0) : (UINT64_C(1) << (8 * len)) - 1;
+	mb = len >= 16 ? ~UINT64_C(0) : len <= 8 ? 0 : (UINT64_C(1) << (8 * (len - 8))) - 1;
+	a &= ma;
+	b &= mb;
+	*ret_hash = ((a * UINT64_C(0x9e3779b97f4a7c15)) ^ (b * UINT64_C(0xc2b2ae3d27d4eb4f)) ^ len) *
+		    UINT64_C(0x94d049bb133111eb);
+	*ret_hash ^= *ret_hash >> 31;
+	/* bytes outside the key read as 0x01 for the U+0000 test */
+	a |= ~ma & ones;
+	b |= ~mb & ones;
+	if ((a | b) & highs)
+		return -1; /* not ASCII: the full UTF-8 check decides */
+	if (((a - ones) & ~a & highs) || ((b - ones) & ~b & highs))
+		return -1; /* a U+0000 */
+	return 0;
+}
+
+static int
+key_slow(chan_writer *w, const char *key, size_t len, uint64_t *ret_hash)
+{
+	char q[64];
+	int r;
+
+	if (!key)
+		return poison(w, CHAN_E_INVALID_ARGUMENT, "chan_writer_key: the key is NULL");
+	if (len > CHAN_HARD_MAX_PAYLOAD)
+		return poison(w, CHAN_E_PAYLOAD_TOO_LARGE, "chan_writer_key: a key of %zu bytes", len);
+	if ((r = chan__key_check((const uint8_t *)key, len)) < 0)
+		return poison(w, r, "chan_writer_key: key %s %s", chan__quote(q, sizeof(q), key, len),
+			      r == CHAN_E_INVALID_KEY ? "contains U+0000" : "is not valid UTF-8");
+	*ret_hash = chan__hash(key, len); /* keys of one length always take one way */
+	return 0;
+}
+
+static int
+grow_keys(chan_writer *w, struct level *l)
+{
+	if (w->nkeys == w->keycap) {
+		size_t cap = w->keycap ? w->keycap * 2 : 32;
+		struct key_rec *k = w_alloc(w, cap * sizeof(*k));
+
+		if (!k)
+			return CHAN_E_NO_MEMORY;
+		if (w->nkeys)
+			memcpy(k, w->keys, w->nkeys * sizeof(*k));
+		w_free(w, w->keys);
+		w->keys = k;
+		w->keycap = cap;
+	}
+	if (w->nkeys - l->key_first + 1 > KEY_INDEX_MIN &&
+	    (!l->index || (w->nkeys - l->key_first + 1) * 2 > (size_t)l->index_mask + 1))
+		return index_build(w, l);
+	return 0;
+}
+
+static __attribute__((noinline, cold)) int
+duplicate_key(chan_writer *w, const char *key, size_t len)
+{
+	char q[64];
+
+	return poison(w, CHAN_E_DUPLICATE_KEY, "chan_writer_key: duplicate key %s",
+		      chan__quote(q, sizeof(q), key, len));
+}
+
 CHAN_EXPORT int
 chan_writer_key_n(chan_writer *w, const char *key, size_t len)
 {
 	struct level *l;
-	uint64_t hash;
-	char q[64];
+	uint64_t hash = 0;
+	uint8_t *p;
 	int r;
 
 	if (!w)
@@ -664,43 +864,38 @@ chan_writer_key_n(chan_writer *w, const char *key, size_t len)
 		return poison(w, CHAN_E_INVALID_ARGUMENT, "chan_writer_key: %s",
 			      l->type != IN_MAP ? "no map is open" : "the last key has no value");
 	if (!key)
-		return poison(w, CHAN_E_INVALID_ARGUMENT, "chan_writer_key: the key is NULL");
-	if (len > CHAN_HARD_MAX_PAYLOAD)
-		return poison(w, CHAN_E_PAYLOAD_TOO_LARGE, "chan_writer_key: a key of %zu bytes", len);
-	if ((r = chan__key_check((const uint8_t *)key, len)) < 0)
-		return poison(w, r, "chan_writer_key: key %s %s", chan__quote(q, sizeof(q), key, len),
-			      r == CHAN_E_INVALID_KEY ? "contains U+0000" : "is not valid UTF-8");
-	hash = chan__hash(key, len);
-	if (key_seen(w, l, hash, key, len))
-		return poison(w, CHAN_E_DUPLICATE_KEY, "chan_writer_key: duplicate key %s",
-			      chan__quote(q, sizeof(q), key, len));
-	if (w->nkeys == w->keycap) {
-		size_t cap = w->keycap ? w->keycap * 2 : 32;
-		struct key_rec *k = w_alloc(w, cap * sizeof(*k));
-
-		if (!k)
-			return poison(w, CHAN_E_NO_MEMORY, "chan_writer_key: out of memory");
-		if (w->nkeys)
-			memcpy(k, w->keys, w->nkeys * sizeof(*k));
-		w_free(w, w->keys);
-		w->keys = k;
-		w->keycap = cap;
-	}
-	if (w->nkeys - l->key_first + 1 > KEY_INDEX_MIN &&
-	    (!l->index || (w->nkeys - l->key_first + 1) * 2 > (size_t)l->index_mask + 1) &&
-	    index_build(w, l) < 0)
-		return poison(w, CHAN_E_NO_MEMORY, "chan_writer_key: out of memory");
-	if ((r = reserve_bytes(w, 1 + 1 + 1 + 5 + len + MAX_GROWTH)) < 0)
+		return key_slow(w, key, len, &hash);
+	if ((r = reserve_bytes(w, 24 + len + MAX_GROWTH)) < 0)
 		return poison(w, r, "chan_writer_key: out of memory");
-	w->buf[w->len++] = 1 << 3 | WT_LEN; /* Map.entries */
-	l->entry = reserve(w);
-	l->pend_keypos = 0;
-	if (len) { /* an empty key is the default: omitted */
-		w->buf[w->len++] = 1 << 3 | WT_LEN;
-		w->len = (size_t)(put_varint(w->buf + w->len, len) - w->buf);
-		l->pend_keypos = w->len - l->entry.pos - 1;
-		memcpy(w->buf + w->len, key, len);
-		w->len += len;
+	/* The entry's bytes go in place at once; w->len moves only once the
+	 * key is accepted. */
+	p = w->buf + w->len;
+	p[0] = 1 << 3 | WT_LEN; /* Map.entries */
+	p[1] = 0;               /* its length, when the value is written */
+	p[2] = 1 << 3 | WT_LEN; /* Entry.key */
+	if (__builtin_expect(len <= 16, 1)) {
+		p[3] = (uint8_t)len;
+		for (size_t i = 0; i < len; i++) /* short keys: no call */
+			p[4 + i] = (uint8_t)key[i];
+		if (short_key(p + 4, len, &hash) < 0 && (r = key_slow(w, key, len, &hash)) < 0)
+			return r;
+	} else {
+		if ((r = key_slow(w, key, len, &hash)) < 0)
+			return r;
+		memcpy(put_varint(p + 3, len), key, len);
+	}
+	if (key_seen(w, l, hash, key, len))
+		return duplicate_key(w, key, len);
+	if ((w->nkeys == w->keycap || w->nkeys - l->key_first >= KEY_INDEX_MIN) &&
+	    grow_keys(w, l) < 0)
+		return poison(w, CHAN_E_NO_MEMORY, "chan_writer_key: out of memory");
+	l->entry = (struct reservation){w->len + 1, w->ext_total, w->nsegs};
+	if (len) {
+		l->pend_keypos = 1 + varint_size(len); /* after the placeholder */
+		w->len += 3 + varint_size(len) + len;
+	} else { /* an empty key is the default: omitted */
+		l->pend_keypos = 0;
+		w->len += 2;
 	}
 	l->pend_hash = hash;
 	l->pend_len = (uint32_t)len;

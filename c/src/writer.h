@@ -20,6 +20,7 @@ struct chan_writer {
 	size_t nkeys, keycap;
 	void *levels;           /* struct level[CHAN_HARD_MAX_DEPTH + 1] */
 	size_t depth;           /* levels in use; 1 = the top */
+	void *cur;              /* &levels[depth - 1] */
 	bool done;              /* the top-level value is written */
 	int error;
 	char error_message[128];
