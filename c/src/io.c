@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -37,6 +38,12 @@
  * hold a large one for ever. */
 #define KEEP_BUFFER (256u * 1024u)
 #define SHRINK_AFTER 16u
+/* A frame's receive buffer starts at most this large and grows eightfold
+ * each time the bytes that arrived fill it: a peer makes us reserve at most
+ * 8 times what it sent, and a 16 MiB frame costs three regrowths (their
+ * copies add about a third of a pass over the data). */
+#define GROW_MIN (64u * 1024u)
+#define GROW_FACTOR 8u
 
 /* ---- deadlines ---- */
 
@@ -128,7 +135,8 @@ chan__lock(pthread_mutex_t *m, const struct chan__deadline *d)
 }
 
 /* Grow *buf to need bytes through the connection's allocator, keeping its
- * first `keep` bytes. */
+ * first `keep` bytes.  With the default allocator this is realloc, which
+ * moves large buffers by remapping pages, not by copying them. */
 static int
 grow(chan_conn *c, unsigned char **buf, size_t *cap, size_t need, size_t keep)
 {
@@ -136,6 +144,13 @@ grow(chan_conn *c, unsigned char **buf, size_t *cap, size_t need, size_t keep)
 
 	if (*cap >= need)
 		return 0;
+	if (!c->allocator.alloc) {
+		if (!(p = realloc(*buf, need)))
+			return CHAN_E_NO_MEMORY;
+		*buf = p;
+		*cap = need;
+		return 0;
+	}
 	p = chan__alloc(&c->allocator, need);
 	if (!p)
 		return CHAN_E_NO_MEMORY;
@@ -541,9 +556,6 @@ header_done(chan_conn *c)
 
 	if (r < 0)
 		return recv_fatal(c, r); /* BAD_MAGIC, UNSUPPORTED_VERSION, PAYLOAD_TOO_LARGE */
-	if ((r = grow(c, &c->rbuf, &c->rcap, CHAN_HEADER_SIZE + (size_t)c->rh.payload_length,
-		      CHAN_HEADER_SIZE)) < 0)
-		return r; /* local; the next call tries again */
 	c->rsize = CHAN_HEADER_SIZE + (size_t)c->rh.payload_length;
 	return 0;
 }
@@ -576,6 +588,18 @@ chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
 		want = (c->rsize ? c->rsize : CHAN_HEADER_SIZE) - c->rgot;
 		if (!want)
 			break;
+		/* The buffer grows as bytes arrive, never from the declared
+		 * length alone: a peer that announces 16 MiB and sends
+		 * nothing costs 64 KiB here, not 16 MiB. */
+		if (c->rgot == c->rcap) {
+			size_t step = c->rcap < GROW_MIN ? GROW_MIN : c->rcap * (GROW_FACTOR - 1);
+
+			if ((r = grow(c, &c->rbuf, &c->rcap,
+				      c->rgot + (want < step ? want : step), c->rgot)) < 0)
+				goto out; /* local; the next call tries again */
+		}
+		if (want > c->rcap - c->rgot)
+			want = c->rcap - c->rgot;
 		if ((n = recv_part(c, want, &d)) < 0) {
 			r = (int)n;
 			goto out;

@@ -454,7 +454,39 @@ test_events_follow_pending(void)
 	chan_conn_free(b);
 }
 
+/* A peer that announces a large frame and sends little of it costs the
+ * receiver what arrived, not what was announced (issue 15: 32 peers each
+ * declaring 16 MiB used to reserve 537 MB). */
+static void
+test_buffer_grows_with_bytes(void)
+{
+	static uint8_t frame[16 + 200000];
+	struct chan_test_alloc ta;
+	chan_conn *a, *b;
+	chan_msg *got = NULL;
+	uint32_t len = 16u << 20; /* 16 MiB announced, within the default limit */
+
+	memcpy(frame, "CHAN\1\0\0\0\0\0\0\0", 12);
+	memcpy(frame + 12, &len, 4); /* little-endian host */
+	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
+	chan_test_alloc_init(&ta, 0);
+	CU_ASSERT_EQUAL(chan_conn_set_allocator(b, &ta.a), 0);
+	CU_ASSERT_EQUAL(chan_sock_send(chan_conn_borrow_fd(a), frame, 16 + 100, NULL, 0, false),
+			16 + 100);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
+	CU_ASSERT(ta.max_size <= 64 * 1024 + 16);
+	/* more bytes, more buffer: doubling with what arrived */
+	CU_ASSERT_EQUAL(chan_sock_send(chan_conn_borrow_fd(a), frame + 116, 200000, NULL, 0, false),
+			200000);
+	CU_ASSERT_EQUAL(chan_conn_recv(b, 100, &got), CHAN_E_TIMEOUT);
+	CU_ASSERT(ta.max_size >= 200000 && ta.max_size <= 600000);
+	chan_conn_free(a);
+	chan_conn_free(b);
+	CU_ASSERT_EQUAL(ta.live, 0);
+}
+
 CU_TestInfo api_tests[] = {
+	{"buffer_grows_with_bytes", test_buffer_grows_with_bytes},
 	{"events_follow_pending", test_events_follow_pending},
 	{"duplicate_key_poisons_the_chain", test_duplicate_key_poisons_the_chain},
 	{"poison_says_where", test_poison_says_where},

@@ -144,6 +144,8 @@ test_alloc(void *ctx, size_t n)
 	if (t->fail_at && t->allocs == t->fail_at)
 		return NULL;
 	t->live++;
+	if (n > t->max_size)
+		t->max_size = n;
 	return malloc(n);
 }
 

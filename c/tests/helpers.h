@@ -30,6 +30,7 @@ struct chan_test_alloc {
 	struct chan_allocator a;
 	long allocs, frees, fail_at;
 	long live;
+	size_t max_size; /* the largest allocation so far */
 };
 void chan_test_alloc_init(struct chan_test_alloc *t, long fail_at);
 
