@@ -280,7 +280,7 @@ struct placeholders {
 };
 
 /* Frames written to a file carry no descriptors; only the handle count in
- * the header and the references in the payload.  chan_handle() needs a real
+ * the header and the references in the payload.  chan_handle_copy() needs a real
  * descriptor of the right kind, so harmless stand-ins are used. */
 static int
 placeholder_fd(void *ctx, enum chan_kind kind, uint32_t index, int *ret_fd,

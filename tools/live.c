@@ -98,11 +98,13 @@ static void
 walk_handles(FILE *out, const chan_value *v)
 {
 	size_t i, n;
+	int fd;
 
 	switch (chan_value_type(v)) {
 	case CHAN_HANDLE:
-		report_fd(out, chan_value_handle_index(v), chan_value_kind(v),
-			  chan_value_fd(v));
+		if (chan_value_borrow_fd(v, &fd) < 0)
+			fd = -1;
+		report_fd(out, chan_value_handle_index(v), chan_value_kind(v), fd);
 		break;
 	case CHAN_LIST:
 	case CHAN_MAP:
@@ -194,7 +196,7 @@ reply_all(chan_msg *reply, chan_value *v, const char *path)
 	case CHAN_HANDLE:
 		if (chan_value_kind(v) != CHAN_KIND_CONN)
 			break;
-		r = chan_conn_from_value(v, &c);
+		r = chan_conn_move_from_value(v, &c);
 		if (r == 0) {
 			r = chan_conn_send(c, reply, 10000);
 			if (r == 0)
@@ -306,11 +308,11 @@ cmd_listen(int argc, char **argv)
 		}
 		/* --once: accept no second connection */
 		if (!(once && nextid > 0)) {
-			pfds[np].fd = chan_listener_fd(l);
+			pfds[np].fd = chan_listener_borrow_fd(l);
 			pfds[np++].events = POLLIN;
 		}
 		for (i = 0; i < npeers; i++) {
-			pfds[np].fd = chan_conn_fd(peers[i].conn);
+			pfds[np].fd = chan_conn_borrow_fd(peers[i].conn);
 			pfds[np++].events = POLLIN;
 		}
 		if (poll(pfds, np, -1) < 0) {
@@ -326,7 +328,7 @@ cmd_listen(int argc, char **argv)
 
 			if (!pfds[i].revents)
 				continue;
-			if (pfds[i].fd == chan_listener_fd(l)) {
+			if (pfds[i].fd == chan_listener_borrow_fd(l)) {
 				struct peer *np2;
 				struct chan_peer_cred cred;
 
@@ -357,14 +359,14 @@ cmd_listen(int argc, char **argv)
 				continue;
 			}
 			for (k = 0; k < npeers; k++)
-				if (chan_conn_fd(peers[k].conn) == pfds[i].fd)
+				if (chan_conn_borrow_fd(peers[k].conn) == pfds[i].fd)
 					break;
 			if (k == npeers)
 				continue;
 			for (;;) {
 				chan_msg *msg = NULL;
 
-				r = chan_conn_recv(peers[k].conn, &msg, 0);
+				r = chan_conn_recv(peers[k].conn, 0, &msg);
 				if (r == CHAN_E_WOULD_BLOCK)
 					break;
 				if (r == 0) {
@@ -656,7 +658,7 @@ cmd_send(int argc, char **argv)
 				       "socketpair: %s", strerror(errno));
 				status = EXIT_USAGE;
 			}
-			m.reply_fd = chan_conn_fd(theirs);
+			m.reply_fd = chan_conn_borrow_fd(theirs);
 		}
 		if (status) {
 			/* nothing */
@@ -687,7 +689,7 @@ cmd_send(int argc, char **argv)
 		chan_conn_free(theirs);
 		json_decref(j);
 		if (!status && m.reply_used) {
-			r = chan_conn_recv(mine, &answer, (int)timeout);
+			r = chan_conn_recv(mine, (int)timeout, &answer);
 			if (r == 0) {
 				print_message(answer, o.pretty);
 				chan_msg_free(answer);

@@ -463,7 +463,7 @@ build_marker(struct build *b, const char *key, json_t *v)
 		b->prev = idx;
 		if (b->src(b->src_ctx, kind, (uint32_t)idx, &fd, b->err) < 0)
 			return NULL;
-		r = chan_handle(b->msg, kind, fd);
+		r = chan_handle_copy(b->msg, kind, fd);
 	}
 	if (!r)
 		return fail_chan(b, chan_msg_error(b->msg));
@@ -916,11 +916,18 @@ render(FILE *out, const chan_value *v, int pretty, int level)
 	case CHAN_NULL:
 		fputs("null", out);
 		break;
-	case CHAN_BOOL:
-		fputs(chan_value_bool(v) ? "true" : "false", out);
+	/* The type is known here, so each checked read succeeds. */
+	case CHAN_BOOL: {
+		bool b = false;
+
+		(void)chan_value_get_bool(v, &b);
+		fputs(b ? "true" : "false", out);
 		break;
+	}
 	case CHAN_INT: {
-		int64_t x = chan_value_int(v);
+		int64_t x = 0;
+
+		(void)chan_value_get_int(v, &x);
 
 		snprintf(buf, sizeof(buf), "%" PRId64, x);
 		if (x >= -MAX_SAFE_INT && x <= MAX_SAFE_INT)
@@ -930,7 +937,9 @@ render(FILE *out, const chan_value *v, int pretty, int level)
 		break;
 	}
 	case CHAN_FLOAT: {
-		double d = chan_value_float(v);
+		double d = 0;
+
+		(void)chan_value_get_float(v, &d);
 
 		if (isnan(d))
 			put_marker(out, "$float", "NaN", 1, pretty, level);
@@ -943,13 +952,19 @@ render(FILE *out, const chan_value *v, int pretty, int level)
 		break;
 	}
 	case CHAN_STRING: {
-		const char *s = chan_value_string(v, &n);
+		const char *s = "";
+
+		(void)chan_value_get_string(v, &s, &n);
 
 		put_string(out, "", s, n);
 		break;
 	}
 	case CHAN_BYTES: {
-		const unsigned char *p = chan_value_bytes(v, &n);
+		const void *raw = NULL;
+		const unsigned char *p;
+
+		(void)chan_value_get_bytes(v, &raw, &n);
+		p = raw;
 
 		putc('{', out);
 		newline(out, pretty, level + 1);
