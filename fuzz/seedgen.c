@@ -109,7 +109,7 @@ gen(chan_msg *m, struct plan *p, unsigned depth)
 			int conn = type == 2 || (!p->stream && below(8) == 0);
 
 			p->types[p->n++] = (uint8_t)type;
-			return chan_handle(m, conn ? CHAN_KIND_CONN : CHAN_KIND_FD,
+			return chan_handle_copy(m, conn ? CHAN_KIND_CONN : CHAN_KIND_FD,
 					   conn ? p->conn_fd : p->fd_fd);
 		}
 		return chan_null(m);

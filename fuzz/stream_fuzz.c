@@ -98,8 +98,9 @@ allowed_recv_error(int r)
 static void
 check_msg(chan_msg *m)
 {
-	size_t n = 0, len = 0, need = 0, n2 = 0;
-	const int *tab = chan_msg_handles(m, &n);
+	int tab[CHAN_HARD_MAX_HANDLES];
+	size_t n = hu_handles(m, tab), len = 0, need = 0, n2 = 0;
+	int tab2[CHAN_HARD_MAX_HANDLES];
 	chan_msg *m2 = NULL;
 	uint8_t *buf;
 	int r;
@@ -113,7 +114,7 @@ check_msg(chan_msg *m)
 	r = chan_decode(buf, len, NULL, 0, CHAN_DECODE_DETACHED, NULL, NULL, &m2, NULL);
 	CHECK(r == 0);
 	CHECK(hu_value_equal(chan_msg_root(m), chan_msg_root(m2)));
-	(void)chan_msg_handles(m2, &n2);
+	n2 = hu_handles(m2, tab2);
 	CHECK(n2 == n);
 	chan_msg_free(m2);
 	free(buf);
@@ -125,7 +126,7 @@ drain(struct state *st, int until_end)
 {
 	for (;;) {
 		chan_msg *m = NULL;
-		int r = chan_conn_recv(st->rx, &m, until_end ? -1 : 0);
+		int r = chan_conn_recv(st->rx, until_end ? -1 : 0, &m);
 
 		if (st->fatal) {
 			CHECK(r == st->fatal);
@@ -153,7 +154,7 @@ drain(struct state *st, int until_end)
 			st->fatal = r;
 			CHECK(hu_count_fds() == st->base_fds + st->extra);
 			m = NULL;
-			CHECK(chan_conn_recv(st->rx, &m, 0) == r && m == NULL);
+			CHECK(chan_conn_recv(st->rx, 0, &m) == r && m == NULL);
 			return;
 		}
 		st->frame_errors++;
@@ -235,7 +236,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	st.wfd = sv[0];
 	st.rfd = sv[1];
-	CHECK(chan_conn_from_fd(sv[1], &st.rx) == 0);
+	CHECK(chan_conn_move_from_fd(sv[1], &st.rx) == 0);
 	switch (data[0] & 3) {
 	case 1:
 		lim = (struct chan_limits){64, 2, 2};

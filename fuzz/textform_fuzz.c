@@ -111,7 +111,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	chan_msg *m, *m2 = NULL;
 	uint8_t *buf;
 	size_t need = 0, len = 0, nh = 0;
-	const int *tab;
+	int tab[CHAN_HARD_MAX_HANDLES];
 	int dups[CHAN_HARD_MAX_HANDLES];
 	int r, before;
 	struct chan_limits lim = {0, CHAN_HARD_MAX_HANDLES, 0};
@@ -163,7 +163,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(chan_encode(m, buf, need, &len) == 0 && len == need);
 
 	/* the frame decodes, with its descriptors, to the same value */
-	tab = chan_msg_handles(m, &nh);
+	nh = hu_handles(m, tab);
 	CHECK(nh <= CHAN_HARD_MAX_HANDLES);
 	for (size_t i = 0; i < nh; i++)
 		CHECK((dups[i] = fcntl(tab[i], F_DUPFD_CLOEXEC, 3)) >= 0);

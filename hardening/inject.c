@@ -35,6 +35,7 @@ ssize_t inj_sendto(int fd, const void *p, size_t n, int flags,
 ssize_t inj_recv(int fd, void *p, size_t n, int flags);
 int inj_close(int fd);
 int inj_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+int inj_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
 
 static inj_plan_fn plan;
 static void *plan_ctx;
@@ -64,7 +65,7 @@ inj_fn_name(enum inj_fn fn)
 	static const char *const names[INJ_NFN] = {
 		"malloc/calloc/realloc/strdup", "sendmsg", "recvmsg", "poll",
 		"fcntl(F_DUPFD_CLOEXEC)", "fstat", "getsockopt",
-		"socket/socketpair", "sendto", "recv", "close", "accept4"};
+		"socket/socketpair", "sendto", "recv", "close", "accept4", "getpeername"};
 
 	return (unsigned)fn < INJ_NFN ? names[fn] : "?";
 }
@@ -344,6 +345,18 @@ inj_getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 		return -1;
 	}
 	return getsockopt(fd, level, name, val, len);
+}
+
+int
+inj_getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	struct inj_action a = ask(INJ_GETPEERNAME, fd, 0);
+
+	if (a.kind == INJ_FAIL) {
+		errno = a.err;
+		return -1;
+	}
+	return getpeername(fd, addr, len);
 }
 
 int

@@ -29,6 +29,7 @@ enum inj_fn {
 	INJ_RECV,
 	INJ_CLOSE,
 	INJ_ACCEPT4,
+	INJ_GETPEERNAME, /* the conn handle check */
 	INJ_NFN
 };
 

@@ -197,9 +197,9 @@ sample(const struct chan_allocator *a, int64_t seq, size_t pad, const int *fds,
 	chan_map_put(root, "map", map);
 	hl = chan_list(m);
 	for (size_t i = 0; i < nfds; i++)
-		chan_list_append(hl, chan_handle(m, CHAN_KIND_FD, fds[i]));
+		chan_list_append(hl, chan_handle_copy(m, CHAN_KIND_FD, fds[i]));
 	if (conn >= 0)
-		chan_list_append(hl, chan_handle(m, CHAN_KIND_CONN, conn));
+		chan_list_append(hl, chan_handle_copy(m, CHAN_KIND_CONN, conn));
 	chan_map_put(root, "fds", hl);
 	chan_msg_set_root(m, root);
 	free(blob);
@@ -227,12 +227,12 @@ static int
 same_msg(chan_msg *m, chan_msg *ref)
 {
 	size_t n1 = 0, n2 = 0;
-	const int *t1, *t2;
+	int t1[CHAN_HARD_MAX_HANDLES], t2[CHAN_HARD_MAX_HANDLES];
 
 	if (!m || !ref || !hu_value_equal(chan_msg_root(m), chan_msg_root(ref)))
 		return 0;
-	t1 = chan_msg_handles(m, &n1);
-	t2 = chan_msg_handles(ref, &n2);
+	n1 = hu_handles(m, t1);
+	n2 = hu_handles(ref, t2);
 	if (n1 != n2)
 		return 0;
 	for (size_t i = 0; i < n1; i++)
@@ -362,11 +362,11 @@ test_alloc_decode(void)
 	for (n = 1;; n++) {
 		struct hook h;
 		int dup[4], before = hu_count_fds(), r;
-		const int *tab;
+		int tab[CHAN_HARD_MAX_HANDLES];
 		size_t nt = 0;
 		chan_msg *m = NULL;
 
-		tab = chan_msg_handles(ref, &nt);
+		nt = hu_handles(ref, tab);
 		REQUIRE(nt == 4);
 		for (size_t i = 0; i < 4; i++)
 			dup[i] = fcntl(tab[i], F_DUPFD_CLOEXEC, 3);
@@ -427,10 +427,12 @@ test_alloc_encode_handle_table(void)
 			l = chan_list(m);
 			chan_list_append(l, chan_bytes(m, "", 0));
 			chan_list_append(l, chan_bytes(m, fds, pad > sizeof(fds) ? 0 : pad));
+			/* lists: past 64 of them the encoder's scratch (their
+			 * sizes, one slot each) grows through the allocator */
 			for (size_t i = 0; i < pad; i++)
-				chan_list_append(l, chan_null(m));
+				chan_list_append(l, chan_list(m));
 			for (size_t i = 0; i < nh; i++)
-				chan_list_append(l, chan_handle(m, CHAN_KIND_FD, fds[0]));
+				chan_list_append(l, chan_handle_copy(m, CHAN_KIND_FD, fds[0]));
 			chan_msg_set_root(m, l);
 			REQUIRE(chan_msg_error(m) == 0);
 			REQUIRE(chan_encoded_size(m, &need) == 0);
@@ -450,7 +452,7 @@ test_alloc_encode_handle_table(void)
 			CHECK(h.live == 0);
 		}
 	}
-	note("the handle table's allocation failed %ld times", hits);
+	note("the encoder's scratch allocation failed %ld times", hits);
 	CHECK(hits > 0);
 	close_all(fds, 2);
 }
@@ -475,7 +477,7 @@ dense_frame(size_t nmaps, int fd, size_t *len, chan_msg **ret_ref)
 		}
 		chan_list_append(l, map);
 	}
-	chan_list_append(l, chan_handle(m, CHAN_KIND_FD, fd));
+	chan_list_append(l, chan_handle_copy(m, CHAN_KIND_FD, fd));
 	chan_msg_set_root(m, l);
 	f = encode(m, len);
 	*ret_ref = m;
@@ -541,16 +543,16 @@ test_alloc_decode_dense(void)
 				_exit(chan_conn_send(a, ref, -1) == 0 ? 0 : 1);
 			chan_conn_free(a);
 			alloc_arm(n);
-			r = chan_conn_recv(b, &got, -1);
+			r = chan_conn_recv(b, -1, &got);
 			alloc_disarm();
 			if (alloc_failed) {
 				CHECK_ERR(r, CHAN_E_NO_MEMORY);
-				r = chan_conn_recv(b, &got, -1);
+				r = chan_conn_recv(b, -1, &got);
 			}
 			CHECK_ERR(r, 0);
 			CHECK(same_msg(got, ref));
 			chan_msg_free(got);
-			CHECK_ERR(chan_conn_recv(b, &got, -1), CHAN_E_CONNECTION_CLOSED);
+			CHECK_ERR(chan_conn_recv(b, -1, &got), CHAN_E_CONNECTION_CLOSED);
 			chan_conn_free(b);
 			CHECK(h.live == 0);
 			{
@@ -596,11 +598,11 @@ test_alloc_send(void)
 			CHECK_ERR(r, CHAN_E_NO_MEMORY);
 			CHECK(inj_stats()->bytes_sent == 0);
 			CHECK(!chan_conn_pending(a));
-			CHECK_ERR(chan_conn_recv(b, &got, 0), CHAN_E_WOULD_BLOCK);
+			CHECK_ERR(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
 			r = chan_conn_send(a, ref, -1); /* still usable */
 		}
 		CHECK_ERR(r, 0);
-		CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+		CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 		CHECK(same_msg(got, ref));
 		chan_msg_free(got);
 		CHECK(hu_count_fds() == before);
@@ -642,13 +644,13 @@ test_alloc_recv(void)
 		REQUIRE(chan_conn_send(a, ref2, -1) == 0);
 		before = hu_count_fds();
 		alloc_arm(n);
-		r = chan_conn_recv(b, &got, -1);
+		r = chan_conn_recv(b, -1, &got);
 		alloc_disarm();
 		if (alloc_failed) {
 			CHECK_ERR(r, CHAN_E_NO_MEMORY);
 			/* a local error: the retry gets the same frame, with its
 			 * fds (F1), and the next one follows */
-			r = chan_conn_recv(b, &got, 0);
+			r = chan_conn_recv(b, 0, &got);
 			CHECK_ERR(r, 0);
 			CHECK(same_msg(got, ref));
 		} else {
@@ -657,7 +659,7 @@ test_alloc_recv(void)
 		}
 		chan_msg_free(got);
 		got = NULL;
-		CHECK_ERR(chan_conn_recv(b, &got, 0), 0);
+		CHECK_ERR(chan_conn_recv(b, 0, &got), 0);
 		CHECK(same_msg(got, ref2));
 		chan_msg_free(got);
 		got = NULL;
@@ -733,19 +735,19 @@ test_alloc_conn_from_value(void)
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	for (n = 1;; n++) {
 		chan_msg *m = chan_msg_new(NULL);
-		chan_value *h = chan_handle(m, CHAN_KIND_CONN, sv[0]);
+		chan_value *h = chan_handle_copy(m, CHAN_KIND_CONN, sv[0]);
 		chan_conn *c = NULL;
-		int fd = chan_value_fd(h), r, before = hu_count_fds();
+		int fd = hu_value_fd(h), r, before = hu_count_fds();
 
 		alloc_arm(n);
-		r = chan_conn_from_value(h, &c);
+		r = chan_conn_move_from_value(h, &c);
 		alloc_disarm();
 		if (alloc_failed) {
 			CHECK_ERR(r, CHAN_E_NO_MEMORY);
-			CHECK(chan_value_fd(h) == fd && hu_fd_is_open(fd));
+			CHECK(hu_value_fd(h) == fd && hu_fd_is_open(fd));
 		} else {
 			CHECK_ERR(r, 0);
-			CHECK(chan_value_fd(h) == -1 && chan_conn_fd(c) == fd);
+			CHECK(hu_value_fd(h) == -1 && chan_conn_borrow_fd(c) == fd);
 		}
 		chan_conn_free(c);
 		chan_msg_free(m);
@@ -780,9 +782,9 @@ test_alloc_move_apis(void)
 		alloc_arm(n);
 		m = chan_msg_new(&h.a);
 		list = chan_list(m);
-		v1 = chan_handle_take(m, CHAN_KIND_FD, p[0]);
+		v1 = chan_handle_move(m, CHAN_KIND_FD, p[0]);
 		keep = a;
-		v2 = chan_conn_handle(m, &a);
+		v2 = chan_handle_move_conn(m, &a);
 		alloc_disarm();
 		failed = alloc_failed != 0;
 		if (!v1)
@@ -884,7 +886,7 @@ test_send_short_writes(void)
 
 				REQUIRE(chan_conn_pair(&a, &b) == 0);
 				before = hu_count_fds();
-				s.fd = chan_conn_fd(a);
+				s.fd = chan_conn_borrow_fd(a);
 				inj_reset();
 				arm(plan_script, &s);
 				r = chan_conn_send(a, ref, timeout);
@@ -900,10 +902,10 @@ test_send_short_writes(void)
 				CHECK(!chan_conn_pending(a));
 				CHECK(inj_stats()->bytes_sent == (long)len);
 				CHECK(inj_stats()->fds_sent == (long)nf);
-				CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+				CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 				CHECK(same_msg(got, ref));
 				chan_msg_free(got);
-				CHECK_ERR(chan_conn_recv(b, &got, 0), CHAN_E_WOULD_BLOCK);
+				CHECK_ERR(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
 				CHECK(hu_count_fds() == before);
 				chan_conn_free(a);
 				chan_conn_free(b);
@@ -927,7 +929,7 @@ test_send_pending_then_next(void)
 	struct script s = {INJ_SENDMSG, -1, {LIMIT(5), FAIL(EAGAIN)}, 2, 0, PASS};
 
 	REQUIRE(chan_conn_pair(&a, &b) == 0);
-	s.fd = chan_conn_fd(a);
+	s.fd = chan_conn_borrow_fd(a);
 	arm(plan_script, &s);
 	inj_reset();
 	CHECK_ERR(chan_conn_send(a, m1, 0), 0);
@@ -935,10 +937,10 @@ test_send_pending_then_next(void)
 	CHECK_ERR(chan_conn_send(a, m2, -1), 0);
 	inj_set_plan(NULL, NULL);
 	CHECK(!chan_conn_pending(a));
-	CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+	CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 	CHECK(same_msg(got, m1));
 	chan_msg_free(got);
-	CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+	CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 	CHECK(same_msg(got, m2));
 	chan_msg_free(got);
 	chan_conn_free(a);
@@ -960,21 +962,21 @@ test_send_nothing_written(void)
 	open_pipes(fds, 1);
 	ref = sample(NULL, 41, 10, fds, 1, -1);
 	REQUIRE(chan_conn_pair(&a, &b) == 0);
-	s.fd = chan_conn_fd(a);
+	s.fd = chan_conn_borrow_fd(a);
 	inj_reset();
 	arm(plan_script, &s);
 	CHECK_ERR(chan_conn_send(a, ref, 0), CHAN_E_WOULD_BLOCK);
 	CHECK_ERR(chan_conn_send(a, ref, 20), CHAN_E_TIMEOUT);
 	inj_set_plan(NULL, NULL);
 	CHECK(inj_stats()->bytes_sent == 0 && !chan_conn_pending(a));
-	CHECK_ERR(chan_conn_recv(b, &got, 0), CHAN_E_WOULD_BLOCK);
+	CHECK_ERR(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
 	/* poll itself says "not yet" until the deadline */
-	p.fd = chan_conn_fd(b);
+	p.fd = chan_conn_borrow_fd(b);
 	arm(plan_script, &p);
-	CHECK_ERR(chan_conn_recv(b, &got, 20), CHAN_E_TIMEOUT);
+	CHECK_ERR(chan_conn_recv(b, 20, &got), CHAN_E_TIMEOUT);
 	inj_set_plan(NULL, NULL);
 	CHECK_ERR(chan_conn_send(a, ref, -1), 0);
-	CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+	CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 	CHECK(same_msg(got, ref));
 	chan_msg_free(got);
 	chan_conn_free(a);
@@ -1002,7 +1004,7 @@ test_send_first_call_errors(void)
 
 		REQUIRE(chan_conn_pair(&a, &b) == 0);
 		before = hu_count_fds();
-		s.fd = chan_conn_fd(a);
+		s.fd = chan_conn_borrow_fd(a);
 		inj_reset();
 		arm(plan_script, &s);
 		errno = 0;
@@ -1014,7 +1016,7 @@ test_send_first_call_errors(void)
 			CHECK_ERR(r, CHAN_E_SYSTEM);
 			CHECK(errno == errs[i]);
 			CHECK_ERR(chan_conn_send(a, ref, -1), 0);
-			CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+			CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 			CHECK(same_msg(got, ref));
 			chan_msg_free(got);
 		}
@@ -1051,15 +1053,15 @@ test_send_fatal_mid_frame(void)
 
 		REQUIRE(chan_conn_pair(&a, &b) == 0);
 		before = hu_count_fds();
-		s.fd = chan_conn_fd(a);
+		s.fd = chan_conn_borrow_fd(a);
 		arm(plan_script, &s);
 		CHECK_ERR(chan_conn_send(a, ref, -1), want);
 		CHECK_ERR(chan_conn_send(a, ref, -1), want);
 		CHECK_ERR(chan_conn_flush(a, -1), want);
 		inj_set_plan(NULL, NULL);
 		chan_conn_free(a);
-		CHECK_ERR(chan_conn_recv(b, &got, -1), CHAN_E_TRUNCATED);
-		CHECK_ERR(chan_conn_recv(b, &got, -1), CHAN_E_TRUNCATED);
+		CHECK_ERR(chan_conn_recv(b, -1, &got), CHAN_E_TRUNCATED);
+		CHECK_ERR(chan_conn_recv(b, -1, &got), CHAN_E_TRUNCATED);
 		CHECK(hu_count_fds() == before - 1);
 		chan_conn_free(b);
 	}
@@ -1080,31 +1082,31 @@ test_poll_errors(void)
 
 	REQUIRE(chan_conn_pair(&a, &b) == 0);
 	/* send: EAGAIN, then poll EINTR (retried), then through */
-	s.fd = chan_conn_fd(a);
+	s.fd = chan_conn_borrow_fd(a);
 	arm(plan_script, &s);
 	CHECK_ERR(chan_conn_send(a, ref, -1), 0);
 	/* recv with nothing there: poll EINTR is retried; ENOMEM is SYSTEM */
-	p.fd = chan_conn_fd(b);
+	p.fd = chan_conn_borrow_fd(b);
 	p.step[0] = FAIL(ENOMEM);
 	arm(plan_script, &p);
 	inj_reset();
-	CHECK_ERR(chan_conn_recv(b, &got, -1), 0); /* data is there: no poll */
+	CHECK_ERR(chan_conn_recv(b, -1, &got), 0); /* data is there: no poll */
 	CHECK(same_msg(got, ref));
 	chan_msg_free(got);
 	inj_reset();
 	errno = 0;
 	/* (a finite timeout: with -1 the call blocks in recvmsg, no poll) */
-	CHECK_ERR(chan_conn_recv(b, &got, 1000), CHAN_E_SYSTEM);
+	CHECK_ERR(chan_conn_recv(b, 1000, &got), CHAN_E_SYSTEM);
 	CHECK(errno == ENOMEM);
 	p.step[0] = FAIL(EINTR);
 	p.step[1] = (struct inj_action){INJ_TIMEOUT, 0, 0};
 	p.nsteps = 2;
 	inj_reset();
-	CHECK_ERR(chan_conn_recv(b, &got, 10), CHAN_E_TIMEOUT);
+	CHECK_ERR(chan_conn_recv(b, 10, &got), CHAN_E_TIMEOUT);
 	CHECK(inj_stats()->calls[INJ_POLL] >= 2);
 	inj_set_plan(NULL, NULL);
 	CHECK_ERR(chan_conn_send(a, ref, -1), 0);
-	CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+	CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 	CHECK(same_msg(got, ref));
 	chan_msg_free(got);
 	chan_conn_free(a);
@@ -1172,33 +1174,33 @@ test_recv_faults_every_offset(void)
 			before = hu_count_fds();
 			switch (mode) {
 			case 0: /* EINTR then EAGAIN: both retried inside */
-				script_read_to(&s, chan_conn_fd(b), k, FAIL(EINTR), FAIL(EAGAIN));
+				script_read_to(&s, chan_conn_borrow_fd(b), k, FAIL(EINTR), FAIL(EAGAIN));
 				break;
 			case 1: /* EAGAIN with timeout 0: WOULD_BLOCK */
-				script_read_to(&s, chan_conn_fd(b), k, FAIL(EAGAIN), PASS);
+				script_read_to(&s, chan_conn_borrow_fd(b), k, FAIL(EAGAIN), PASS);
 				break;
 			case 2: /* EMFILE / ENFILE from recvmsg */
-				script_read_to(&s, chan_conn_fd(b), k,
+				script_read_to(&s, chan_conn_borrow_fd(b), k,
 					       FAIL(k & 1 ? EMFILE : ENFILE), PASS);
 				break;
 			default: /* ECONNRESET: the stream ends here */
-				script_read_to(&s, chan_conn_fd(b), k, FAIL(ECONNRESET), PASS);
+				script_read_to(&s, chan_conn_borrow_fd(b), k, FAIL(ECONNRESET), PASS);
 				break;
 			}
 			inj_reset();
 			arm(plan_script, &s);
 			errno = 0;
-			r = chan_conn_recv(b, &got, mode == 0 ? -1 : 0);
+			r = chan_conn_recv(b, mode == 0 ? -1 : 0, &got);
 			if (mode == 1) {
 				CHECK_ERR(r, CHAN_E_WOULD_BLOCK);
-				r = chan_conn_recv(b, &got, -1);
+				r = chan_conn_recv(b, -1, &got);
 			} else if (mode == 2) {
 				CHECK_ERR(r, CHAN_E_SYSTEM);
 				CHECK(errno == (k & 1 ? EMFILE : ENFILE));
-				r = chan_conn_recv(b, &got, -1);
+				r = chan_conn_recv(b, -1, &got);
 			} else if (mode == 3) {
 				CHECK_ERR(r, k == 0 ? CHAN_E_CONNECTION_CLOSED : CHAN_E_TRUNCATED);
-				CHECK_ERR(chan_conn_recv(b, &got, 0), r);
+				CHECK_ERR(chan_conn_recv(b, 0, &got), r);
 				CHECK(hu_count_fds() == before); /* fds of the frame closed */
 			}
 			inj_set_plan(NULL, NULL);
@@ -1238,12 +1240,12 @@ test_recv_one_byte_reads(void)
 	REQUIRE(chan_conn_send(a, ref, -1) == 0);
 	memset(&s, 0, sizeof(s));
 	s.fn = INJ_RECVMSG;
-	s.fd = chan_conn_fd(b);
+	s.fd = chan_conn_borrow_fd(b);
 	s.use_tail = 1;
 	s.tail = LIMIT(1);
 	inj_reset();
 	arm(plan_script, &s);
-	CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+	CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 	inj_set_plan(NULL, NULL);
 	CHECK(inj_stats()->calls[INJ_RECVMSG] == (long)len);
 	CHECK(same_msg(got, ref));
@@ -1273,17 +1275,17 @@ test_recv_ctrunc(void)
 	before = hu_count_fds();
 	memset(&s, 0, sizeof(s));
 	s.fn = INJ_RECVMSG;
-	s.fd = chan_conn_fd(b);
+	s.fd = chan_conn_borrow_fd(b);
 	s.step[0] = (struct inj_action){INJ_CTRL, 0, CMSG_SPACE(sizeof(int))};
 	s.nsteps = 1;
 	inj_reset();
 	arm(plan_script, &s);
-	CHECK_ERR(chan_conn_recv(b, &got, -1), CHAN_E_HANDLES_TRUNCATED);
+	CHECK_ERR(chan_conn_recv(b, -1, &got), CHAN_E_HANDLES_TRUNCATED);
 	inj_set_plan(NULL, NULL);
 	/* some arrived (as many as the buffer held), and were closed */
 	CHECK(inj_stats()->fds_received >= 1 && inj_stats()->fds_received < 3);
 	CHECK(hu_count_fds() == before);
-	CHECK_ERR(chan_conn_recv(b, &got, -1), CHAN_E_HANDLES_TRUNCATED);
+	CHECK_ERR(chan_conn_recv(b, -1, &got), CHAN_E_HANDLES_TRUNCATED);
 	chan_conn_free(a);
 	chan_conn_free(b);
 	chan_msg_free(ref);
@@ -1327,12 +1329,12 @@ test_recv_rlimit_nofile(void)
 		rl.rlim_max = 4096;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			_exit(3);
-		r = chan_conn_recv(b, &got, -1);
+		r = chan_conn_recv(b, -1, &got);
 		if (r != CHAN_E_HANDLES_TRUNCATED) {
 			fprintf(stderr, "[%s] child: got %s\n", current, chan_errname(r));
 			_exit(1);
 		}
-		if (hu_count_fds() != n || chan_conn_recv(b, &got, 0) != r)
+		if (hu_count_fds() != n || chan_conn_recv(b, 0, &got) != r)
 			_exit(2);
 		_exit(0);
 	}
@@ -1364,7 +1366,7 @@ test_peer_close_every_offset(void)
 		chan_msg *got = NULL;
 
 		REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-		REQUIRE(chan_conn_from_fd(sv[1], &b) == 0);
+		REQUIRE(chan_conn_move_from_fd(sv[1], &b) == 0);
 		before = hu_count_fds();
 		if (k) {
 			union {
@@ -1385,17 +1387,17 @@ test_peer_close_every_offset(void)
 			REQUIRE(sendmsg(sv[0], &mh, MSG_NOSIGNAL) == (ssize_t)k);
 		}
 		close(sv[0]);
-		r = chan_conn_recv(b, &got, -1);
+		r = chan_conn_recv(b, -1, &got);
 		if (k == len) {
 			CHECK_ERR(r, 0);
 			CHECK(same_msg(got, ref));
 			chan_msg_free(got);
-			r = chan_conn_recv(b, &got, -1);
+			r = chan_conn_recv(b, -1, &got);
 			CHECK_ERR(r, CHAN_E_CONNECTION_CLOSED);
 		} else {
 			CHECK_ERR(r, k == 0 ? CHAN_E_CONNECTION_CLOSED : CHAN_E_TRUNCATED);
 		}
-		CHECK_ERR(chan_conn_recv(b, &got, 0), r);
+		CHECK_ERR(chan_conn_recv(b, 0, &got), r);
 		CHECK(hu_count_fds() == before - 1);
 		chan_conn_free(b);
 	}
@@ -1419,7 +1421,7 @@ test_recv_timeout_keeps_partial(void)
 	ref = sample(NULL, 131, 50, fds, 1, -1);
 	frame = encode(ref, &len);
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-	REQUIRE(chan_conn_from_fd(sv[1], &b) == 0);
+	REQUIRE(chan_conn_move_from_fd(sv[1], &b) == 0);
 	for (size_t k = 1; k < len; k += 1 + k / 4) {
 		union {
 			struct cmsghdr align;
@@ -1441,11 +1443,11 @@ test_recv_timeout_keeps_partial(void)
 			memcpy(CMSG_DATA(cm), fds, sizeof(int));
 			REQUIRE(sendmsg(sv[0], &mh, MSG_NOSIGNAL) == (ssize_t)k);
 		}
-		CHECK_ERR(chan_conn_recv(b, &got, 5), CHAN_E_TIMEOUT);
-		CHECK_ERR(chan_conn_recv(b, &got, 0), CHAN_E_WOULD_BLOCK);
+		CHECK_ERR(chan_conn_recv(b, 5, &got), CHAN_E_TIMEOUT);
+		CHECK_ERR(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
 		if (len - k)
 			REQUIRE(send(sv[0], frame + k, len - k, MSG_NOSIGNAL) == (ssize_t)(len - k));
-		CHECK_ERR(chan_conn_recv(b, &got, -1), 0);
+		CHECK_ERR(chan_conn_recv(b, -1, &got), 0);
 		CHECK(same_msg(got, ref));
 		chan_msg_free(got);
 		got = NULL;
@@ -1477,7 +1479,7 @@ test_metadata_faults(void)
 	inj_reset();
 	arm(inj_plan_fail_nth, &f);
 	errno = 0;
-	CHECK(chan_handle(m, CHAN_KIND_FD, sv[0]) == NULL);
+	CHECK(chan_handle_copy(m, CHAN_KIND_FD, sv[0]) == NULL);
 	inj_set_plan(NULL, NULL);
 	CHECK_ERR(chan_msg_error(m), CHAN_E_SYSTEM);
 	CHECK(errno == EMFILE);
@@ -1489,7 +1491,7 @@ test_metadata_faults(void)
 	m = chan_msg_new(NULL);
 	arm(inj_plan_fail_nth, &f);
 	inj_reset();
-	CHECK(chan_handle(m, CHAN_KIND_CONN, sv[0]) == NULL);
+	CHECK(chan_handle_copy(m, CHAN_KIND_CONN, sv[0]) == NULL);
 	inj_set_plan(NULL, NULL);
 	CHECK_ERR(chan_msg_error(m), CHAN_E_SYSTEM);
 	chan_msg_free(m);
@@ -1508,7 +1510,7 @@ test_metadata_faults(void)
 		inj_set_plan(NULL, NULL);
 		CHECK(r == 0 || r == CHAN_E_SYSTEM);
 		if (r == 0) {
-			chan_msg_set_root(self, chan_handle(self, CHAN_KIND_CONN, chan_conn_fd(a)));
+			chan_msg_set_root(self, chan_handle_copy(self, CHAN_KIND_CONN, chan_conn_borrow_fd(a)));
 			CHECK_ERR(chan_conn_send(a, self, -1), CHAN_E_SELF_SEND);
 			CHECK_ERR(chan_conn_send(b, self, -1), CHAN_E_SELF_SEND);
 			chan_conn_free(a);
@@ -1579,34 +1581,42 @@ test_setup_faults(void)
 	CHECK(cred.pid == getpid());
 	/* POLLNVAL from poll while waiting */
 	{
-		struct script sc = {INJ_POLL, chan_conn_fd(s),
+		struct script sc = {INJ_POLL, chan_conn_borrow_fd(s),
 				    {{INJ_REVENTS, 0, POLLNVAL}}, 1, 0, PASS};
 		chan_msg *got = NULL;
 
 		arm(plan_script, &sc);
 		errno = 0;
-		CHECK_ERR(chan_conn_recv(s, &got, 1000), CHAN_E_SYSTEM);
+		CHECK_ERR(chan_conn_recv(s, 1000, &got), CHAN_E_SYSTEM);
 		CHECK(errno == EBADF);
 		inj_set_plan(NULL, NULL);
 	}
 	chan_conn_free(c);
 	chan_conn_free(s);
 	chan_listener_free(l);
-	/* the conn check's second getsockopt (SO_TYPE) */
+	/* the conn check: getpeername, getsockopt(SO_TYPE), then fstat for
+	 * the socket's identity; each failure fails the check (SYSTEM) */
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-	m = chan_msg_new(NULL);
-	f = (struct inj_fail_nth){INJ_GETSOCKOPT, 2, ENOBUFS};
-	arm(inj_plan_fail_nth, &f);
-	CHECK(chan_handle(m, CHAN_KIND_CONN, sv[0]) == NULL);
-	inj_set_plan(NULL, NULL);
-	CHECK_ERR(chan_msg_error(m), CHAN_E_SYSTEM);
-	chan_msg_free(m);
-	/* chan_handle_take of a closed fd takes nothing */
+	{
+		static const enum inj_fn steps[] = {INJ_GETPEERNAME, INJ_GETSOCKOPT, INJ_FSTAT};
+
+		for (size_t i = 0; i < 3; i++) {
+			m = chan_msg_new(NULL);
+			f = (struct inj_fail_nth){steps[i], 1, ENOBUFS};
+			arm(inj_plan_fail_nth, &f);
+			CHECK(chan_handle_copy(m, CHAN_KIND_CONN, sv[0]) == NULL);
+			inj_set_plan(NULL, NULL);
+			CHECK(inj_stats()->injected[steps[i]] == 1);
+			CHECK_ERR(chan_msg_error(m), CHAN_E_SYSTEM);
+			chan_msg_free(m);
+		}
+	}
+	/* chan_handle_move of a closed fd takes nothing */
 	REQUIRE(pipe2(p, O_CLOEXEC) == 0);
 	close(p[0]);
 	m = chan_msg_new(NULL);
-	CHECK(chan_handle_take(m, CHAN_KIND_FD, p[0]) == NULL);
-	CHECK_ERR(chan_msg_error(m), CHAN_E_SYSTEM);
+	CHECK(chan_handle_move(m, CHAN_KIND_FD, p[0]) == NULL);
+	CHECK_ERR(chan_msg_error(m), CHAN_E_INVALID_ARGUMENT);
 	chan_msg_free(m);
 	close(p[1]);
 	close(sv[0]);
@@ -1634,7 +1644,7 @@ test_sock_diag_faults(void)
 		REQUIRE(chan_listen(path, &l) == 0);
 		REQUIRE(chan_connect(path, &c) == 0);
 		REQUIRE(chan_listener_accept(l, -1, &s) == 0);
-		chan_msg_set_root(m, chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(s)));
+		chan_msg_set_root(m, chan_handle_copy(m, CHAN_KIND_CONN, chan_conn_borrow_fd(s)));
 		works = chan_conn_send(c, m, -1) == CHAN_E_SELF_SEND;
 		chan_msg_free(m);
 		chan_conn_free(c);
@@ -1654,8 +1664,8 @@ test_sock_diag_faults(void)
 		REQUIRE(chan_listen(path, &l) == 0);
 		REQUIRE(chan_connect(path, &c) == 0);
 		REQUIRE(chan_listener_accept(l, -1, &s) == 0);
-		chan_msg_set_root(m1, chan_handle(m1, CHAN_KIND_CONN, other[0]));
-		chan_msg_set_root(m2, chan_handle(m2, CHAN_KIND_CONN, chan_conn_fd(s)));
+		chan_msg_set_root(m1, chan_handle_copy(m1, CHAN_KIND_CONN, other[0]));
+		chan_msg_set_root(m2, chan_handle_copy(m2, CHAN_KIND_CONN, chan_conn_borrow_fd(s)));
 		before = hu_count_fds();
 		inj_reset();
 		arm(inj_plan_fail_nth, &f);
@@ -1663,7 +1673,7 @@ test_sock_diag_faults(void)
 		inj_set_plan(NULL, NULL);
 		CHECK(inj_stats()->injected[fns[i]] == 1 || !works);
 		CHECK(hu_count_fds() == before); /* the netlink socket is closed */
-		CHECK_ERR(chan_conn_recv(s, &got, -1), 0);
+		CHECK_ERR(chan_conn_recv(s, -1, &got), 0);
 		chan_msg_free(got);
 		chan_msg_free(m1);
 		chan_msg_free(m2);
@@ -1692,7 +1702,7 @@ sock_diag_available(const char *path)
 	if (chan_listen(path, &l) || chan_connect(path, &c) ||
 	    chan_listener_accept(l, -1, &s))
 		abort();
-	chan_msg_set_root(m, chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(s)));
+	chan_msg_set_root(m, chan_handle_copy(m, CHAN_KIND_CONN, chan_conn_borrow_fd(s)));
 	works = chan_conn_send(c, m, -1) == CHAN_E_SELF_SEND;
 	chan_msg_free(m);
 	chan_conn_free(c);
@@ -1722,9 +1732,9 @@ test_finding_f1_recv_nomem_keeps_frame(void)
 	REQUIRE(chan_conn_send(a, ref, -1) == 0);
 	alloc_seq = 0;
 	alloc_fail_at = 1; /* the hook's first allocation: the message */
-	CHECK_ERR(chan_conn_recv(b, &got, 0), CHAN_E_NO_MEMORY);
+	CHECK_ERR(chan_conn_recv(b, 0, &got), CHAN_E_NO_MEMORY);
 	alloc_fail_at = 0;
-	r = chan_conn_recv(b, &got, 0);
+	r = chan_conn_recv(b, 0, &got);
 	CHECK_ERR(r, 0); /* WOULD_BLOCK today: the frame is gone */
 	CHECK(r == 0 && same_msg(got, ref));
 	chan_msg_free(got);
@@ -1760,18 +1770,18 @@ test_finding_f2_sock_diag_transient(void)
 	REQUIRE(chan_listen(path, &l) == 0);
 	REQUIRE(chan_connect(path, &c) == 0);
 	REQUIRE(chan_listener_accept(l, -1, &s) == 0);
-	chan_msg_set_root(m1, chan_handle(m1, CHAN_KIND_CONN, other[0]));
-	chan_msg_set_root(m2, chan_handle(m2, CHAN_KIND_CONN, chan_conn_fd(s)));
+	chan_msg_set_root(m1, chan_handle_copy(m1, CHAN_KIND_CONN, other[0]));
+	chan_msg_set_root(m2, chan_handle_copy(m2, CHAN_KIND_CONN, chan_conn_borrow_fd(s)));
 	arm(inj_plan_fail_nth, &f);
 	CHECK_ERR(chan_conn_send(c, m1, -1), 0); /* lookup fails once */
 	inj_set_plan(NULL, NULL);
-	CHECK_ERR(chan_conn_recv(s, &got, -1), 0);
+	CHECK_ERR(chan_conn_recv(s, -1, &got), 0);
 	chan_msg_free(got);
 	got = NULL;
 	r = chan_conn_send(c, m2, -1); /* sock_diag works again */
 	CHECK_ERR(r, CHAN_E_SELF_SEND);
 	if (r == 0)
-		CHECK_ERR(chan_conn_recv(s, &got, -1), CHAN_E_SELF_SEND);
+		CHECK_ERR(chan_conn_recv(s, -1, &got), CHAN_E_SELF_SEND);
 	chan_msg_free(m1);
 	chan_msg_free(m2);
 	chan_conn_free(c);
@@ -1784,19 +1794,25 @@ test_finding_f2_sock_diag_transient(void)
 /* F3: when fstat fails on a handle's descriptor (here ENOMEM), the send-side
  * self-send check skips it as "not a socket": a connection's own endpoint
  * goes out over itself (SPEC.md §10.6 rule 1: MUST check the first case
- * always).  Expected: SELF_SEND, or SYSTEM (the check could not be made). */
+ * always).  Expected: SELF_SEND, or SYSTEM (the check could not be made).
+ * A connection made by connect() learns its identity when first needed:
+ * that fstat is the one that fails here. */
 static void
 test_finding_f3_self_send_fstat_fails_open(void)
 {
 	chan_conn *a = NULL, *b = NULL;
+	chan_listener *l = NULL;
 	chan_msg *m = chan_msg_new(NULL), *got = NULL;
 	struct inj_fail_nth f = {INJ_FSTAT, 1, ENOMEM};
+	char name[64];
 	int r;
 
-	REQUIRE(chan_conn_pair(&a, &b) == 0);
-	chan_msg_set_root(m, chan_handle(m, CHAN_KIND_CONN, chan_conn_fd(a)));
+	snprintf(name, sizeof(name), "@chan-inject-f3-%d", (int)getpid());
+	REQUIRE(chan_listen(name, &l) == 0);
+	REQUIRE(chan_connect(name, &a) == 0);
+	REQUIRE(chan_listener_accept(l, 1000, &b) == 0);
+	chan_msg_set_root(m, chan_handle_borrow_conn(m, a));
 	REQUIRE(chan_msg_error(m) == 0);
-	CHECK_ERR(chan_conn_send(a, m, -1), CHAN_E_SELF_SEND); /* without a fault */
 	arm(inj_plan_fail_nth, &f);
 	r = chan_conn_send(a, m, -1);
 	inj_set_plan(NULL, NULL);
@@ -1804,12 +1820,14 @@ test_finding_f3_self_send_fstat_fails_open(void)
 	CHECK(r == CHAN_E_SELF_SEND || r == CHAN_E_SYSTEM);
 	if (r == 0) {
 		fprintf(stderr, "[%s] a connection's own endpoint was sent over it\n", current);
-		if (chan_conn_recv(b, &got, -1) == 0)
+		if (chan_conn_recv(b, -1, &got) == 0)
 			chan_msg_free(got);
 	}
+	CHECK_ERR(chan_conn_send(a, m, -1), CHAN_E_SELF_SEND); /* without a fault */
 	chan_msg_free(m);
 	chan_conn_free(a);
 	chan_conn_free(b);
+	chan_listener_free(l);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -139,20 +139,21 @@ take_reply(struct pending *p, int who, uint8_t *want)
 {
 	chan_msg *m = NULL;
 	const void *bytes;
+	int64_t seq, from;
 	size_t n = 0;
-	int r = chan_conn_recv(p->mine, &m, -1);
+	int r = chan_conn_recv(p->mine, -1, &m);
 
 	if (r < 0)
 		FAIL("producer %d: reply %ld: %s", who, p->seq, chan_errname(r));
 	fill(want, o.payload, p->seq, who);
-	bytes = chan_value_bytes(chan_map_get(chan_msg_root(m), "echo"), &n);
-	if (chan_value_int(chan_map_get(chan_msg_root(m), "seq")) != p->seq ||
-	    chan_value_int(chan_map_get(chan_msg_root(m), "producer")) != who ||
-	    !bytes || n != o.payload || memcmp(bytes, want, n) != 0)
+	if (chan_map_get_bytes(chan_msg_root(m), "echo", &bytes, &n) < 0 ||
+	    chan_map_get_int(chan_msg_root(m), "seq", &seq) < 0 || seq != p->seq ||
+	    chan_map_get_int(chan_msg_root(m), "producer", &from) < 0 || from != who ||
+	    n != o.payload || (n && memcmp(bytes, want, n) != 0))
 		FAIL("producer %d: reply %ld is not the answer to it", who, p->seq);
 	chan_msg_free(m);
 	/* the consumer freed its end: the reply connection ends */
-	r = chan_conn_recv(p->mine, &m, -1);
+	r = chan_conn_recv(p->mine, -1, &m);
 	if (r != CHAN_E_CONNECTION_CLOSED)
 		FAIL("producer %d: after reply %ld: %s, want CONNECTION_CLOSED", who,
 		     p->seq, chan_errname(r));
@@ -177,7 +178,7 @@ producer(int who)
 		FAIL("producer %d: out of memory", who);
 	if ((r = chan_connect(name, &c)) < 0)
 		FAIL("producer %d: connect: %s", who, chan_errname(r));
-	set_buffers(chan_conn_fd(c));
+	set_buffers(chan_conn_borrow_fd(c));
 	for (long seq = 0; seq < o.requests; seq++) {
 		chan_conn *mine = NULL, *theirs = NULL;
 		chan_msg *m = chan_msg_new(NULL);
@@ -192,7 +193,7 @@ producer(int who)
 		chan_map_put(root, "payload", chan_bytes(m, payload, o.payload));
 		/* the fresh endpoint moves into the request (no dup): once
 		 * sent and freed, only the consumer holds it */
-		chan_map_put(root, "reply_to", chan_conn_handle(m, &theirs));
+		chan_map_put(root, "reply_to", chan_handle_move_conn(m, &theirs));
 		if ((r = chan_msg_set_root(m, root)) < 0)
 			FAIL("producer %d: build: %s", who, chan_errname(r));
 		if (theirs)
@@ -263,24 +264,24 @@ answer(chan_msg *req, long *handled)
 {
 	chan_value *root = chan_msg_root(req), *to = chan_map_get(root, "reply_to");
 	const void *payload;
+	int64_t seq, from;
 	size_t n = 0;
 	chan_conn *rc = NULL;
 	chan_msg *m;
 	chan_value *rep;
 	int r;
 
-	payload = chan_value_bytes(chan_map_get(root, "payload"), &n);
-	if (!payload && n)
-		FAIL("consumer: request without payload");
-	if ((r = chan_conn_from_value(to, &rc)) < 0)
+	if (chan_map_get_bytes(root, "payload", &payload, &n) < 0 ||
+	    chan_map_get_int(root, "seq", &seq) < 0 || chan_map_get_int(root, "producer", &from) < 0)
+		FAIL("consumer: a request without payload, seq or producer");
+	if ((r = chan_conn_move_from_value(to, &rc)) < 0)
 		FAIL("consumer: reply_to: %s", chan_errname(r));
 	if (o.slow_us)
 		usleep((useconds_t)o.slow_us);
 	m = chan_msg_new(NULL);
 	rep = chan_map(m);
-	chan_map_put(rep, "seq", chan_int(m, chan_value_int(chan_map_get(root, "seq"))));
-	chan_map_put(rep, "producer",
-		     chan_int(m, chan_value_int(chan_map_get(root, "producer"))));
+	chan_map_put(rep, "seq", chan_int(m, seq));
+	chan_map_put(rep, "producer", chan_int(m, from));
 	chan_map_put(rep, "echo", chan_bytes(m, payload ? payload : "", n));
 	if ((r = chan_msg_set_root(m, rep)) < 0)
 		FAIL("consumer: build: %s", chan_errname(r));
@@ -307,12 +308,12 @@ consumer(chan_listener *l, int start_fds, pid_t *pids)
 	for (int i = 0; i < o.producers; i++) {
 		if ((r = chan_listener_accept(l, 60000, &c[i])) < 0)
 			FAIL("consumer: accept: %s", chan_errname(r));
-		set_buffers(chan_conn_fd(c[i]));
+		set_buffers(chan_conn_borrow_fd(c[i]));
 		open_conns++;
 	}
 	while (open_conns) {
 		for (int i = 0; i < o.producers; i++) {
-			pf[i].fd = c[i] ? chan_conn_fd(c[i]) : -1;
+			pf[i].fd = c[i] ? chan_conn_borrow_fd(c[i]) : -1;
 			pf[i].events = POLLIN;
 		}
 		if (poll(pf, (nfds_t)o.producers, 60000) <= 0)
@@ -323,7 +324,7 @@ consumer(chan_listener *l, int start_fds, pid_t *pids)
 			for (;;) {
 				chan_msg *req = NULL;
 
-				r = chan_conn_recv(c[i], &req, 0);
+				r = chan_conn_recv(c[i], 0, &req);
 				if (r == CHAN_E_WOULD_BLOCK)
 					break;
 				if (r == CHAN_E_CONNECTION_CLOSED) {

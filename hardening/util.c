@@ -135,7 +135,10 @@ hu_value_equal(const chan_value *a, const chan_value *b)
 	enum chan_type t = chan_value_type(a);
 	size_t na, nb, n;
 	const char *sa, *sb;
+	const void *pa, *pb;
 	double fa, fb;
+	int64_t ia, ib;
+	bool ba, bb;
 
 	if (!a || !b || t != chan_value_type(b))
 		return 0;
@@ -143,22 +146,22 @@ hu_value_equal(const chan_value *a, const chan_value *b)
 	case CHAN_NULL:
 		return 1;
 	case CHAN_BOOL:
-		return chan_value_bool(a) == chan_value_bool(b);
+		return chan_value_get_bool(a, &ba) == 0 && chan_value_get_bool(b, &bb) == 0 &&
+		       ba == bb;
 	case CHAN_INT:
-		return chan_value_int(a) == chan_value_int(b);
+		return chan_value_get_int(a, &ia) == 0 && chan_value_get_int(b, &ib) == 0 &&
+		       ia == ib;
 	case CHAN_FLOAT:
-		fa = chan_value_float(a);
-		fb = chan_value_float(b);
-		return memcmp(&fa, &fb, sizeof(fa)) == 0;
+		return chan_value_get_float(a, &fa) == 0 && chan_value_get_float(b, &fb) == 0 &&
+		       memcmp(&fa, &fb, sizeof(fa)) == 0;
 	case CHAN_STRING:
-		sa = chan_value_string(a, &na);
-		sb = chan_value_string(b, &nb);
-		return sa && sb && na == nb && memcmp(sa, sb, na) == 0 &&
-		       sa[na] == '\0' && sb[nb] == '\0';
+		return chan_value_get_string(a, &sa, &na) == 0 &&
+		       chan_value_get_string(b, &sb, &nb) == 0 && na == nb &&
+		       memcmp(sa, sb, na) == 0 && sa[na] == '\0' && sb[nb] == '\0';
 	case CHAN_BYTES:
-		sa = chan_value_bytes(a, &na);
-		sb = chan_value_bytes(b, &nb);
-		return sa && sb && na == nb && memcmp(sa, sb, na) == 0;
+		return chan_value_get_bytes(a, &pa, &na) == 0 &&
+		       chan_value_get_bytes(b, &pb, &nb) == 0 && na == nb &&
+		       (na == 0 || memcmp(pa, pb, na) == 0);
 	case CHAN_LIST:
 	case CHAN_MAP:
 		n = chan_value_count(a);
@@ -181,8 +184,8 @@ hu_value_equal(const chan_value *a, const chan_value *b)
 		}
 		return chan_value_at(a, n) == NULL && chan_value_at(b, n) == NULL;
 	case CHAN_HANDLE:
-		return chan_value_kind(a) == chan_value_kind(b) &&
-		       chan_value_handle_index(a) == chan_value_handle_index(b);
+		/* equal trees put their handles at equal wire positions */
+		return chan_value_kind(a) == chan_value_kind(b);
 	}
 	return 0;
 }
@@ -205,4 +208,22 @@ int
 hu_is_registry_error(int err)
 {
 	return err < 0 && chan_errname(err) != NULL;
+}
+
+size_t
+hu_handles(const chan_msg *msg, int *fds)
+{
+	size_t n = 0;
+
+	if (chan_msg_borrow_handles(msg, fds, CHAN_HARD_MAX_HANDLES, &n) < 0)
+		return 0;
+	return n;
+}
+
+int
+hu_value_fd(const chan_value *v)
+{
+	int fd;
+
+	return chan_value_borrow_fd(v, &fd) == 0 ? fd : -1;
 }

@@ -43,6 +43,11 @@ const char *hu_fd_type_name(enum hu_fd_type type);
  * kind and index); 0 otherwise.  Also checks the readers agree with each
  * other (chan_map_get finds every key at its position). */
 int hu_value_equal(const chan_value *a, const chan_value *b);
+/* The handle table of msg in wire order, borrowed, into fds (room for 253);
+ * returns the count (0 if msg cannot be walked). */
+size_t hu_handles(const chan_msg *msg, int *fds);
+/* The fd a handle value holds (borrowed); -1 if it has none. */
+int hu_value_fd(const chan_value *v);
 
 /* Resident set size in pages (/proc/self/statm), -1 on error. */
 long hu_rss_pages(void);

@@ -906,8 +906,10 @@ put_marker(FILE *out, const char *name, const char *text, int quoted,
 	putc('}', out);
 }
 
+/* Handles are numbered in the order the walk meets them: the wire order
+ * (SPEC.md §6.2), for a decoded message and for a built one alike. */
 static void
-render(FILE *out, const chan_value *v, int pretty, int level)
+render(FILE *out, const chan_value *v, int pretty, int level, uint32_t *next_handle)
 {
 	char buf[48];
 	size_t i, n;
@@ -982,7 +984,7 @@ render(FILE *out, const chan_value *v, int pretty, int level)
 			if (i)
 				putc(',', out);
 			newline(out, pretty, level + 1);
-			render(out, chan_value_at(v, i), pretty, level + 1);
+			render(out, chan_value_at(v, i), pretty, level + 1, next_handle);
 		}
 		if (n)
 			newline(out, pretty, level);
@@ -1002,15 +1004,14 @@ render(FILE *out, const chan_value *v, int pretty, int level)
 			put_string(out, klen > 0 && k[0] == '$' ? "$" : "", k,
 				   klen);
 			fputs(pretty ? ": " : ":", out);
-			render(out, chan_value_at(v, i), pretty, level + 1);
+			render(out, chan_value_at(v, i), pretty, level + 1, next_handle);
 		}
 		if (n)
 			newline(out, pretty, level);
 		putc('}', out);
 		break;
 	case CHAN_HANDLE:
-		snprintf(buf, sizeof(buf), "%" PRIu32,
-			 chan_value_handle_index(v));
+		snprintf(buf, sizeof(buf), "%" PRIu32, (*next_handle)++);
 		put_marker(out,
 			   chan_value_kind(v) == CHAN_KIND_CONN ? "$conn"
 								: "$fd",
@@ -1022,5 +1023,7 @@ render(FILE *out, const chan_value *v, int pretty, int level)
 void
 tf_render(FILE *out, const chan_value *v, int pretty)
 {
-	render(out, v, pretty, 0);
+	uint32_t next_handle = 0;
+
+	render(out, v, pretty, 0, &next_handle);
 }

@@ -7,6 +7,7 @@
  * failed on libchan 0.1 (or did not compile against it).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -485,7 +486,101 @@ test_buffer_grows_with_bytes(void)
 	CU_ASSERT_EQUAL(ta.live, 0);
 }
 
+/* One message, sent on four connections by four threads at once (run
+ * under ThreadSanitizer by `make test-tsan`): every receiver gets the same
+ * bytes and working descriptors, and the message is unchanged. */
+#define SENDERS 4
+#define ROUNDS 200
+
+struct sender {
+	const chan_msg *msg;
+	chan_conn *conn;
+	int err;
+};
+
+static void *
+send_many(void *arg)
+{
+	struct sender *s = arg;
+
+	for (int i = 0; i < ROUNDS && !s->err; i++)
+		s->err = chan_conn_send(s->conn, s->msg, LONG_MS);
+	return NULL;
+}
+
+static void *
+recv_many(void *arg)
+{
+	struct sender *s = arg;
+
+	for (int i = 0; i < ROUNDS && !s->err; i++) {
+		chan_msg *got = NULL;
+		const char *text;
+		int fd;
+
+		s->err = chan_conn_recv(s->conn, LONG_MS, &got);
+		if (!s->err)
+			s->err = chan_map_get_string(chan_msg_root(got), "text", &text, NULL);
+		if (!s->err && strcmp(text, "shared"))
+			s->err = CHAN_E_MALFORMED;
+		if (!s->err)
+			s->err = chan_value_borrow_fd(chan_map_get(chan_msg_root(got), "copied"), &fd);
+		if (!s->err && write(fd, "x", 1) != 1) /* the pipe's write end works */
+			s->err = CHAN_E_SYSTEM;
+		chan_msg_free(got);
+	}
+	return NULL;
+}
+
+static void
+test_one_message_many_threads(void)
+{
+	int p[2], before = chan_test_count_fds();
+	chan_conn *a[SENDERS], *b[SENDERS], *x, *y;
+	struct sender snd[SENDERS], rcv[SENDERS];
+	pthread_t ts[SENDERS], tr[SENDERS];
+	chan_msg *m = chan_msg_new(NULL);
+	chan_value *root = chan_map(m);
+	uint8_t frame0[256], frame1[256];
+	size_t n0 = 0, n1 = 0;
+	char sink[SENDERS * ROUNDS];
+
+	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
+	CU_ASSERT_FATAL(chan_conn_pair(&x, &y) == 0);
+	chan_map_put(root, "text", chan_string(m, "shared"));
+	chan_map_put(root, "copied", chan_handle_copy(m, CHAN_KIND_FD, p[1]));
+	chan_map_put(root, "borrowed", chan_handle_borrow(m, CHAN_KIND_FD, p[0]));
+	chan_map_put(root, "conn", chan_handle_borrow_conn(m, x));
+	CU_ASSERT_FATAL(chan_msg_set_root(m, root) == 0);
+	CU_ASSERT_FATAL(chan_encode(m, frame0, sizeof(frame0), &n0) == 0);
+	for (int i = 0; i < SENDERS; i++) {
+		CU_ASSERT_FATAL(chan_conn_pair(&a[i], &b[i]) == 0);
+		snd[i] = (struct sender){m, a[i], 0};
+		rcv[i] = (struct sender){NULL, b[i], 0};
+		CU_ASSERT_FATAL(pthread_create(&tr[i], NULL, recv_many, &rcv[i]) == 0);
+		CU_ASSERT_FATAL(pthread_create(&ts[i], NULL, send_many, &snd[i]) == 0);
+	}
+	for (int i = 0; i < SENDERS; i++) {
+		pthread_join(ts[i], NULL);
+		pthread_join(tr[i], NULL);
+		CU_ASSERT_EQUAL(snd[i].err, 0);
+		CU_ASSERT_EQUAL(rcv[i].err, 0);
+		chan_conn_free(a[i]);
+		chan_conn_free(b[i]);
+	}
+	CU_ASSERT_EQUAL(read(p[0], sink, sizeof(sink)), (ssize_t)sizeof(sink));
+	CU_ASSERT_FATAL(chan_encode(m, frame1, sizeof(frame1), &n1) == 0);
+	CU_ASSERT(n0 == n1 && !memcmp(frame0, frame1, n0)); /* unchanged */
+	chan_msg_free(m);
+	chan_conn_free(x);
+	chan_conn_free(y);
+	close(p[0]);
+	close(p[1]);
+	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
+}
+
 CU_TestInfo api_tests[] = {
+	{"one_message_many_threads", test_one_message_many_threads},
 	{"buffer_grows_with_bytes", test_buffer_grows_with_bytes},
 	{"events_follow_pending", test_events_follow_pending},
 	{"duplicate_key_poisons_the_chain", test_duplicate_key_poisons_the_chain},

@@ -24,9 +24,9 @@ from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, Chan
                       DepthExceeded, DuplicateKey, EmptyValue, FatalError, FrameError, HandleIndexOutOfOrder,
                       HandleIndexOutOfRange, HandleLimitExceeded, HandlesTruncated, InvalidArgument, InvalidJson,
                       InvalidKey, InvalidText, InvalidUtf8, LocalError, Malformed, MisattachedHandles, NoMemory,
-                      Noncanonical, PayloadTooLarge, ReservedFieldNonzero, SelfSend, System, Timeout, TooFewHandles,
+                      Noncanonical, NotFound, PayloadTooLarge, ReservedFieldNonzero, SelfSend, System, Timeout, TooFewHandles,
                       TooManyHandles, Truncated, UnknownField, UnknownHandleKind, UnreferencedHandle,
-                      UnsupportedVersion, WouldBlock, WrongHandleKind)
+                      UnsupportedVersion, WouldBlock, WrongHandleKind, WrongType)
 
 __version__ = "0.1.0"
 WIRE_VERSION = 1
@@ -42,5 +42,6 @@ __all__ = [
     "EmptyValue", "DepthExceeded", "InvalidUtf8", "DuplicateKey", "UnknownHandleKind", "WrongHandleKind",
     "HandleIndexOutOfRange", "HandleIndexOutOfOrder", "UnreferencedHandle", "HandlesTruncated",
     "MisattachedHandles", "SelfSend", "ConnectionClosed", "Timeout", "WouldBlock", "NoMemory", "System",
-    "InvalidArgument", "BufferTooSmall", "InvalidKey", "InvalidJson", "InvalidText",
+    "InvalidArgument", "BufferTooSmall", "InvalidKey", "InvalidJson", "InvalidText", "NotFound",
+    "WrongType",
 ]

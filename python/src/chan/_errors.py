@@ -49,6 +49,8 @@ REGISTRY: Tuple[Tuple[int, str, str, str], ...] = (
     (31, "INVALID_KEY", "4.1", "frame"),
     (32, "INVALID_JSON", "12.4", "local"),
     (33, "INVALID_TEXT", "12.4", "local"),
+    (34, "NOT_FOUND", "11.3", "local"),
+    (35, "WRONG_TYPE", "11.3", "local"),
 )
 
 
@@ -189,3 +191,5 @@ BufferTooSmall: Type[LocalError] = BY_NAME["BUFFER_TOO_SMALL"]  # type: ignore[a
 InvalidKey: Type[FrameError] = BY_NAME["INVALID_KEY"]  # type: ignore[assignment]
 InvalidJson: Type[LocalError] = BY_NAME["INVALID_JSON"]  # type: ignore[assignment]
 InvalidText: Type[LocalError] = BY_NAME["INVALID_TEXT"]  # type: ignore[assignment]
+NotFound: Type[LocalError] = BY_NAME["NOT_FOUND"]  # type: ignore[assignment]
+WrongType: Type[LocalError] = BY_NAME["WRONG_TYPE"]  # type: ignore[assignment]
