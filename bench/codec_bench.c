@@ -252,7 +252,7 @@ chan_build_repr(chan_msg *m)
 		put(meta, META_KEYS[i], chan_string(m, META_VALS[i]));
 	put(r, "meta", meta);
 	put(r, "blob", chan_bytes(m, blob, BLOB_LEN));
-	put(r, "fd", chan_handle(m, CHAN_KIND_FD, handle_fd));
+	put(r, "fd", chan_handle_copy(m, CHAN_KIND_FD, handle_fd));
 	(void)chan_msg_set_root(m, r);
 }
 
@@ -303,6 +303,94 @@ chan_build_depth(chan_msg *m)
 		v = map;
 	}
 	(void)chan_msg_set_root(m, v);
+}
+
+/* ---- chan: the same values through the writer (no tree) ---- */
+
+static void
+chan_write_repr(chan_writer *w)
+{
+	chan_writer_map_begin(w);
+	chan_writer_key(w, "name");
+	chan_writer_string(w, "sensor-17");
+	chan_writer_key(w, "kind");
+	chan_writer_string(w, "reading");
+	chan_writer_key(w, "id");
+	chan_writer_int(w, 1234567);
+	chan_writer_key(w, "seq");
+	chan_writer_int(w, -42);
+	chan_writer_key(w, "ratio");
+	chan_writer_float(w, 0.8125);
+	chan_writer_key(w, "ok");
+	chan_writer_bool(w, true);
+	chan_writer_key(w, "note");
+	chan_writer_null(w);
+	chan_writer_key(w, "samples");
+	chan_writer_list_begin(w);
+	for (int i = 0; i < N_SAMPLES; i++)
+		chan_writer_int(w, samples[i]);
+	chan_writer_list_end(w);
+	chan_writer_key(w, "meta");
+	chan_writer_map_begin(w);
+	for (int i = 0; i < 4; i++) {
+		chan_writer_key(w, META_KEYS[i]);
+		chan_writer_string(w, META_VALS[i]);
+	}
+	chan_writer_map_end(w);
+	chan_writer_key(w, "blob");
+	chan_writer_bytes(w, blob, BLOB_LEN);
+	chan_writer_key(w, "fd");
+	chan_writer_handle_borrow(w, CHAN_KIND_FD, handle_fd);
+	chan_writer_map_end(w);
+}
+
+static void
+chan_write_4k(chan_writer *w)
+{
+	chan_writer_list_begin(w);
+	for (int i = 0; i < N_RECORDS; i++) {
+		chan_writer_map_begin(w);
+		chan_writer_key(w, "id");
+		chan_writer_int(w, record_id(i));
+		chan_writer_key(w, "name");
+		chan_writer_string(w, record_names[i]);
+		chan_writer_key(w, "score");
+		chan_writer_float(w, record_score(i));
+		chan_writer_key(w, "tags");
+		chan_writer_list_begin(w);
+		for (int t = 0; t < 3; t++)
+			chan_writer_string(w, TAGS[(i + t) % 5]);
+		chan_writer_list_end(w);
+		chan_writer_map_end(w);
+	}
+	chan_writer_list_end(w);
+}
+
+static void
+chan_write_1m(chan_writer *w)
+{
+	chan_writer_bytes_borrow(w, big, BIG_LEN); /* the frame refers to it */
+}
+
+static void
+chan_write_list(chan_writer *w)
+{
+	chan_writer_list_begin(w);
+	for (int i = 0; i < N_INTS; i++)
+		chan_writer_int(w, ints[i]);
+	chan_writer_list_end(w);
+}
+
+static void
+chan_write_depth(chan_writer *w)
+{
+	for (int i = 0; i < N_NEST; i++) {
+		chan_writer_map_begin(w);
+		chan_writer_key(w, "k");
+	}
+	chan_writer_int(w, 42);
+	for (int i = 0; i < N_NEST; i++)
+		chan_writer_map_end(w);
 }
 
 /* ---- protobuf-c: the typed equivalents, built once ---- */
@@ -473,6 +561,7 @@ mp_pack_depth(msgpack_packer *pk)
 struct codec_case {
 	const char *name;
 	void (*chan_build)(chan_msg *m);
+	void (*chan_write)(chan_writer *w);
 	ProtobufCMessage *pb;
 	void (*mp_pack)(msgpack_packer *pk);
 	uint32_t cg_n; /* iterations under callgrind */
@@ -489,11 +578,11 @@ struct codec_case {
 };
 
 static struct codec_case cases[] = {
-	{.name = "repr", .chan_build = chan_build_repr, .pb = &pb_repr.base, .mp_pack = mp_pack_repr, .cg_n = 200},
-	{.name = "4k", .chan_build = chan_build_4k, .pb = &pb_records.base, .mp_pack = mp_pack_4k, .cg_n = 50},
-	{.name = "1m", .chan_build = chan_build_1m, .pb = &pb_blob.base, .mp_pack = mp_pack_1m, .cg_n = 3},
-	{.name = "list", .chan_build = chan_build_list, .pb = &pb_ints.base, .mp_pack = mp_pack_list, .cg_n = 2},
-	{.name = "depth", .chan_build = chan_build_depth, .pb = &pb_nest[0].base, .mp_pack = mp_pack_depth, .cg_n = 200},
+	{.name = "repr", .chan_build = chan_build_repr, .chan_write = chan_write_repr, .pb = &pb_repr.base, .mp_pack = mp_pack_repr, .cg_n = 200},
+	{.name = "4k", .chan_build = chan_build_4k, .chan_write = chan_write_4k, .pb = &pb_records.base, .mp_pack = mp_pack_4k, .cg_n = 50},
+	{.name = "1m", .chan_build = chan_build_1m, .chan_write = chan_write_1m, .pb = &pb_blob.base, .mp_pack = mp_pack_1m, .cg_n = 3},
+	{.name = "list", .chan_build = chan_build_list, .chan_write = chan_write_list, .pb = &pb_ints.base, .mp_pack = mp_pack_list, .cg_n = 2},
+	{.name = "depth", .chan_build = chan_build_depth, .chan_write = chan_write_depth, .pb = &pb_nest[0].base, .mp_pack = mp_pack_depth, .cg_n = 200},
 };
 
 static volatile size_t sink;
@@ -518,6 +607,22 @@ op_chan_build_encode(struct codec_case *c)
 	r = chan_encode(m, c->out, c->out_cap, &len);
 	chan_msg_free(m);
 	sink += len + (size_t)r;
+}
+
+/* The writer: reset, describe the value, the frame is complete in the
+ * writer (its size checked; chan_conn_send_writer sends it from there). */
+static chan_writer *writer;
+
+static void
+op_chan_write(struct codec_case *c)
+{
+	size_t len = 0, nfds = 0;
+	int r;
+
+	chan_writer_reset(writer);
+	c->chan_write(writer);
+	r = chan_writer_frame(writer, NULL, 0, NULL, 0, &len, &nfds);
+	sink += len + (size_t)(r == CHAN_E_BUFFER_TOO_SMALL);
 }
 
 static void
@@ -601,6 +706,7 @@ struct op {
 static const struct op ops[] = {
 	{"chan", "encode", op_chan_encode},
 	{"chan", "build+encode", op_chan_build_encode},
+	{"chan", "write", op_chan_write},
 	{"chan", "decode", op_chan_decode},
 	{"chan", "decode+pool", op_chan_decode_pool},
 	{"chan", "decode+borrow", op_chan_decode_borrow},
@@ -639,6 +745,22 @@ case_prepare(struct codec_case *c)
 	BENCH_CHECK(c->chan_frame);
 	r = chan_encode(c->msg, c->chan_frame, c->chan_len, &n);
 	BENCH_CHECK(r == 0 && n == c->chan_len);
+	/* the writer makes the very same frame, with the same handle table */
+	{
+		uint8_t *wf = malloc(c->chan_len);
+		int wfds[4], tfds[4];
+		size_t wl = 0, wn = 0, tn = 0;
+
+		if (!writer)
+			writer = chan_writer_new(NULL);
+		BENCH_CHECK(writer && wf);
+		chan_writer_reset(writer);
+		c->chan_write(writer);
+		BENCH_CHECK(chan_writer_frame(writer, wf, c->chan_len, wfds, 4, &wl, &wn) == 0);
+		BENCH_CHECK(wl == c->chan_len && memcmp(wf, c->chan_frame, wl) == 0);
+		BENCH_CHECK(chan_msg_borrow_handles(c->msg, tfds, 4, &tn) == 0 && tn == wn);
+		free(wf);
+	}
 
 	c->pb_len = protobuf_c_message_get_packed_size(c->pb);
 	c->pb_bytes = malloc(c->pb_len);
@@ -678,28 +800,34 @@ case_check(struct codec_case *c)
 	root = chan_msg_root(m);
 	if (!strcmp(c->name, "repr")) {
 		size_t blen = 0;
-		const void *b = chan_value_bytes(chan_map_get(root, "blob"), &blen);
+		const void *b = NULL;
 
+		BENCH_CHECK(chan_map_get_bytes(root, "blob", &b, &blen) == 0);
 		BENCH_CHECK(chan_value_count(root) == 11);
 		BENCH_CHECK(blen == BLOB_LEN && !memcmp(b, blob, BLOB_LEN));
 		BENCH_CHECK(chan_value_kind(chan_map_get(root, "fd")) == CHAN_KIND_FD);
 		BENCH_CHECK(chan_value_count(chan_map_get(root, "samples")) == N_SAMPLES);
 	} else if (!strcmp(c->name, "list")) {
 		BENCH_CHECK(chan_value_count(root) == N_INTS);
-		BENCH_CHECK(chan_value_int(chan_value_at(root, N_INTS - 1)) == N_INTS - 1);
+		int64_t last = -1;
+
+		BENCH_CHECK(chan_value_get_int(chan_value_at(root, N_INTS - 1), &last) == 0);
+		BENCH_CHECK(last == N_INTS - 1);
 	} else if (!strcmp(c->name, "1m")) {
 		size_t blen = 0;
-		const void *b = chan_value_bytes(root, &blen);
+		const void *b = NULL;
 
+		BENCH_CHECK(chan_value_get_bytes(root, &b, &blen) == 0);
 		BENCH_CHECK(blen == BIG_LEN && !memcmp(b, big, BIG_LEN));
 	} else if (!strcmp(c->name, "4k")) {
 		BENCH_CHECK(chan_value_count(root) == N_RECORDS);
 	} else if (!strcmp(c->name, "depth")) {
 		chan_value *v = root;
+		int64_t x = 0;
 
 		for (int i = 0; i < N_NEST; i++)
 			v = chan_map_get(v, "k");
-		BENCH_CHECK(chan_value_int(v) == 42);
+		BENCH_CHECK(chan_value_get_int(v, &x) == 0 && x == 42);
 	}
 	chan_msg_free(m);
 	m = NULL;

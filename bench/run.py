@@ -263,8 +263,8 @@ def render_md(headers, rows):
 CODEC_CASES = ["repr", "4k", "1m", "list", "depth"]
 DECODE_MALLOC_BOUND = 7  # chan_decode's documented bound (chan.h)
 # chan's operations and the baseline operation each is compared with.
-CODEC_OPS = (("encode", "encode"), ("build+encode", "encode"), ("decode", "decode"),
-             ("decode+pool", "decode"), ("decode+borrow", "decode"))
+CODEC_OPS = (("encode", "encode"), ("build+encode", "encode"), ("write", "encode"),
+             ("decode", "decode"), ("decode+pool", "decode"), ("decode+borrow", "decode"))
 CODEC_CASE_TEXT = {
     "repr": "representative map (11 entries, 1 handle)",
     "4k": "44 records (~4 KiB)",
@@ -461,6 +461,12 @@ def targets(res, cg, pins, pybench):
             x = rratio(res.get("codec", case, "chan", op), res.get("codec", case, "msgpack", base))
             ir = ratio(cg.get((case, "chan", op)), cg.get((case, "msgpack", base))) if cg else None
             add("codec %s vs msgpack-c" % op, case, x, 1.0, note=" (Ir %.2fx)" % ir if ir else "")
+    # issue 15 target 1: the writer (encode while building, handles borrowed)
+    for case in CODEC_CASES:
+        x = rratio(res.get("codec", case, "chan", "write"), res.get("codec", case, "msgpack", "encode"))
+        ir = ratio(cg.get((case, "chan", "write")), cg.get((case, "msgpack", "encode"))) if cg else None
+        add("codec write (chan_writer) vs msgpack-c encode", case, x, 1.0, 0.5,
+            note=" (Ir %.2fx)" % ir if ir else "")
     mallocs = [(case, res.get("codec", case, "chan", "decode")) for case in CODEC_CASES]
     mallocs = [(c, r["mallocs"]) for c, r in mallocs if r]
     if mallocs:

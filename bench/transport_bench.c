@@ -195,13 +195,13 @@ build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
 		chan_value *l = chan_list(m);
 
 		for (uint32_t k = 0; k < s->nfds; k++)
-			chan_list_append(l, chan_handle(m, CHAN_KIND_FD, fds[k]));
+			chan_list_append(l, chan_handle_copy(m, CHAN_KIND_FD, fds[k]));
 		chan_map_put(root, "fds", l);
 	}
 	if (reply_conn && *reply_conn)
-		chan_map_put(root, "reply_to", chan_conn_handle(m, reply_conn));
+		chan_map_put(root, "reply_to", chan_handle_move_conn(m, reply_conn));
 	else if (reply_fd >= 0)
-		chan_map_put(root, "reply_to", chan_handle(m, CHAN_KIND_CONN, reply_fd));
+		chan_map_put(root, "reply_to", chan_handle_copy(m, CHAN_KIND_CONN, reply_fd));
 	BENCH_CHECK(chan_msg_set_root(m, root) == 0);
 	return m;
 }
@@ -223,21 +223,26 @@ static int64_t
 check_request(chan_msg *req, const struct spec *s)
 {
 	chan_value *root = chan_msg_root(req), *v;
+	int64_t seq = -1;
 
 	if (s->size) {
 		size_t n = 0;
-		const uint8_t *p = chan_value_bytes(chan_map_get(root, "data"), &n);
+		const void *raw = NULL;
+		const uint8_t *p;
 
-		BENCH_CHECK(p && n == s->size && p[0] == data[0] && p[n - 1] == data[n - 1]);
+		BENCH_CHECK(chan_map_get_bytes(root, "data", &raw, &n) == 0);
+		p = raw;
+		BENCH_CHECK(n == s->size && p[0] == data[0] && p[n - 1] == data[n - 1]);
 	}
 	if (s->nfds) {
+		int fd = -1;
+
 		v = chan_map_get(root, "fds");
 		BENCH_CHECK(chan_value_count(v) == s->nfds);
-		BENCH_CHECK(chan_value_fd(chan_value_at(v, s->nfds - 1)) >= 0);
+		BENCH_CHECK(chan_value_borrow_fd(chan_value_at(v, s->nfds - 1), &fd) == 0 && fd >= 0);
 	}
-	v = chan_map_get(root, "seq");
-	BENCH_CHECK(chan_value_type(v) == CHAN_INT);
-	return chan_value_int(v);
+	BENCH_CHECK(chan_map_get_int(root, "seq", &seq) == 0);
+	return seq;
 }
 
 /* ---- the server (child) ---- */
@@ -266,10 +271,10 @@ serve_rtt(const struct spec *s)
 			chan_conn *rc = NULL;
 			int64_t seq;
 
-			BENCH_CHECK(chan_conn_recv(cconn, &req, -1) == 0);
+			BENCH_CHECK(chan_conn_recv(cconn, -1, &req) == 0);
 			seq = check_request(req, s);
 			if (s->reply_to)
-				BENCH_CHECK(chan_conn_from_value(chan_map_get(chan_msg_root(req),
+				BENCH_CHECK(chan_conn_move_from_value(chan_map_get(chan_msg_root(req),
 									      "reply_to"),
 								 &rc) == 0);
 			rep = pre_reply ? pre_reply : build_reply(seq);
@@ -300,7 +305,7 @@ serve_oneway(const struct spec *s)
 		} else {
 			chan_msg *req = NULL;
 
-			BENCH_CHECK(chan_conn_recv(cconn, &req, -1) == 0);
+			BENCH_CHECK(chan_conn_recv(cconn, -1, &req) == 0);
 			check_request(req, s);
 			chan_msg_free(req);
 		}
@@ -375,8 +380,13 @@ client_rtt(struct run *r)
 			BENCH_CHECK(chan_conn_send(cconn, req, -1) == 0);
 			if (!r->pre_req)
 				chan_msg_free(req); /* closes our copy of tx's socket */
-			BENCH_CHECK(chan_conn_recv(rx ? rx : cconn, &rep, -1) == 0);
-			BENCH_CHECK(chan_value_int(chan_map_get(chan_msg_root(rep), "seq")) == want);
+			BENCH_CHECK(chan_conn_recv(rx ? rx : cconn, -1, &rep) == 0);
+			{
+				int64_t got = -1;
+
+				BENCH_CHECK(chan_map_get_int(chan_msg_root(rep), "seq", &got) == 0 &&
+					    got == want);
+			}
 			chan_msg_free(rep);
 			chan_conn_free(rx);
 		}
