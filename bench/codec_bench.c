@@ -369,7 +369,9 @@ chan_write_4k(chan_writer *w)
 static void
 chan_write_1m(chan_writer *w)
 {
-	chan_writer_bytes_borrow(w, big, BIG_LEN); /* the frame refers to it */
+	/* copied, as msgpack's pack copies it (chan_writer_bytes_borrow would
+	 * copy nothing: the frame would refer to `big`) */
+	chan_writer_bytes(w, big, BIG_LEN);
 }
 
 static void
