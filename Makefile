@@ -7,7 +7,10 @@
 #   install    PREFIX=/usr/local DESTDIR= : header, libchan.a/.so, chan.pc, chancodec, man page
 #   clean
 # Options: SANITIZE=1 builds everything with ASan+UBSan into build/asan.
+#          V=1 shows every command line (the build is quiet otherwise).
+#          WERROR=0 lets warnings be warnings (errors by default).
 # Missing Debian packages are installed when run as root, and named otherwise.
+# The version is written once, in c/include/chan.h (CHAN_VERSION_*).
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -20,7 +23,21 @@ PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 CC      ?= cc
 OPT     ?= -O2 -g
 CSTD    := -std=c11 -D_GNU_SOURCE
-WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+WERROR  ?= 1
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+ifeq ($(WERROR),1)
+WARN    += -Werror
+endif
+
+# A quiet build: recipes are not echoed unless V=1 (their output still is).
+ifneq ($(V),1)
+.SILENT:
+endif
+
+# The one place the version is written: chan.h.
+chan_version_part = $(shell sed -n 's/^\#define CHAN_VERSION_$(1) \([0-9]*\)$$/\1/p' c/include/chan.h)
+CHAN_VERSION_MAJOR := $(call chan_version_part,MAJOR)
+CHAN_VERSION := $(CHAN_VERSION_MAJOR).$(call chan_version_part,MINOR).$(call chan_version_part,PATCH)
 SANITIZE ?=
 ifeq ($(SANITIZE),1)
 BUILD   ?= build/asan
@@ -30,7 +47,10 @@ BUILD   ?= build
 SANFLAGS :=
 endif
 CFLAGS  ?= $(OPT)
-ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(SANFLAGS) -Ic/include -I$(BUILD)/gen -Ic/src
+# Header dependencies are tracked (-MMD: a .d file beside every object).
+# Only libchan's own objects see c/src (LIB_CFLAGS in c/c.mk); white-box
+# users (bench, fuzz, hardening) name it in their own fragments.
+ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(SANFLAGS) -MMD -MP -Ic/include -I$(BUILD)/gen
 LDFLAGS ?=
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 
@@ -69,6 +89,7 @@ INSTALL_TARGETS :=
 CLEAN_DIRS := build
 
 include $(sort $(wildcard c/*.mk */*.mk))
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 all:
 test: $(TEST_TARGETS)

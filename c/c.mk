@@ -8,15 +8,19 @@
 LIBCHAN_SRCS := $(sort $(wildcard c/src/*.c))
 LIBCHAN_OBJS := $(LIBCHAN_SRCS:c/src/%.c=$(BUILD)/obj/lib/%.o)
 LIBCHAN_A    := $(BUILD)/libchan.a
-LIBCHAN_SO   := $(BUILD)/libchan.so.0
-LIB_CFLAGS   = $(ALL_CFLAGS) -fPIC -fvisibility=hidden
+# The shared library: the real file carries the full version, the soname
+# the major one; symbols are versioned by c/libchan.map (node CHAN_<major>.<minor>).
+LIBCHAN_SONAME := libchan.so.$(CHAN_VERSION_MAJOR)
+LIBCHAN_REAL   := libchan.so.$(CHAN_VERSION)
+LIBCHAN_SO   := $(BUILD)/$(LIBCHAN_REAL)
+LIB_CFLAGS   = $(ALL_CFLAGS) -Ic/src -fPIC -fvisibility=hidden
 
 GEN_PB_C := $(BUILD)/gen/chan/v1/chan.pb-c.c
 GEN_PB_H := $(BUILD)/gen/chan/v1/chan.pb-c.h
 
 all: $(LIBCHAN_A) $(LIBCHAN_SO)
 
-$(BUILD)/obj/lib/%.o: c/src/%.c c/include/chan.h $(wildcard c/src/*.h) $(DEPS_STAMP)
+$(BUILD)/obj/lib/%.o: c/src/%.c $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
@@ -24,8 +28,31 @@ $(LIBCHAN_A): $(LIBCHAN_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(LIBCHAN_SO): $(LIBCHAN_OBJS)
-	$(CC) -shared -Wl,-soname,libchan.so.0 $(ALL_LDFLAGS) -o $@ $^ -lpthread
+$(LIBCHAN_SO): $(LIBCHAN_OBJS) c/libchan.map
+	$(CC) -shared -Wl,-soname,$(LIBCHAN_SONAME) -Wl,--version-script=c/libchan.map \
+		-Wl,--no-undefined $(ALL_LDFLAGS) -o $@ $(LIBCHAN_OBJS) -lpthread
+	ln -sf $(LIBCHAN_REAL) $(BUILD)/$(LIBCHAN_SONAME)
+	ln -sf $(LIBCHAN_SONAME) $(BUILD)/libchan.so
+
+# Every global symbol of both libraries is chan_* (internal ones chan__*):
+# a program that defines msg_init or arena_release must still link.  The
+# shared library exports exactly the chan_* ones, under CHAN_<version>.
+.PHONY: test-symbols
+test-symbols: $(LIBCHAN_A) $(LIBCHAN_SO)
+	bad=$$(nm -g --defined-only $(LIBCHAN_A) | awk 'NF == 3 {print $$3}' | grep -v '^chan_' | sort -u); \
+	[ -z "$$bad" ] || { echo "libchan.a exports symbols outside chan_: $$bad"; exit 1; }; \
+	bad=$$(nm -D --defined-only $(LIBCHAN_SO) | awk 'NF == 3 {print $$3}' | grep -v '^chan_[a-z]' | grep -v '^CHAN_' | sort -u); \
+	[ -z "$$bad" ] || { echo "$(LIBCHAN_REAL) exports: $$bad"; exit 1; }; \
+	internal=$$(nm -D --defined-only $(LIBCHAN_SO) | awk '{print $$3}' | grep '^chan__' | sort -u); \
+	[ -z "$$internal" ] || { echo "$(LIBCHAN_REAL) exports internal symbols: $$internal"; exit 1; }; \
+	ver=$$(objdump -T $(LIBCHAN_SO) | awk '$$NF ~ /^chan_/ {print $$(NF-1)}' | sort -u); \
+	[ "$$ver" = "CHAN_$(CHAN_VERSION_MAJOR).$(call chan_version_part,MINOR)" ] || \
+		{ echo "$(LIBCHAN_REAL): symbol versions '$$ver', want CHAN_$(CHAN_VERSION_MAJOR).$(call chan_version_part,MINOR)"; exit 1; }; \
+	soname=$$(objdump -p $(LIBCHAN_SO) | awk '$$1 == "SONAME" {print $$2}'); \
+	[ "$$soname" = "$(LIBCHAN_SONAME)" ] || { echo "soname $$soname"; exit 1; }; \
+	n=$$(nm -D --defined-only $(LIBCHAN_SO) | awk '$$3 ~ /^chan_/' | wc -l); \
+	echo "symbols: libchan.a and $(LIBCHAN_REAL) export only chan_ ($$n symbols, version CHAN_$(CHAN_VERSION_MAJOR).$(call chan_version_part,MINOR), soname $(LIBCHAN_SONAME)): 1 passed, 0 failed"
+TEST_TARGETS += test-symbols
 
 # Generated code lives in the build directory only (never committed).
 $(GEN_PB_C) $(GEN_PB_H) &: proto/chan/v1/chan.proto $(DEPS_STAMP)
@@ -93,10 +120,15 @@ install-lib: $(LIBCHAN_A) $(LIBCHAN_SO)
 	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 644 c/include/chan.h $(DESTDIR)$(INCLUDEDIR)/chan.h
 	install -m 644 $(LIBCHAN_A) $(DESTDIR)$(LIBDIR)/libchan.a
-	install -m 755 $(LIBCHAN_SO) $(DESTDIR)$(LIBDIR)/libchan.so.0
-	ln -sf libchan.so.0 $(DESTDIR)$(LIBDIR)/libchan.so
+	install -m 755 $(LIBCHAN_SO) $(DESTDIR)$(LIBDIR)/$(LIBCHAN_REAL)
+	ln -sf $(LIBCHAN_REAL) $(DESTDIR)$(LIBDIR)/$(LIBCHAN_SONAME)
+	ln -sf $(LIBCHAN_SONAME) $(DESTDIR)$(LIBDIR)/libchan.so
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
-	    -e 's|@VERSION@|0.1.0|g' c/chan.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/chan.pc
+	    -e 's|@VERSION@|$(CHAN_VERSION)|g' c/chan.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/chan.pc
+	# The dynamic linker's cache, for a system prefix (not for a staged
+	# DESTDIR install, nor as a user: see README "Install").
+	if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
+		ldconfig; fi
 INSTALL_TARGETS += install-lib
 
 # The README's example compiles and runs (so the README cannot go stale).
@@ -109,3 +141,33 @@ test-examples: $(BUILD)/examples/readme_example
 	$(BUILD)/examples/readme_example | grep -qx 'reply: 42 (OK)'
 	@echo "examples: 1 passed, 0 failed"
 TEST_TARGETS += test-examples
+
+# The version is written once (chan.h); what repeats it must agree.
+.PHONY: test-version
+test-version:
+	v=$(CHAN_VERSION); \
+	grep -qx "#define CHAN_VERSION_STRING \"$$v\"" c/include/chan.h || { echo "chan.h: CHAN_VERSION_STRING is not $$v"; exit 1; }; \
+	grep -qx "version = \"$$v\"" python/pyproject.toml || { echo "python/pyproject.toml: version is not $$v"; exit 1; }; \
+	grep -qx "__version__ = \"$$v\"" python/src/chan/__init__.py || { echo "python/src/chan/__init__.py: __version__ is not $$v"; exit 1; }; \
+	if [ -f debian/changelog ]; then head -1 debian/changelog | grep -q "($$v" || { echo "debian/changelog: not $$v"; exit 1; }; fi; \
+	echo "version: $$v everywhere: 1 passed, 0 failed"
+TEST_TARGETS += test-version
+
+# make install, then a program built outside the tree the documented way
+# (pkg-config, and an rpath or LD_LIBRARY_PATH for a prefix the dynamic
+# linker does not search): it links against the installed library and runs.
+.PHONY: test-install
+test-install: $(LIBCHAN_A) $(LIBCHAN_SO)
+	d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	$(MAKE) --no-print-directory -s install-lib BUILD=$(BUILD) DESTDIR=$$d PREFIX=/opt/chan >/dev/null; \
+	lib=$$d/opt/chan/lib; \
+	[ -L $$lib/libchan.so ] && [ -L $$lib/$(LIBCHAN_SONAME) ] && [ -f $$lib/$(LIBCHAN_REAL) ] || \
+		{ echo "install: the library's links are missing"; exit 1; }; \
+	cp c/examples/readme_example.c $$d/prog.c; \
+	export PKG_CONFIG_PATH=$$lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$$d; \
+	[ "$$(pkg-config --modversion chan)" = "$(CHAN_VERSION)" ] || { echo "chan.pc: wrong version"; exit 1; }; \
+	(cd $$d && $(CC) -o prog prog.c $$(pkg-config --cflags --libs chan) -Wl,-rpath,$$lib) || exit 1; \
+	ldd $$d/prog | grep -q "$$lib/$(LIBCHAN_SONAME)" || { echo "prog does not load the installed libchan"; ldd $$d/prog; exit 1; }; \
+	$$d/prog | grep -qx 'reply: 42 (OK)' || { echo "the installed library does not work"; exit 1; }; \
+	echo "install: header, libraries, chan.pc; a program built with pkg-config runs: 1 passed, 0 failed"
+TEST_TARGETS += test-install

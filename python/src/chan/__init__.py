@@ -28,7 +28,7 @@ from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, Chan
                       TooManyHandles, Truncated, UnknownField, UnknownHandleKind, UnreferencedHandle,
                       UnsupportedVersion, WouldBlock, WrongHandleKind, WrongType)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 WIRE_VERSION = 1
 
 __all__ = [
