@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src
 
 import chan  # noqa: E402
 import chan.text  # noqa: E402
-from chan import _codec  # noqa: E402
+from chan import _handles  # noqa: E402
 
 FDSOCK = socket.socket(fileno=3)
 ANCBUF = socket.CMSG_SPACE(253 * 4)
@@ -66,7 +66,7 @@ def recv_fds(n: int) -> List[int]:
     fds: List[int] = []
     while len(fds) < n:
         _data, anc, _flags, _addr = FDSOCK.recvmsg(1, ANCBUF, CLOEXEC)
-        got = _codec.fds_from_ancillary(anc)
+        got = _handles.fds_from_ancillary(anc)
         if not got:
             raise RuntimeError("descriptor message without descriptors")
         fds.extend(got)
@@ -155,8 +155,9 @@ class Testee:
         return ["ok", "binding python", "chan " + chan.__version__]
 
     def op_decode(self, req: Dict[str, str], fds: List[int]) -> List[str]:
-        value, consumed = _codec.decode_frame(bytes.fromhex(req.get("frame", "")), fds,
-                                              limits=self.limits(req).resolved())
+        value, consumed = _handles.decode_frame(bytes.fromhex(req.get("frame", "")), fds,
+                                                limits=self.limits(req).resolved(),
+                                                conn_factory=chan.Connection._from_socket)
         self.held = value
         return self.ok_frame(value, [f"consumed {consumed}"])
 

@@ -14,7 +14,7 @@ import helpers
 from helpers import FdTestCase, same
 
 import chan
-from chan import _codec
+from chan import _codec, _handles
 
 
 def frame(payload_hex: str = "", hc: int = 0, flags: int = 0, channel: int = 0, version: int = 1,
@@ -363,7 +363,7 @@ class DecodeErrorTests(FdTestCase):
     def test_trailing_bytes_ignored(self) -> None:
         data = frame("1802") + b"garbage"
         self.assertEqual(chan.decode(data), 1)
-        self.assertEqual(_codec.decode_frame(data)[1], 18)
+        self.assertEqual(_codec.decode_payload(data)[1], 18)
 
 
 class DescriptorDecodeTests(FdTestCase):
@@ -467,7 +467,8 @@ class DescriptorDecodeTests(FdTestCase):
         st = os.fstat(a.fileno())
         dup = os.dup(a.fileno())
         with self.assertRaises(chan.SelfSend) as cm:
-            _codec.decode_frame(frame("4a021002", hc=1), [dup], self_ino=(st.st_dev, st.st_ino))
+            _handles.decode_frame(frame("4a021002", hc=1), [dup], self_ino=(st.st_dev, st.st_ino),
+                                  conn_factory=chan.Connection._from_socket)
         self.assertEqual(cm.exception.scope, "frame")
         self.assert_closed([dup])
         a.close()

@@ -17,7 +17,7 @@ from helpers import FdTestCase
 
 import chan
 import chan.text
-from chan import _codec
+from chan import _handles
 
 
 class Case:
@@ -156,7 +156,9 @@ class VectorTests(FdTestCase):
             fds = list(objs.fds)
             try:
                 try:
-                    value, consumed = _codec.decode_frame(c.bytes, [os.dup(f) for f in fds], limits=lim.resolved())
+                    value, consumed = _handles.decode_frame(c.bytes, [os.dup(f) for f in fds],
+                                                            limits=lim.resolved(),
+                                                            conn_factory=chan.Connection._from_socket)
                 except chan.ChanError as exc:
                     self.assertEqual(exc.name, c.error, str(exc))
                 else:

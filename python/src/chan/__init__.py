@@ -17,9 +17,12 @@ file object with ``fileno()``.  Errors are :class:`ChanError` subclasses named a
 the registry of SPEC.md §9 (``chan.Malformed``, ``chan.ConnectionClosed``, ...).
 """
 
+from typing import Any, Optional, Sequence
+
 from ._codec import (DEFAULT_LIMITS, HARD_MAX_DEPTH, HARD_MAX_HANDLES, HARD_MAX_PAYLOAD, HEADER_SIZE, KIND_CONN,
-                     KIND_FD, Fd, Handle, Header, Limits, decode, encode, parse_header)
+                     KIND_FD, Fd, Handle, Header, Limits, encode, parse_header)
 from ._conn import Client, Connection, Listener, PeerCred, Pipe
+from ._handles import decode_frame as _decode_frame
 from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, ChanError, ConnectionClosed,
                       DepthExceeded, DuplicateKey, EmptyValue, FatalError, FrameError, HandleIndexOutOfOrder,
                       HandleIndexOutOfRange, HandleLimitExceeded, HandlesTruncated, InvalidArgument, InvalidJson,
@@ -29,6 +32,16 @@ from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, Chan
                       UnsupportedVersion, WouldBlock, WrongHandleKind, WrongType)
 
 __version__ = "0.2.0"
+
+
+def decode(frame: bytes, fds: Optional[Sequence[int]] = None, *, limits: Optional[Limits] = None,
+           detached: bool = False) -> Any:
+    """Decode one frame held in memory; returns the value.  Takes ALL of ``fds``: on
+    success they belong to the value's Fd and Connection objects, on any error they
+    are closed.  ``detached=True``: no descriptors, handles decode as Handle."""
+    lim = DEFAULT_LIMITS if limits is None else limits.resolved()
+    return _decode_frame(frame, fds, limits=lim, detached=detached,
+                         conn_factory=Connection._from_socket)[0]
 WIRE_VERSION = 1
 
 __all__ = [

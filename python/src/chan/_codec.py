@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import fcntl
 import math
-import _socket
 import os
-import socket
 import struct
-from array import array
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ._errors import ChanError, error, system_error
 
@@ -48,12 +45,6 @@ _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
 _CANONICAL_NAN = b"\x00\x00\x00\x00\x00\x00\xf8\x7f"
 _CANONICAL_NAN_BITS = 0x7FF8000000000000
-_SOL_SOCKET = int(socket.SOL_SOCKET)
-_SO_DOMAIN = int(getattr(socket, "SO_DOMAIN", 39))
-_SO_TYPE = int(socket.SO_TYPE)
-_AF_UNIX = int(socket.AF_UNIX)
-_SOCK_STREAM = int(socket.SOCK_STREAM)
-_SCM_RIGHTS = int(socket.SCM_RIGHTS)
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
@@ -779,146 +770,49 @@ def parse_header(buf: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
     return Header(version, flags, hc, channel, plen)
 
 
-def _close_all(fds: Sequence[int]) -> None:
-    for fd in fds:
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LIMITS,
+                   detached: bool = False, header_checked: Optional[Header] = None
+                   ) -> Tuple[Any, int, List[Tuple[Any, Any, Handle]]]:
+    """Validate the frame at the start of buf and build its value (SPEC.md §7.3).
 
-
-ConnFactory = Callable[[Any], Any]
-
-
-def _default_conn_factory(sock: Any) -> Any:
-    global _default_conn_factory
-    from ._conn import Connection
-
-    _default_conn_factory = Connection._from_socket  # later calls skip the import
-    return Connection._from_socket(sock)
-
-
-def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Limits = DEFAULT_LIMITS,
-                 detached: bool = False, header_checked: Optional[Header] = None,
-                 self_ino: Optional[Tuple[int, int]] = None,
-                 conn_factory: Optional[ConnFactory] = None) -> Tuple[Any, int]:
-    """Decode the frame at the start of buf.  Returns (value, frame size).
-
-    Takes ALL of ``fds``: on success they belong to the Fd and Connection objects of
-    the value; on any error every one of them has been closed once.  With
-    ``detached=True`` no descriptors are expected (fds must be empty) and handles
-    decode as :class:`Handle` objects, but every index rule is still checked.
-    ``self_ino`` (st_dev, st_ino) of the receiving socket: a conn handle that is
-    that socket is SELF_SEND (frame scope, SPEC.md §10.6).
+    ``fd_count`` descriptors came with the frame (TOO_FEW / TOO_MANY are checked in
+    their §9.3 place, unless ``detached``).  Touches no descriptor: handles come back
+    as :class:`Handle` placeholders, with the slots (container, key, handle) in wire
+    order that the descriptor layer (``_handles.attach``) fills.  Returns (value,
+    frame size, slots).
     """
-    fd_list = list(fds) if fds else []  # ours from here on: closed on any error
+    if not isinstance(buf, bytes):
+        buf = bytes(buf)
+    h = header_checked or parse_header(buf, limits)
+    plen = h.payload_length
+    if len(buf) - HEADER_SIZE < plen:
+        raise _err("TRUNCATED", f"payload has {len(buf) - HEADER_SIZE} of {plen} bytes")
+    if h.flags:
+        raise _err("RESERVED_FIELD_NONZERO", f"flags = {h.flags:#x}")
+    if h.channel:
+        raise _err("RESERVED_FIELD_NONZERO", f"channel = {h.channel}")
+    hc = h.handle_count
+    if hc > limits.max_handles:
+        raise _err("HANDLE_LIMIT_EXCEEDED", f"{hc} handles exceed the limit {limits.max_handles}")
+    if detached:
+        if fd_count:
+            raise error("INVALID_ARGUMENT", "a detached decode takes no descriptors")
+    elif fd_count < hc:
+        raise _err("TOO_FEW_HANDLES", f"{fd_count} descriptors arrived, the header declares {hc}")
+    elif fd_count > hc:
+        raise _err("TOO_MANY_HANDLES", f"{fd_count} descriptors arrived, the header declares {hc}")
+    st = _Dec(buf, hc, limits.max_depth)
     try:
-        if not isinstance(buf, bytes):
-            buf = bytes(buf)
-        h = header_checked or parse_header(buf, limits)
-        plen = h.payload_length
-        if len(buf) - HEADER_SIZE < plen:
-            raise _err("TRUNCATED", f"payload has {len(buf) - HEADER_SIZE} of {plen} bytes")
-        if h.flags:
-            raise _err("RESERVED_FIELD_NONZERO", f"flags = {h.flags:#x}")
-        if h.channel:
-            raise _err("RESERVED_FIELD_NONZERO", f"channel = {h.channel}")
-        hc = h.handle_count
-        if hc > limits.max_handles:
-            raise _err("HANDLE_LIMIT_EXCEEDED", f"{hc} handles exceed the limit {limits.max_handles}")
-        if detached:
-            if fd_list:
-                raise error("INVALID_ARGUMENT", "a detached decode takes no descriptors")
-        elif len(fd_list) < hc:
-            raise _err("TOO_FEW_HANDLES", f"{len(fd_list)} descriptors arrived, the header declares {hc}")
-        elif len(fd_list) > hc:
-            raise _err("TOO_MANY_HANDLES", f"{len(fd_list)} descriptors arrived, the header declares {hc}")
-        st = _Dec(buf, hc, limits.max_depth)
-        try:
-            value = _dec_value(st, HEADER_SIZE, HEADER_SIZE + plen, 1)
-        except RecursionError:  # cannot happen within max_depth 32, kept as a guard
-            raise _err("DEPTH_EXCEEDED", "values nest too deeply") from None
-        if type(value) is Handle:
-            st.handles.append((None, None, value))
-        if st.refs < hc:
-            raise _err("UNREFERENCED_HANDLE", f"{hc - st.refs} of {hc} handle table entries are never referenced")
-        if st.dup:
-            raise _err("DUPLICATE_KEY", "a map holds the same key twice")
-        if detached or not hc:
-            return value, HEADER_SIZE + plen
-        # Descriptors: verify conns (index order), then build the live objects.
-        socks: Dict[int, Any] = {}
-        try:
-            for _c, _k, hd in st.handles:
-                if hd.kind == KIND_CONN:
-                    socks[hd.index] = verify_conn(fd_list[hd.index], hd.index)
-            if self_ino is not None and socks:
-                for i, s in socks.items():
-                    stt = os.fstat(fd_list[i])
-                    if (stt.st_dev, stt.st_ino) == self_ino:
-                        raise error("SELF_SEND", f"conn handle {i} is the receiving endpoint itself",
-                                    scope="frame")
-        except BaseException:
-            for s in socks.values():
-                s.detach()
-            raise
-        try:
-            for container, key, hd in st.handles:
-                if hd.kind == KIND_CONN:
-                    live: Any = (conn_factory or _default_conn_factory)(socks.pop(hd.index))
-                else:
-                    live = Fd.adopt(fd_list[hd.index])
-                fd_list[hd.index] = -1
-                if container is None:
-                    value = live
-                else:
-                    container[key] = live
-        except BaseException:  # (out of memory) the objects made own theirs
-            for s in socks.values():
-                s.detach()  # _close_all below closes these
-            raise
-        return value, HEADER_SIZE + plen
-    except BaseException:
-        _close_all(fd_list)
-        raise
-
-
-def verify_conn(fd: int, index: int = -1) -> Any:
-    """A socket object for fd if it is an AF_UNIX SOCK_STREAM socket (SPEC.md §4.2
-    rule 2: SO_DOMAIN and SO_TYPE), else WRONG_HANDLE_KIND.  Takes fd on success only."""
-    what = f"conn handle {index}" if index >= 0 else f"fd {fd}"
-    try:
-        s = _socket.socket(_AF_UNIX, _SOCK_STREAM, 0, fd)
-    except OSError:
-        raise _err("WRONG_HANDLE_KIND", f"{what} is not a socket") from None
-    try:
-        ok = (s.getsockopt(_SOL_SOCKET, _SO_DOMAIN) == _AF_UNIX and
-              s.getsockopt(_SOL_SOCKET, _SO_TYPE) == _SOCK_STREAM)
-    except OSError:
-        ok = False
-    if not ok:
-        s.detach()
-        raise _err("WRONG_HANDLE_KIND", f"{what} is not an AF_UNIX SOCK_STREAM socket")
-    return s
-
-
-def decode(frame: bytes, fds: Optional[Sequence[int]] = None, *, limits: Optional[Limits] = None,
-           detached: bool = False) -> Any:
-    """Decode one frame held in memory (see :func:`decode_frame`); returns the value."""
-    lim = DEFAULT_LIMITS if limits is None else limits.resolved()
-    return decode_frame(frame, fds, limits=lim, detached=detached)[0]
-
-
-def fds_from_ancillary(ancdata: List[Tuple[int, int, bytes]]) -> List[int]:
-    """The SCM_RIGHTS descriptors of a recvmsg result, in order."""
-    out: List[int] = []
-    for level, typ, data in ancdata:
-        if level == _SOL_SOCKET and typ == _SCM_RIGHTS:
-            a = array("i")
-            a.frombytes(data[: len(data) - len(data) % a.itemsize])
-            out.extend(a)
-    return out
+        value = _dec_value(st, HEADER_SIZE, HEADER_SIZE + plen, 1)
+    except RecursionError:  # cannot happen within max_depth 32, kept as a guard
+        raise _err("DEPTH_EXCEEDED", "values nest too deeply") from None
+    if type(value) is Handle:
+        st.handles.append((None, None, value))
+    if st.refs < hc:
+        raise _err("UNREFERENCED_HANDLE", f"{hc - st.refs} of {hc} handle table entries are never referenced")
+    if st.dup:
+        raise _err("DUPLICATE_KEY", "a map holds the same key twice")
+    return value, HEADER_SIZE + plen, st.handles
 
 
 def is_canonical_nan(x: float) -> bool:

@@ -21,8 +21,8 @@ from array import array
 from typing import Any, List, NamedTuple, Optional, Tuple
 
 from . import _codec
-from ._codec import (HEADER_SIZE, KIND_CONN, Header, Limits, decode_frame, encode_payload, fds_from_ancillary,
-                     handle_fd, parse_header)
+from ._codec import HEADER_SIZE, KIND_CONN, Header, Limits, encode_payload, handle_fd, parse_header
+from ._handles import close_all, decode_frame, fds_from_ancillary, verify_conn
 from ._errors import ChanError, error, system_error
 
 # Room for the most descriptors one frame may carry (SPEC.md §10.4).
@@ -169,7 +169,7 @@ class Connection:
         """Wrap an AF_UNIX SOCK_STREAM socket.  Takes fd on success only; anything
         else is WRONG_HANDLE_KIND (local scope, SPEC.md §4.2 rule 3)."""
         try:
-            sock = _codec.verify_conn(fd)
+            sock = verify_conn(fd)
         except ChanError as exc:
             exc.scope = "local"
             raise
@@ -443,7 +443,7 @@ class Connection:
             try:
                 head = parse_header(data, self._limits)
             except ChanError as exc:
-                _codec._close_all(fds)
+                close_all(fds)
                 raise self._fail(exc) from None
             plen = head.payload_length
             if plen:
@@ -458,7 +458,8 @@ class Connection:
                     return self._recv_locked(None, None)
                 data += payload
             return decode_frame(data, fds, limits=self._limits, header_checked=head,
-                                self_ino=self._identity() if fds else None)[0]
+                                self_ino=self._identity() if fds else None,
+                                conn_factory=Connection._from_socket)[0]
 
     def _absorb(self, data: bytes, anc: List[Any], mflags: int) -> bool:
         """Take the result of one read into the frame in progress (SPEC.md §10.3-10.5).
@@ -468,11 +469,11 @@ class Connection:
         if anc:
             fds = fds_from_ancillary(anc)
             if mflags & _MSG_CTRUNC:
-                _codec._close_all(fds)
+                close_all(fds)
                 raise self._fail(error("HANDLES_TRUNCATED", "the kernel dropped descriptors (MSG_CTRUNC)"))
             if fds:
                 if not first:
-                    _codec._close_all(fds)
+                    close_all(fds)
                     raise self._fail(error("MISATTACHED_HANDLES",
                                            "descriptors arrived with a read that does not start a frame"))
                 self._ffds = fds
@@ -508,7 +509,8 @@ class Connection:
         self._have = 0
         self._ffds = []
         return decode_frame(frame, ffds, limits=self._limits, header_checked=head,
-                            self_ino=self._identity() if ffds else None)[0]
+                            self_ino=self._identity() if ffds else None,
+                            conn_factory=Connection._from_socket)[0]
 
     def _recv_locked(self, deadline: Optional[float], timeout: Optional[float]) -> Any:
         if self._fatal is not None:

@@ -1,0 +1,144 @@
+"""Descriptors in values (SPEC.md §4.2, §4.3, §6, §10.6): the layer between the
+codec and the transport.
+
+The codec (``_codec``) validates bytes and builds values with :class:`Handle`
+placeholders; it never touches a descriptor.  This module gives a frame's
+descriptors to its value in one pass over the handle table (conn kind checks,
+then the receive-side self-send rule, then the live objects), and owns every
+descriptor it is given until it has handed it over or closed it.  The
+transport (``_conn``) uses both; neither of them imports ``_conn``: the
+connection class comes in as ``conn_factory``.
+"""
+
+from __future__ import annotations
+
+import os
+import _socket
+import socket
+from array import array
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ._codec import (DEFAULT_LIMITS, KIND_CONN, Fd, Handle, Header, Limits, _err, decode_payload)
+from ._errors import error
+
+_SOL_SOCKET = int(socket.SOL_SOCKET)
+_SO_TYPE = int(socket.SO_TYPE)
+_AF_UNIX = int(socket.AF_UNIX)
+_SOCK_STREAM = int(socket.SOCK_STREAM)
+_SCM_RIGHTS = int(socket.SCM_RIGHTS)
+_SCM_PIDFD = 0x04  # Linux: sent to a receiver that set SO_PASSPIDFD
+
+#: Makes a connection object from a verified socket object (``Connection._from_socket``).
+ConnFactory = Callable[[Any], Any]
+
+
+def close_all(fds: Sequence[int]) -> None:
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def verify_conn(fd: int, index: int = -1) -> Any:
+    """A socket object for fd if it is a connected AF_UNIX SOCK_STREAM socket (SPEC.md
+    §4.2 rule 2: a listening or unconnected socket is not a connection), else
+    WRONG_HANDLE_KIND.  Takes fd on success only."""
+    what = f"conn handle {index}" if index >= 0 else f"fd {fd}"
+    try:
+        s = _socket.socket(_AF_UNIX, _SOCK_STREAM, 0, fd)
+    except OSError:
+        raise _err("WRONG_HANDLE_KIND", f"{what} is not a socket") from None
+    try:
+        s.getpeername()  # ENOTCONN: listening or never connected; ENOTSOCK
+        ok = (s.family == _AF_UNIX and s.getsockopt(_SOL_SOCKET, _SO_TYPE) == _SOCK_STREAM)
+    except OSError:
+        ok = False
+    if not ok:
+        s.detach()
+        raise _err("WRONG_HANDLE_KIND", f"{what} is not a connected AF_UNIX SOCK_STREAM socket")
+    return s
+
+
+def attach(value: Any, slots: List[Tuple[Any, Any, Handle]], fds: List[int], *,
+           self_ino: Optional[Tuple[int, int]] = None,
+           conn_factory: ConnFactory) -> Any:
+    """Give the frame's descriptors to the value decoded from it: ``slots`` are the
+    codec's (container, key, placeholder) in wire order, ``fds[i]`` the descriptor of
+    index i.  One pass: every conn handle is checked (WRONG_HANDLE_KIND, in index
+    order), then compared with the receiving socket ``self_ino`` (st_dev, st_ino) if
+    given (SELF_SEND, frame scope), then the live objects are made.  Takes every fd:
+    on success they belong to the value, on error all are closed once.  Returns the
+    value (a new object when the value itself is a handle)."""
+    socks: Dict[int, Any] = {}
+    try:
+        try:
+            for _c, _k, hd in slots:
+                if hd.kind == KIND_CONN:
+                    socks[hd.index] = verify_conn(fds[hd.index], hd.index)
+            if self_ino is not None:
+                for i in socks:
+                    stt = os.fstat(fds[i])
+                    if (stt.st_dev, stt.st_ino) == self_ino:
+                        raise error("SELF_SEND", f"conn handle {i} is the receiving endpoint itself",
+                                    scope="frame")
+            for container, key, hd in slots:
+                if hd.kind == KIND_CONN:
+                    live: Any = conn_factory(socks.pop(hd.index))
+                else:
+                    live = Fd.adopt(fds[hd.index])
+                fds[hd.index] = -1
+                if container is None:
+                    value = live
+                else:
+                    container[key] = live
+        except BaseException:  # the sockets made so far give their fds back
+            for s in socks.values():
+                s.detach()
+            raise
+        return value
+    except BaseException:
+        close_all(fds)
+        raise
+
+
+def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Limits = DEFAULT_LIMITS,
+                 detached: bool = False, header_checked: Optional[Header] = None,
+                 self_ino: Optional[Tuple[int, int]] = None,
+                 conn_factory: ConnFactory) -> Tuple[Any, int]:
+    """Decode the frame at the start of buf with its descriptors.  Returns (value,
+    frame size).
+
+    Takes ALL of ``fds``: on success they belong to the Fd and connection objects of
+    the value; on any error every one of them has been closed once.  With
+    ``detached=True`` no descriptors are expected and handles decode as
+    :class:`Handle` objects, but every index rule is still checked.
+    """
+    fd_list = list(fds) if fds else []  # ours from here on: closed on any error
+    try:
+        value, size, slots = decode_payload(buf, len(fd_list), limits=limits, detached=detached,
+                                            header_checked=header_checked)
+    except BaseException:
+        close_all(fd_list)
+        raise
+    if detached or not slots:
+        return value, size
+    return attach(value, slots, fd_list, self_ino=self_ino, conn_factory=conn_factory), size
+
+
+def fds_from_ancillary(ancdata: List[Tuple[int, int, bytes]]) -> List[int]:
+    """The SCM_RIGHTS descriptors of a recvmsg result, in order.  Other control
+    messages carry no frame's descriptors: SCM_CREDENTIALS is skipped, and a pidfd
+    (SCM_PIDFD) is closed, since nothing else would close it."""
+    out: List[int] = []
+    for level, typ, data in ancdata:
+        if level != _SOL_SOCKET or typ not in (_SCM_RIGHTS, _SCM_PIDFD):
+            continue
+        a = array("i")
+        a.frombytes(data[: len(data) - len(data) % a.itemsize])
+        if typ == _SCM_RIGHTS:
+            out.extend(a)
+        else:
+            close_all(list(a))
+    return out
