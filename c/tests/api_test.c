@@ -461,7 +461,7 @@ test_events_follow_pending(void)
 static void
 test_buffer_grows_with_bytes(void)
 {
-	static uint8_t frame[16 + 200000];
+	static uint8_t frame[16 + 100 + 200000];
 	struct chan_test_alloc ta;
 	chan_conn *a, *b;
 	chan_msg *got = NULL;
