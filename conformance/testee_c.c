@@ -98,35 +98,23 @@ static void error_response(int err)
 
 /* ---- descriptors over fd 3 -------------------------------------------- */
 
+/* One-byte messages, each with up to 253 descriptors: libchan's own
+ * SCM_RIGHTS helpers (chan_sock_recv, chan_sock_send). */
 static int recv_fds(int *fds, int n)
 {
 	int got = 0;
 	while (got < n) {
 		char b;
-		struct iovec iov = {&b, 1};
-		union {
-			char buf[CMSG_SPACE(256 * sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-				    .msg_controllen = sizeof u.buf};
-		ssize_t r = recvmsg(3, &mh, MSG_CMSG_CLOEXEC);
-		if (r < 0 && errno == EINTR)
-			continue;
+		int tmp[CHAN_HARD_MAX_HANDLES];
+		size_t k = 0;
+		ssize_t r = chan_sock_recv(3, &b, 1, tmp, CHAN_HARD_MAX_HANDLES, false, &k);
 		if (r != 1)
 			return -1;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-				continue;
-			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-			for (int i = 0; i < k; i++) {
-				int fd;
-				memcpy(&fd, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof fd);
-				if (got < n)
-					fds[got++] = fd;
-				else
-					close(fd);
-			}
+		for (size_t i = 0; i < k; i++) {
+			if (got < n)
+				fds[got++] = tmp[i];
+			else
+				close(tmp[i]);
 		}
 	}
 	return 0;
@@ -136,21 +124,7 @@ static void send_fds(const int *fds, int n)
 {
 	for (int off = 0; off < n; off += 253) {
 		int k = n - off > 253 ? 253 : n - off;
-		char b = 'F';
-		struct iovec iov = {&b, 1};
-		union {
-			char buf[CMSG_SPACE(253 * sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		memset(&u, 0, sizeof u);
-		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-				    .msg_controllen = CMSG_SPACE((size_t)k * sizeof(int))};
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN((size_t)k * sizeof(int));
-		memcpy(CMSG_DATA(c), fds + off, (size_t)k * sizeof(int));
-		if (sendmsg(3, &mh, MSG_NOSIGNAL) != 1)
+		if (chan_sock_send(3, "F", 1, fds + off, (size_t)k, false) != 1)
 			exit(1);
 	}
 }
