@@ -73,7 +73,10 @@ static uint8_t *data;     /* MAX_SIZE bytes of payload */
 static uint8_t *rawbuf;   /* raw receive/send buffer */
 static size_t rawbuf_cap;
 
-/* ---- raw I/O ---- */
+/* ---- raw I/O ----
+ * The baseline writes its own sendmsg/recvmsg and control messages on
+ * purpose: it measures the kernel, so it must not go through libchan's
+ * helpers (chan_sock_send/recv). */
 
 static void
 raw_send(int fd, const void *buf, size_t len, const int *fds, size_t nfds)

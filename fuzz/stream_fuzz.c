@@ -166,40 +166,21 @@ drain(struct state *st, int until_end)
 static size_t
 write_chunk(struct state *st, const uint8_t *p, size_t n, const int *fds, size_t nfds)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(MAX_CHUNK_FDS * sizeof(int))];
-	} ctl;
 	size_t off = 0;
 	int stuck = 0;
 
 	while (off < n) {
-		struct iovec iov = {(void *)(p + off), n - off};
-		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-		ssize_t w;
+		/* libchan's SCM_RIGHTS helper: the fds ride on the first byte */
+		ssize_t w = chan_sock_send(st->wfd, p + off, n - off, off ? NULL : fds,
+					   off ? 0 : nfds, true);
 
-		if (nfds && off == 0) {
-			struct cmsghdr *cm;
-
-			memset(&ctl, 0, sizeof(ctl));
-			mh.msg_control = ctl.buf;
-			mh.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
-			cm = CMSG_FIRSTHDR(&mh);
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
-			memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
-		}
-		w = sendmsg(st->wfd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (w > 0) {
 			off += (size_t)w;
 			stuck = 0;
 			continue;
 		}
-		if (w < 0 && errno == EINTR)
-			continue;
 		CHECK(w < 0);
-		if (errno == EAGAIN) {
+		if (w == CHAN_E_WOULD_BLOCK) {
 			/* the socket is full: let the reader make room (it must
 			 * be able to: a full socket has bytes to read) */
 			drain(st, 0);

@@ -1368,24 +1368,8 @@ test_peer_close_every_offset(void)
 		REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 		REQUIRE(chan_conn_move_from_fd(sv[1], &b) == 0);
 		before = hu_count_fds();
-		if (k) {
-			union {
-				struct cmsghdr align;
-				char buf[CMSG_SPACE(3 * sizeof(int))];
-			} ctl;
-			struct iovec iov = {frame, k};
-			struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
-					    .msg_control = ctl.buf,
-					    .msg_controllen = sizeof(ctl.buf)};
-			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-
-			memset(&ctl, 0, sizeof(ctl));
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
-			memcpy(CMSG_DATA(cm), fds, 3 * sizeof(int));
-			REQUIRE(sendmsg(sv[0], &mh, MSG_NOSIGNAL) == (ssize_t)k);
-		}
+		if (k)
+			REQUIRE(chan_sock_send(sv[0], frame, k, fds, 3, false) == (ssize_t)k);
 		close(sv[0]);
 		r = chan_conn_recv(b, -1, &got);
 		if (k == len) {
@@ -1423,26 +1407,8 @@ test_recv_timeout_keeps_partial(void)
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	REQUIRE(chan_conn_move_from_fd(sv[1], &b) == 0);
 	for (size_t k = 1; k < len; k += 1 + k / 4) {
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(sizeof(int))];
-		} ctl;
-		struct iovec iov = {frame, k};
-		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-
-		if (k) {
-			struct cmsghdr *cm;
-
-			memset(&ctl, 0, sizeof(ctl));
-			mh.msg_control = ctl.buf;
-			mh.msg_controllen = sizeof(ctl.buf);
-			cm = CMSG_FIRSTHDR(&mh);
-			cm->cmsg_level = SOL_SOCKET;
-			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(cm), fds, sizeof(int));
-			REQUIRE(sendmsg(sv[0], &mh, MSG_NOSIGNAL) == (ssize_t)k);
-		}
+		if (k)
+			REQUIRE(chan_sock_send(sv[0], frame, k, fds, 1, false) == (ssize_t)k);
 		CHECK_ERR(chan_conn_recv(b, 5, &got), CHAN_E_TIMEOUT);
 		CHECK_ERR(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
 		if (len - k)
