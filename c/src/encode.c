@@ -111,7 +111,13 @@ size_value(struct sizer *s, const chan_value *v, uint32_t depth)
 		return 0;
 	for (uint32_t i = 0; i < v->u.c.count; i++) {
 		const chan_value *e = v->u.c.items[i];
-		size_t item = size_value(s, e, depth + 1);
+		size_t item;
+
+		if (e->type == CHAN_INT && v->type == CHAN_LIST) { /* inline, as written */
+			sum += 3 + varint_size(zigzag_encode(e->u.i));
+			continue;
+		}
+		item = size_value(s, e, depth + 1);
 
 		if (s->error)
 			return 0;
@@ -127,6 +133,10 @@ size_value(struct sizer *s, const chan_value *v, uint32_t depth)
 			s->error = CHAN_E_PAYLOAD_TOO_LARGE;
 			return 0;
 		}
+	}
+	if (sum > CHAN_HARD_MAX_PAYLOAD) { /* inline int items skip the check above */
+		s->error = CHAN_E_PAYLOAD_TOO_LARGE;
+		return 0;
 	}
 	s->e->sizes[slot] = (uint32_t)sum;
 	n = len_field(1, sum);
@@ -219,6 +229,15 @@ write_value(struct writer *w, uint8_t *p, const chan_value *v)
 		for (uint32_t i = 0; i < v->u.c.count; i++) {
 			const chan_value *item = v->u.c.items[i];
 
+			if (item->type == CHAN_INT) { /* the commonest item, inline */
+				uint64_t z = zigzag_encode(item->u.i);
+
+				*p++ = TAG(F_LIST_ITEMS, WT_LEN);
+				*p++ = (uint8_t)(1 + varint_size(z)); /* at most 11 */
+				*p++ = TAG(CHAN_INT, WT_VARINT);
+				p = put_varint(p, z);
+				continue;
+			}
 			p = put_len(p, TAG(F_LIST_ITEMS, WT_LEN), item_size(w, item));
 			p = write_value(w, p, item);
 		}
