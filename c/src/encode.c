@@ -30,6 +30,26 @@ is_container(const chan_value *v)
 	return v->type == CHAN_LIST || v->type == CHAN_MAP;
 }
 
+/* The Value body size of a scalar (null, bool, int, float, string, bytes);
+ * 0 for a list, map or handle, whose size depends on the walk. */
+static inline size_t
+scalar_size(const chan_value *v)
+{
+	switch (v->type) {
+	case CHAN_NULL:
+	case CHAN_BOOL:
+		return 2;
+	case CHAN_INT:
+		return 1 + varint_size(zigzag_encode(v->u.i));
+	case CHAN_FLOAT:
+		return 9;
+	case CHAN_STRING:
+	case CHAN_BYTES:
+		return len_field(1, v->u.s.n);
+	}
+	return 0;
+}
+
 static inline size_t
 handle_body(uint32_t index, unsigned kind)
 {
@@ -88,18 +108,9 @@ size_value(struct sizer *s, const chan_value *v, uint32_t depth)
 		s->error = CHAN_E_DEPTH_EXCEEDED;
 		return 0;
 	}
-	switch (v->type) {
-	case CHAN_NULL:
-	case CHAN_BOOL:
-		return 2;
-	case CHAN_INT:
-		return 1 + varint_size(zigzag_encode(v->u.i));
-	case CHAN_FLOAT:
-		return 9;
-	case CHAN_STRING:
-	case CHAN_BYTES:
-		return len_field(1, v->u.s.n);
-	case CHAN_HANDLE:
+	if ((n = scalar_size(v)))
+		return n;
+	if (v->type == CHAN_HANDLE) {
 		if (s->handles >= CHAN_HARD_MAX_HANDLES) {
 			s->error = CHAN_E_HANDLE_LIMIT_EXCEEDED;
 			return 0;
@@ -174,20 +185,12 @@ struct writer {
 static inline size_t
 item_size(const struct writer *w, const chan_value *v)
 {
-	switch (v->type) {
-	case CHAN_NULL:
-	case CHAN_BOOL:
-		return 2;
-	case CHAN_INT:
-		return 1 + varint_size(zigzag_encode(v->u.i));
-	case CHAN_FLOAT:
-		return 9;
-	case CHAN_STRING:
-	case CHAN_BYTES:
-		return len_field(1, v->u.s.n);
-	case CHAN_HANDLE:
+	size_t n = scalar_size(v);
+
+	if (n)
+		return n;
+	if (v->type == CHAN_HANDLE)
 		return len_field(1, handle_body(w->handles, v->kind));
-	}
 	return len_field(1, w->e->sizes[w->e->next]);
 }
 
