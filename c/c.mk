@@ -166,7 +166,7 @@ test-install: $(LIBCHAN_A) $(LIBCHAN_SO)
 	cp c/examples/readme_example.c $$d/prog.c; \
 	export PKG_CONFIG_PATH=$$lib/pkgconfig PKG_CONFIG_SYSROOT_DIR=$$d; \
 	[ "$$(pkg-config --modversion chan)" = "$(CHAN_VERSION)" ] || { echo "chan.pc: wrong version"; exit 1; }; \
-	(cd $$d && $(CC) -o prog prog.c $$(pkg-config --cflags --libs chan) -Wl,-rpath,$$lib) || exit 1; \
+	(cd $$d && $(CC) $(SANFLAGS) -o prog prog.c $$(pkg-config --cflags --libs chan) -Wl,-rpath,$$lib) || exit 1; \
 	ldd $$d/prog | grep -q "$$lib/$(LIBCHAN_SONAME)" || { echo "prog does not load the installed libchan"; ldd $$d/prog; exit 1; }; \
 	$$d/prog | grep -qx 'reply: 42 (OK)' || { echo "the installed library does not work"; exit 1; }; \
 	echo "install: header, libraries, chan.pc; a program built with pkg-config runs: 1 passed, 0 failed"
