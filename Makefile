@@ -54,18 +54,25 @@ ALL_CFLAGS = $(CSTD) $(WARN) $(CFLAGS) $(SANFLAGS) -MMD -MP -Ic/include -I$(BUIL
 LDFLAGS ?=
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 
-# Debian packages needed to build and test; fragments append to this.
-DEB_PACKAGES := build-essential pkg-config libprotobuf-c-dev protobuf-c-compiler \
-	libcunit1-dev protobuf-compiler
+# Debian packages needed to build and test: debian/control's Build-Depends is
+# the one list (test-only ones are marked <!nocheck> there); no fragment adds
+# to it (test-deps checks).
+DEB_PACKAGES := $(shell packaging/build-deps debian/control)
 
+# CHAN_SKIP_DEPS=1 (the Debian package build): the build system has already
+# installed Build-Depends; do not look.
+ifeq ($(CHAN_SKIP_DEPS),1)
+DEPS_STAMP :=
+else
 DEPS_STAMP := build/.deps-ok
+endif
 
 .PHONY: all test demo install uninstall clean deps check
 all:
 
 # Install what is missing (as root) or name it (otherwise).  The stamp records
 # the package list, so adding a package re-runs the check.
-$(DEPS_STAMP): Makefile $(wildcard */*.mk c/*.mk)
+build/.deps-ok: Makefile debian/control packaging/build-deps
 	@mkdir -p $(dir $@)
 	@missing=""; for p in $(DEB_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \

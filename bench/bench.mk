@@ -18,7 +18,6 @@
 # bench-smoke checks them); `make bench` then warns that its figures mean
 # nothing.
 
-DEB_PACKAGES += libmsgpack-dev gnuplot-nox valgrind python3
 
 BENCH_DIR    := $(BUILD)/bench
 BENCH_OPT    := -O2 -g

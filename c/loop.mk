@@ -7,7 +7,6 @@
 #               0 lost, the server's descriptor count back where it started,
 #               its RSS flat.  The figures go to $(BUILD)/loop-load.txt.
 
-DEB_PACKAGES += libsystemd-dev
 
 LOOP_BINS := $(BUILD)/examples/epoll_server $(BUILD)/examples/sdevent_server \
 	$(BUILD)/examples/loop_load

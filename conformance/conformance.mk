@@ -10,7 +10,6 @@
 # Other bindings: $(BUILD)/conformance/runner --failing conformance/failing/<b>.txt -- TESTEE
 # (conformance/README.md).
 
-DEB_PACKAGES += python3 python3-protobuf protobuf-compiler
 
 CONF_BUILD   := $(BUILD)/conformance
 CONF_RUNNER  := $(CONF_BUILD)/runner

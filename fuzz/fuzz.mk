@@ -14,7 +14,6 @@
 # into build/fuzz, whatever SANITIZE says; the library is compiled from
 # c/src for them with coverage instrumentation.
 
-DEB_PACKAGES += clang libclang-rt-14-dev libjansson-dev llvm
 
 FUZZ_CC      ?= clang
 FUZZ_DIR     := build/fuzz

@@ -12,7 +12,6 @@
 #
 # Findings go to hardening/FINDINGS.md.
 
-DEB_PACKAGES += valgrind binutils
 
 HARD_DIR     := $(BUILD)/hardening
 HARD_CFLAGS   = $(ALL_CFLAGS) -Ihardening

@@ -17,7 +17,6 @@ PY_BUILD   := $(BUILD)/python
 PY_C_SRCS  := $(sort $(wildcard python/interop/*.c))
 PY_C_BINS  := $(PY_C_SRCS:python/interop/%.c=$(PY_BUILD)/bin/%)
 
-DEB_PACKAGES += python3 python3-protobuf python3-setuptools python3-wheel python3-venv python3-pip pyflakes3
 
 $(PY_BUILD)/bin/%: python/interop/%.c c/include/chan.h $(LIBCHAN_A)
 	@mkdir -p $(dir $@)

@@ -5,7 +5,6 @@
 #   make test-chancodec-big    the 1 GiB bounded-memory stream (not in `make test`)
 #   make install               also installs chancodec and chancodec.1
 
-DEB_PACKAGES += libjansson-dev jq groff-base python3 time
 
 CHANCODEC      := $(BUILD)/chancodec
 CHANCODEC_SRCS := $(sort $(wildcard tools/*.c))
