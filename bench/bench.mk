@@ -64,10 +64,13 @@ $(BENCH_DIR)/transport_bench: $(BENCH_DIR)/obj/transport_bench.o $(BENCH_COMMON)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BENCH_LIBS)
 
 # valgrind cannot run sanitizer builds: no callgrind figures under SANITIZE=1.
-BENCH_RUN = $(BENCH_PY) bench/run.py --build $(BENCH_DIR) $(if $(filter 1,$(SANITIZE)),--no-callgrind)
+BENCH_RUN = $(BENCH_PY) bench/run.py --build $(BENCH_DIR) --loop $(BUILD)/examples \
+	$(if $(filter 1,$(SANITIZE)),--no-callgrind)
+# the event-loop load test's programs (c/loop.mk)
+BENCH_LOOP_BINS := $(BUILD)/examples/epoll_server $(BUILD)/examples/loop_load
 
 .PHONY: bench bench-smoke bench-callgrind bench-render
-bench: $(BENCH_BINS) $(DEPS_STAMP)
+bench: $(BENCH_BINS) $(BENCH_LOOP_BINS) $(DEPS_STAMP)
 	@if [ "$(SANITIZE)" = 1 ]; then echo "bench: WARNING: sanitizer build, figures are meaningless"; fi
 	$(BENCH_RUN)
 

@@ -549,6 +549,8 @@ def main():
     ap.add_argument("--callgrind-only", action="store_true")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--no-pybench", action="store_true", help="skip python/bench.py")
+    ap.add_argument("--loop", metavar="DIR",
+                    help="directory with epoll_server and loop_load (c/examples): the event-loop load test")
     ap.add_argument("--render-only", action="store_true",
                     help="rewrite the table, BENCHMARKS.md and the plot from the last run's "
                          "DIR/results/results.json (after editing bench/notes.md)")
@@ -614,14 +616,42 @@ def main():
                        "text": out.strip()[-2000:]}
             print("  python/bench.py FAILED (%s), its numbers are left out:\n%s" % (
                 pybench["failed"], pybench["text"]))
+    loop = run_loop(a.loop) if a.loop and not a.smoke else None
     saved = {"rows": rows, "callgrind": cg, "machine": mach, "started": started.isoformat(),
              "load_before": load_before, "load_after": loadavg(), "others": others,
-             "elapsed": time.time() - t_start, "pybench": pybench}
+             "elapsed": time.time() - t_start, "pybench": pybench, "loop": loop}
     out_dir = os.path.join(build, "smoke") if a.smoke else os.path.join(build, "results")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(dict(saved, callgrind={"/".join(k): v for k, v in cg.items()}), f, indent=1)
     return render(a, saved)
+
+
+def run_loop(bindir):
+    """The event-loop load test (c/loop.mk's test-loop, issue 17): one epoll thread,
+    1,000 client threads x 100 requests with a fresh reply_to, without and with two
+    stalled clients.  Returns loop_load's result lines, or a failure text."""
+    import tempfile
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "s.sock")
+    srv = subprocess.Popen([os.path.join(bindir, "epoll_server"), path], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for extra in ([], ["--stall"]):
+            p = subprocess.run([os.path.join(bindir, "loop_load"), path, "1000", "100"] + extra,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+            lines.append(p.stdout.strip() + ("" if p.returncode == 0 else "  [FAILED: exit %d]" % p.returncode))
+    finally:
+        srv.terminate()
+        out, _ = srv.communicate(timeout=30)
+        lines.append("epoll_server: " + out.strip())
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    print("  event-loop load test: %d lines" % len(lines))
+    return lines
 
 
 def render(a, saved):
@@ -746,6 +776,19 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
             L.append("")
         L.append("```")
         L.append(pybench["text"])
+        L.append("```")
+        L.append("")
+    if saved.get("loop"):
+        L.append("## Event loop under load (c/examples/epoll_server.c, loop_load.c)")
+        L.append("")
+        L.append("One epoll thread serves 1,000 client threads (2 CPUs in all), each making 100 "
+                 "requests with a fresh reply_to; then the same with two hostile clients for the "
+                 "whole run, one stalled mid-frame and one that never reads its answers. Latency "
+                 "is per request, queueing included (1,000 clients share 2 CPUs); the server's "
+                 "descriptor count and RSS are read from /proc.")
+        L.append("")
+        L.append("```")
+        L.extend(saved["loop"])
         L.append("```")
         L.append("")
     if notes:

@@ -30,6 +30,7 @@ PY_TEST_ENV = CHAN_SOURCE_DIR=$(CURDIR) CHAN_BUILD=$(CURDIR)/$(BUILD) CHAN_PY_BI
 test-python: $(PY_C_BINS) $(BUILD)/chancodec $(DEPS_STAMP)
 	@mkdir -p $(PY_BUILD)/work
 	pyflakes3 python/src python/tests python/examples python/bench.py python/conformance_testee.py
+	mypy --strict --cache-dir $(PY_BUILD)/mypy-cache python/src/chan
 	$(PY_TEST_ENV) $(PY) python/tests/run.py
 
 # The runner is built by conformance/conformance.mk.  An empty failure list:

@@ -17,6 +17,12 @@ class ExampleTests(FdTestCase):
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertIn("10 futures resolved across 3 processes, 0 failures", out.stdout)
 
+    def test_futures_asyncio_example(self) -> None:
+        out = subprocess.run([helpers.PYTHON, os.path.join(helpers.PYDIR, "examples", "futures_asyncio.py")],
+                             capture_output=True, text=True, timeout=120)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertIn("20 requests (10 answered through futures) on one event loop, 0 failures", out.stdout)
+
     def test_bench_smoke(self) -> None:
         out = subprocess.run([helpers.PYTHON, os.path.join(helpers.PYDIR, "bench.py"), "--smoke"],
                              capture_output=True, text=True, timeout=120)

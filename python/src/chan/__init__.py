@@ -23,6 +23,7 @@ from ._codec import (DEFAULT_LIMITS, HARD_MAX_DEPTH, HARD_MAX_HANDLES, HARD_MAX_
                      KIND_FD, Fd, Handle, Header, Limits, encode, parse_header)
 from ._conn import Client, Connection, Listener, PeerCred, Pipe
 from ._handles import decode_frame as _decode_frame
+from . import aio  # noqa: E402  (asyncio: chan.aio.pipe, connect, listen)
 from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, ChanError, ConnectionClosed,
                       DepthExceeded, DuplicateKey, EmptyValue, FatalError, FrameError, HandleIndexOutOfOrder,
                       HandleIndexOutOfRange, HandleLimitExceeded, HandlesTruncated, InvalidArgument, InvalidJson,
@@ -45,7 +46,7 @@ def decode(frame: bytes, fds: Optional[Sequence[int]] = None, *, limits: Optiona
 WIRE_VERSION = 1
 
 __all__ = [
-    "Pipe", "Client", "Listener", "Connection", "PeerCred", "Fd", "Handle", "Limits", "Header",
+    "aio", "Pipe", "Client", "Listener", "Connection", "PeerCred", "Fd", "Handle", "Limits", "Header",
     "encode", "decode", "parse_header",
     "KIND_FD", "KIND_CONN", "HEADER_SIZE", "HARD_MAX_PAYLOAD", "HARD_MAX_HANDLES", "HARD_MAX_DEPTH",
     "DEFAULT_LIMITS", "WIRE_VERSION", "REGISTRY", "BY_NAME", "BY_CODE",

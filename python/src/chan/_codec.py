@@ -276,7 +276,8 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
         except UnicodeEncodeError:
             raise error("INVALID_UTF8", "string holds a lone surrogate") from None
         n = len(b)
-        return b"\x2a" + (_VARINT1[n] if n < 128 else _varint(n)) + b
+        out: bytes = b"\x2a" + (_VARINT1[n] if n < 128 else _varint(n)) + b
+        return out
     if t is int:
         r = _SMALL_INTS.get(obj)
         if r is not None:
@@ -337,7 +338,8 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
         return b"\x21" + _F64.pack(obj)
     if t is bytes:
         n = len(obj)
-        return b"\x32" + (_VARINT1[n] if n < 128 else _varint(n)) + obj
+        framed: bytes = b"\x32" + (_VARINT1[n] if n < 128 else _varint(n)) + obj
+        return framed
     kind = getattr(t, "_chan_kind", None)
     if kind is not None:
         if t is Handle:
@@ -640,8 +642,10 @@ def _dec_map(st: _Dec, pos: int, end: int, depth: int) -> Dict[str, Any]:
             q = a + 2 + kn
             if 0 < kn < 0x80 and q + 2 <= pos and buf[q] == 0x12 and buf[q + 1] == pos - q - 2 < 0x80:
                 kb = buf[a + 2:q]
-                key = _KEY_NAMES.get(kb)
-                if key is None:
+                cached = _KEY_NAMES.get(kb)
+                if cached is not None:
+                    key = cached
+                else:
                     try:
                         key = str(kb, "utf-8")
                     except UnicodeDecodeError:
@@ -792,6 +796,7 @@ def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LI
     if h.channel:
         raise _err("RESERVED_FIELD_NONZERO", f"channel = {h.channel}")
     hc = h.handle_count
+    assert limits.max_handles is not None and limits.max_depth is not None  # resolved limits
     if hc > limits.max_handles:
         raise _err("HANDLE_LIMIT_EXCEEDED", f"{hc} handles exceed the limit {limits.max_handles}")
     if detached:

@@ -131,6 +131,26 @@ class Connection:
     __slots__ = ("_sock", "_fd", "_limits", "_send_lock", "_recv_lock", "_fatal", "_pending", "_hdr", "_head",
                  "_parts", "_have", "_ffds", "_ident", "_peer_ino", "_peer_known", "_pipe_peer", "_send_fatal",
                  "_created", "_fresh", "__weakref__")
+    # The slots' types (annotations only: __slots__ holds the storage).
+    _sock: Any
+    _fd: int
+    _limits: Limits
+    _send_lock: threading.Lock
+    _recv_lock: threading.Lock
+    _fatal: Optional[ChanError]
+    _send_fatal: Optional[ChanError]
+    _pending: bytes
+    _hdr: bytes
+    _head: Optional[Header]
+    _parts: List[bytes]
+    _have: int
+    _ffds: List[int]
+    _ident: Optional[Tuple[int, int]]
+    _peer_ino: Optional[int]
+    _peer_known: bool
+    _pipe_peer: Optional["weakref.ref[Connection]"]
+    _created: int
+    _fresh: Optional[int]
 
     def __init__(self, *_a: Any, **_k: Any) -> None:
         raise TypeError("use chan.Pipe(), chan.Client(), Listener.accept() or Connection.from_fd()")
@@ -144,24 +164,24 @@ class Connection:
         self._limits = _codec.DEFAULT_LIMITS
         self._send_lock = threading.Lock()
         self._recv_lock = threading.Lock()
-        self._fatal: Optional[ChanError] = None
-        self._send_fatal: Optional[ChanError] = None
+        self._fatal = None
+        self._send_fatal = None
         self._pending = b""
         # Receive state of the frame in progress (kept across timeouts).
         self._hdr = b""
-        self._head: Optional[Header] = None
-        self._parts: List[bytes] = []
+        self._head = None
+        self._parts = []
         self._have = 0
-        self._ffds: List[int] = []
-        self._ident: Optional[Tuple[int, int]] = None
-        self._peer_ino: Optional[int] = None
+        self._ffds = []
+        self._ident = None
+        self._peer_ino = None
         self._peer_known = False
-        self._pipe_peer: Optional["weakref.ref[Connection]"] = None
+        self._pipe_peer = None
         # Creation order, for a cheap self-send proof: a socket made by Pipe()
         # (_fresh) is newer than every connection created before it, so it can be
         # neither of them nor their peers.
         self._created = next(_SEQUENCE)
-        self._fresh: Optional[int] = None
+        self._fresh = None
         return self
 
     @classmethod
@@ -207,7 +227,8 @@ class Connection:
         for f in self._ffds:
             os.close(f)
         self._ffds = []
-        return self._sock.detach()
+        fd: int = self._sock.detach()
+        return fd
 
     def __enter__(self) -> "Connection":
         return self
