@@ -20,7 +20,7 @@ $(BUILD)/obj/tools/%.o: tools/%.c $(wildcard tools/*.h) c/include/chan.h $(DEPS_
 $(CHANCODEC): $(CHANCODEC_OBJS) $(LIBCHAN_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $(CHANCODEC_OBJS) $(LIBCHAN_A) $(CHANCODEC_LIBS)
 
-.PHONY: test-chancodec test-chancodec-big lint-chancodec-man install-chancodec
+.PHONY: test-chancodec test-chancodec-big lint-chancodec-man install-chancodec test-completion
 test-chancodec: $(CHANCODEC)
 	CHANCODEC=$(CURDIR)/$(CHANCODEC) tools/tests/run.sh
 TEST_TARGETS += test-chancodec
@@ -35,4 +35,17 @@ install-chancodec: $(CHANCODEC)
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
 	install -m 755 $(CHANCODEC) $(DESTDIR)$(BINDIR)/chancodec
 	install -m 644 tools/chancodec.1 $(DESTDIR)$(MANDIR)/man1/chancodec.1
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 644 tools/chancodec.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/chancodec
 INSTALL_TARGETS += install-chancodec
+
+# The bash completion offers each command's options (as chancodec's --help
+# lists them) and nothing it does not accept.
+test-completion: $(CHANCODEC)
+	for cmd in encode decode check dump listen send; do \
+		got=$$(bash -c 'source tools/chancodec.bash-completion; COMP_WORDS=(chancodec '$$cmd' -); COMP_CWORD=2; _chancodec; printf "%s\n" "$${COMPREPLY[@]}"' | sort -u); \
+		want=$$($(CHANCODEC) $$cmd --help 2>&1 | grep -oE '(^| |\[)--?[a-z][a-z-]*' | tr -d ' [' | sort -u); \
+		[ "$$got" = "$$want" ] || { echo "completion of '$$cmd': got [$$got], --help says [$$want]"; exit 1; }; \
+	done; \
+	echo "completion: the options of 6 commands: 1 passed, 0 failed"
+TEST_TARGETS += test-completion
