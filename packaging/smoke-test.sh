@@ -61,6 +61,7 @@ cc -o prog prog.c $(pkg-config --cflags --libs chan)
 out=$(echo '{"op":"get","n":[1,2.5]}' | chancodec encode | chancodec decode)
 [ "$out" = '{"op":"get","n":[1,2.5]}' ] || fail "chancodec: got '$out'"
 man -w chancodec >/dev/null 2>&1 || [ -n "$root" ] || fail "no chancodec man page"
+[ -f "$root/usr/share/bash-completion/completions/chancodec" ] || fail "no chancodec bash completion"
 # Debian's python3 (a python3 earlier on PATH, such as pyenv's, does not
 # read /usr/lib/python3/dist-packages)
 py=/usr/bin/python3
