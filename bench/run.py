@@ -704,7 +704,7 @@ def render(a, saved):
 
     md = os.path.join(out_dir, "BENCHMARKS.md") if a.smoke else os.path.join(ROOT, "BENCHMARKS.md")
     write_md(md, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows,
-             others)
+             others, saved.get("loop"))
     text = "\n".join("\n== %s ==\n%s" % (title, render_text(h, r)) for title, (h, r) in sections)
     if a.smoke:
         # The figures of a smoke run mean nothing: keep them out of `make test`.
@@ -722,7 +722,7 @@ def render(a, saved):
 
 
 def write_md(path, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows,
-             others):
+             others, loop=None):
     notes_path = os.path.join(HERE, "notes.md")
     notes = open(notes_path).read().strip() if os.path.exists(notes_path) else ""
     L = []
@@ -778,17 +778,18 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
         L.append(pybench["text"])
         L.append("```")
         L.append("")
-    if saved.get("loop"):
+    if loop:
         L.append("## Event loop under load (c/examples/epoll_server.c, loop_load.c)")
         L.append("")
         L.append("One epoll thread serves 1,000 client threads (2 CPUs in all), each making 100 "
                  "requests with a fresh reply_to; then the same with two hostile clients for the "
                  "whole run, one stalled mid-frame and one that never reads its answers. Latency "
                  "is per request, queueing included (1,000 clients share 2 CPUs); the server's "
-                 "descriptor count and RSS are read from /proc.")
+                 "descriptor count and RSS are read from /proc. The server's one failure is the "
+                 "stalled client's connection, which ends mid-frame (TRUNCATED) when it closes.")
         L.append("")
         L.append("```")
-        L.extend(saved["loop"])
+        L.extend(loop)
         L.append("```")
         L.append("")
     if notes:
