@@ -54,6 +54,8 @@ struct level {
 	bool has_slot, has_entry;
 	size_t key_first;  /* a map: its keys are keys[key_first..] */
 	uint32_t *index;   /* a map with many keys: hash slots (key number + 1) */
+	uint64_t seen;     /* a map: one bit per key hash (hash & 63): a clear bit
+			    * proves a key new without a scan */
 	uint32_t index_mask;
 	/* the key being filled (a map, between chan_writer_key and its value) */
 	uint64_t pend_hash;
@@ -734,6 +736,8 @@ static bool
 key_seen(const chan_writer *w, const struct level *l, uint64_t hash, const char *key, size_t len)
 {
 	if (!l->index) {
+		if (!(l->seen & (UINT64_C(1) << (hash & 63))))
+			return false;
 		for (size_t i = l->key_first; i < w->nkeys; i++)
 			if (key_eq(w, &w->keys[i], hash, key, len))
 				return true;
@@ -759,6 +763,7 @@ remember_key(chan_writer *w, struct level *l, unsigned placeholder)
 
 	k->hash = l->pend_hash;
 	k->len = l->pend_len;
+	l->seen |= UINT64_C(1) << (k->hash & 63);
 	k->off = l->entry.pos + placeholder + l->pend_keypos;
 	if (l->index) {
 		size_t s = k->hash & l->index_mask;
