@@ -172,6 +172,11 @@ usage_listen(FILE *out)
 		"  # #N KIND: type=... dev=MAJ:MIN ino=... access=... "
 		"cloexec=... path=...\n\n"
 		"  --once             exit when the first connection ends\n"
+		"  --mode=MODE        permissions of the socket file, octal "
+		"(default: from the\n"
+		"                     umask); an abstract name (@name) has "
+		"none: any process\n"
+		"                     of the network namespace may connect\n"
 		"  -n, --count=N      exit after N messages\n"
 		"  --reply=TEXT       answer every conn handle received with "
 		"the message TEXT,\n"
@@ -225,13 +230,18 @@ reply_all(chan_msg *reply, chan_value *v, const char *path)
 int
 cmd_listen(int argc, char **argv)
 {
-	enum { OPT_ONCE = 2001, OPT_REPLY };
+	enum { OPT_ONCE = 2001, OPT_REPLY, OPT_MODE };
 	static const struct option longopts[] = {
 		COMMON_LONGOPTS,
 		{"once", no_argument, NULL, OPT_ONCE},
 		{"reply", required_argument, NULL, OPT_REPLY},
+		{"mode", required_argument, NULL, OPT_MODE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
+	long mode = -1;
+	int accept_paused = 0; /* out of descriptors: the listener is not polled */
+	int emfile_reported = 0;
+	char *end;
 	struct common_opts o = {{0, 0, 0}, 0, 0};
 	const char *reply_text = NULL, *path;
 	chan_msg *reply = NULL;
@@ -255,6 +265,13 @@ cmd_listen(int argc, char **argv)
 			break;
 		case OPT_REPLY:
 			reply_text = optarg;
+			break;
+		case OPT_MODE:
+			errno = 0;
+			mode = strtol(optarg, &end, 8);
+			if (errno || *end || end == optarg || mode < 0 || mode > 0777)
+				return usage_error("listen: --mode: '%s' is not an octal mode "
+						   "such as 660", optarg);
 			break;
 		case 'h':
 			usage_listen(stdout);
@@ -286,7 +303,21 @@ cmd_listen(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 
-	r = chan_listen(path, &l);
+	if (mode >= 0 && path[0] == '@')
+		return usage_error("listen: --mode: %s is an abstract name, which has no "
+				   "permissions (any process of the network namespace may "
+				   "connect; check chan_conn_peer_cred instead)", path);
+	if (mode >= 0) {
+		/* The socket file is created with the umask's bits: set them
+		 * for this one call (a single-threaded program), so the file
+		 * never exists with wider permissions. */
+		mode_t old = umask((mode_t)(~mode & 0777));
+
+		r = chan_listen(path, &l);
+		umask(old);
+	} else {
+		r = chan_listen(path, &l);
+	}
 	if (r < 0) {
 		report(path, chan_errname(r), "cannot listen: %s",
 		       r == CHAN_E_SYSTEM ? strerror(errno)
@@ -306,8 +337,10 @@ cmd_listen(int argc, char **argv)
 			status = EXIT_USAGE;
 			break;
 		}
-		/* --once: accept no second connection */
-		if (!(once && nextid > 0)) {
+		/* --once: accept no second connection; out of descriptors:
+		 * do not poll the listener (it would be readable at once,
+		 * for ever) until a connection closes or a second passes */
+		if (!(once && nextid > 0) && !accept_paused) {
 			pfds[np].fd = chan_listener_borrow_fd(l);
 			pfds[np++].events = POLLIN;
 		}
@@ -315,7 +348,12 @@ cmd_listen(int argc, char **argv)
 			pfds[np].fd = chan_conn_borrow_fd(peers[i].conn);
 			pfds[np++].events = POLLIN;
 		}
-		if (poll(pfds, np, -1) < 0) {
+		r = poll(pfds, np, accept_paused ? 1000 : -1);
+		if (r == 0) { /* paused: a second has passed, try again */
+			accept_paused = 0;
+			continue;
+		}
+		if (r < 0) {
 			if (errno == EINTR)
 				continue;
 			report(path, "SYSTEM", "poll: %s", strerror(errno));
@@ -335,6 +373,18 @@ cmd_listen(int argc, char **argv)
 				r = chan_listener_accept(l, 0, &conn);
 				if (r == CHAN_E_WOULD_BLOCK)
 					continue;
+				if (r == CHAN_E_SYSTEM && (errno == EMFILE || errno == ENFILE)) {
+					/* Say it once, keep serving the clients we
+					 * have, and wait for a descriptor. */
+					if (!emfile_reported)
+						report(path, "SYSTEM",
+						       "cannot accept a connection: %s; serving "
+						       "the %zu open ones, accepting again when "
+						       "one closes (reported once per run)",
+						       strerror(errno), npeers);
+					accept_paused = emfile_reported = 1;
+					continue;
+				}
 				if (r < 0) {
 					report(path, chan_errname(r),
 					       "accept: %s", strerror(errno));
@@ -404,6 +454,8 @@ cmd_listen(int argc, char **argv)
 				}
 				chan_conn_free(peers[k].conn);
 				peers[k] = peers[--npeers];
+				if (accept_paused)
+					accept_paused = 0; /* a descriptor is free */
 				if (once)
 					done = 1;
 				break;

@@ -49,3 +49,16 @@ test-completion: $(CHANCODEC)
 	done; \
 	echo "completion: the options of 6 commands: 1 passed, 0 failed"
 TEST_TARGETS += test-completion
+
+# `listen` at its descriptor limit (backs off, reports once, keeps serving)
+# and --mode (the socket file's permissions; refused for an abstract name).
+.PHONY: test-listen
+test-listen: $(CHANCODEC)
+	CHANCODEC=$(abspath $(CHANCODEC)) tools/tests/listen_emfile.sh
+	d=$$(mktemp -d); trap 'kill $$pid 2>/dev/null; rm -rf $$d' EXIT; \
+	$(CHANCODEC) listen --mode 640 $$d/s.sock 2>/dev/null & pid=$$!; \
+	for i in $$(seq 100); do [ -S $$d/s.sock ] && break; sleep 0.05; done; \
+	[ "$$(stat -c %a $$d/s.sock)" = 640 ] || { echo "listen --mode 640 made $$(stat -c %a $$d/s.sock)"; exit 1; }; \
+	! $(CHANCODEC) listen --mode 640 @chan-mode-test 2>/dev/null || { echo "--mode on an abstract name was accepted"; exit 1; }; \
+	echo "listen-mode: 1 passed, 0 failed"
+TEST_TARGETS += test-listen
