@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 const char *program_name = "chancodec";
+const char *current_command; /* the command being run, for hints */
 
 void
 report(const char *file, const char *name, const char *fmt, ...)
@@ -46,8 +47,11 @@ usage_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help' for more information.\n",
-		program_name);
+	if (current_command)
+		fprintf(stderr, "\nTry '%s %s --help' for more information.\n", program_name,
+			current_command);
+	else
+		fprintf(stderr, "\nTry '%s --help' for more information.\n", program_name);
 	return EXIT_USAGE;
 }
 
@@ -262,13 +266,23 @@ frame_reader_free(struct frame_reader *fr)
 static void
 report_frame_error(const char *file, const struct frame_reader *fr, int rc)
 {
-	if (rc == CHAN_E_SYSTEM)
-		report(file, "SYSTEM", "read error: %s",
-		       strerror(fr->read_errno));
-	else
-		report(file, chan_errname(rc), "frame %lu at byte %llu: %s",
-		       fr->index, (unsigned long long)fr->offset,
-		       chan_strerror(rc));
+	size_t n = fr->len < 4 ? fr->len : 4;
+
+	if (rc == CHAN_E_SYSTEM) {
+		report(file, "SYSTEM", "read error: %s", strerror(fr->read_errno));
+	} else if ((rc == CHAN_E_TRUNCATED || rc == CHAN_E_BAD_MAGIC) && n &&
+		   memcmp(fr->buf, "CHAN", n) != 0) {
+		/* The registry name is the spec's (a short input is TRUNCATED
+		 * before its magic is looked at); the sentence says what the
+		 * bytes are. */
+		report(file, chan_errname(rc),
+		       "frame %lu at byte %llu: this is not a chan frame (%zu bytes that do not "
+		       "start with \"CHAN\")",
+		       fr->index, (unsigned long long)fr->offset, fr->len);
+	} else {
+		report(file, chan_errname(rc), "frame %lu at byte %llu: %s", fr->index,
+		       (unsigned long long)fr->offset, chan_strerror(rc));
+	}
 }
 
 /* ------------------------------------------------------------------------ */
@@ -608,6 +622,8 @@ usage(FILE *out)
 		program_name, program_name);
 }
 
+static const char *const commands[] = {"encode", "decode", "check", "dump", "listen", "send"};
+
 int
 main(int argc, char **argv)
 {
@@ -632,6 +648,9 @@ main(int argc, char **argv)
 	argc--;
 	argv++;
 	argv[0] = argv0;
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(cmd, commands[i]))
+			current_command = commands[i];
 	if (!strcmp(cmd, "encode"))
 		return cmd_encode(argc, argv);
 	if (!strcmp(cmd, "decode"))

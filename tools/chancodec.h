@@ -16,6 +16,7 @@
 #define EXIT_USAGE 2    /* usage or I/O error */
 
 extern const char *program_name;
+extern const char *current_command;
 
 /* "chancodec: FILE: NAME: message" on stderr. */
 void report(const char *file, const char *name, const char *fmt, ...)

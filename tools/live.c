@@ -209,9 +209,9 @@ reply_all(chan_msg *reply, chan_value *v, const char *path)
 			chan_conn_free(c);
 		}
 		if (r < 0)
-			report(path, chan_errname(r),
-			       "reply on #%" PRIu32 ": %s",
-			       chan_value_handle_index(v), chan_strerror(r));
+			report(path, chan_errname(r), "reply on #%" PRIu32 ": %s",
+			       chan_value_handle_index(v),
+			       r == CHAN_E_SYSTEM ? strerror(errno) : chan_strerror(r));
 		else
 			printf("# replied on #%" PRIu32 "\n",
 			       chan_value_handle_index(v));
@@ -687,8 +687,23 @@ cmd_send(int argc, char **argv)
 	}
 	r = chan_connect(path, &conn);
 	if (r < 0) {
-		report(path, chan_errname(r), "cannot connect: %s",
-		       r == CHAN_E_SYSTEM ? strerror(errno) : chan_strerror(r));
+		int e = errno;
+
+		if (r == CHAN_E_SYSTEM && e == ENOENT)
+			report(path, "SYSTEM", "cannot connect: there is no socket at %s (%s)", path,
+			       strerror(e));
+		else if (r == CHAN_E_SYSTEM && e == ECONNREFUSED)
+			report(path, "SYSTEM",
+			       "cannot connect: nothing listens at %s (%s): a socket file "
+			       "left by a listener that exited, or an abstract name nobody holds",
+			       path, strerror(e));
+		else if (r == CHAN_E_SYSTEM && (e == EACCES || e == EPERM))
+			report(path, "SYSTEM",
+			       "cannot connect: no permission to write to the socket file %s (%s)",
+			       path, strerror(e));
+		else
+			report(path, chan_errname(r), "cannot connect: %s",
+			       r == CHAN_E_SYSTEM ? strerror(e) : chan_strerror(r));
 		status = EXIT_USAGE;
 		goto out;
 	}

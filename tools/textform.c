@@ -185,11 +185,15 @@ tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 				  "contain U+0000 (\\u0000)",
 				  r->last_line, r->last_col);
 		else if (json_error_code(&je) == json_error_numeric_overflow)
-			tf_seterr(err, name,
-				  "line %lu column %lu: %s (ints must fit "
-				  "int64, floats must be finite: use "
-				  "{\"$float\":\"Infinity\"})",
-				  r->last_line, r->last_col, je.text);
+			tf_seterr(err, name, "line %lu column %lu: %s: %s", r->last_line,
+				  r->last_col, je.text,
+				  strstr(je.text, "integer")
+					  ? "a number without a fraction or exponent is an "
+					    "int, and chan ints are signed 64-bit "
+					    "(-9223372036854775808..9223372036854775807); "
+					    "write 1e20 for a float"
+					  : "a float must be finite; {\"$float\":\"Infinity\"} "
+					    "is infinity");
 		else
 			tf_seterr(err, name, "line %lu column %lu: %s",
 				  r->last_line, r->last_col, je.text);
