@@ -370,6 +370,43 @@ test_passcred_receiver(void)
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
 }
 
+/* SO_PASSPIDFD (Linux 6.5): every read also brings a pidfd of the sender, a
+ * descriptor nobody asked for; libchan closes it, and the frame's own
+ * descriptors arrive as usual. */
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76
+#endif
+static void
+test_passpidfd_receiver(void)
+{
+	int one = 1, p[2], fd = -1, before = chan_test_count_fds();
+	chan_conn *a, *b;
+	chan_msg *m = chan_msg_new(NULL), *got = NULL;
+
+	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
+	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
+	CU_ASSERT_FATAL(setsockopt(chan_conn_borrow_fd(b), SOL_SOCKET, SO_PASSPIDFD, &one,
+				   sizeof(one)) == 0);
+	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_handle_borrow(m, CHAN_KIND_FD, p[0])) == 0);
+	for (int i = 0; i < 5; i++)
+		CU_ASSERT_EQUAL(chan_conn_send(a, m, LONG_MS), 0);
+	for (int i = 0; i < 5; i++) {
+		CU_ASSERT_EQUAL_FATAL(chan_conn_recv(b, LONG_MS, &got), 0);
+		CU_ASSERT_EQUAL(chan_value_borrow_fd(chan_msg_root(got), &fd), 0);
+		same_file(fd, p[0]);
+		chan_msg_free(got);
+		/* no pidfd left behind: the process holds what it held before
+		 * plus the pipe, the pair and nothing else */
+		CU_ASSERT_EQUAL(chan_test_count_fds(), before + 4);
+	}
+	chan_msg_free(m);
+	chan_conn_free(a);
+	chan_conn_free(b);
+	close(p[0]);
+	close(p[1]);
+	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
+}
+
 /* A connection's buffers come from its allocator: a failing allocator fails
  * the send (nothing sent) and the receive (the frame is kept); the same
  * frame arrives once memory is back. */
@@ -592,6 +629,7 @@ CU_TestInfo api_tests[] = {
 	{"conn_must_be_connected", test_conn_must_be_connected},
 	{"map_move_conn", test_map_move_conn},
 	{"passcred_receiver", test_passcred_receiver},
+	{"passpidfd_receiver", test_passpidfd_receiver},
 	{"conn_buffers_use_allocator", test_conn_buffers_use_allocator},
 	CU_TEST_INFO_NULL,
 };
