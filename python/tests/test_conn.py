@@ -701,3 +701,27 @@ while True:
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReceiverOptionTests(FdTestCase):
+    """SO_PASSCRED and SO_PASSPIDFD on the receiving socket (SPEC.md §10.4 rule 4):
+    their control messages never truncate the descriptors, and the pidfd is closed."""
+
+    def test_passcred_and_passpidfd(self) -> None:
+        a, b = chan.Pipe()
+        sock = socket.socket(fileno=os.dup(b.fileno()))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        sock.setsockopt(socket.SOL_SOCKET, 76, 1)  # SO_PASSPIDFD (Linux 6.5)
+        sock.close()
+        r, w = os.pipe2(os.O_CLOEXEC)
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(5):
+            a.send({"i": i, "w": chan.Fd(w)})
+            got = b.recv(timeout=5)
+            self.assertEqual(got["i"], i)
+            got["w"].close()
+            self.assertEqual(len(os.listdir("/proc/self/fd")), before)  # no pidfd kept
+        os.close(r)
+        os.close(w)
+        a.close()
+        b.close()

@@ -27,7 +27,10 @@ from ._errors import ChanError, error, system_error
 
 # Room for the most descriptors one frame may carry (SPEC.md §10.4).
 # msg_controllen is CMSG_LEN, not CMSG_SPACE: no descriptor can land in padding (§10.4 rule 3).
-_ANCBUF = socket.CMSG_LEN(_codec.HARD_MAX_HANDLES * array("i").itemsize)
+# Room too for what a receiver with SO_PASSCRED / SO_PASSPIDFD is sent with
+# every read (credentials, a pidfd), which come before the descriptors (§10.4).
+_ANCBUF = (socket.CMSG_SPACE(12) + socket.CMSG_SPACE(4) +
+           socket.CMSG_LEN(_codec.HARD_MAX_HANDLES * array("i").itemsize))
 _MSG_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0x40000000)
 _MSG_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0x4000)
 _MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
