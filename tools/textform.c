@@ -402,6 +402,11 @@ build_marker(struct build *b, const char *key, json_t *v)
 	const char *s = json_is_string(v) ? json_string_value(v) : NULL;
 	chan_value *r;
 
+	/* A marker's string is read whole: "12\u00003" is not the number 12
+	 * (a C string would stop at the U+0000), and no marker takes one. */
+	if (s && strlen(s) != json_string_length(v))
+		return fail(b, TF_INVALID_TEXT,
+			    "\"%s\" takes a string without U+0000 (\\u0000)", key);
 	if (strcmp(key, "$int") == 0) {
 		int64_t i;
 
