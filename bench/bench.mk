@@ -63,14 +63,19 @@ $(BENCH_DIR)/codec_bench: $(BENCH_DIR)/obj/codec_bench.o $(BENCH_DIR)/obj/typed.
 $(BENCH_DIR)/transport_bench: $(BENCH_DIR)/obj/transport_bench.o $(BENCH_COMMON) $(BENCH_LIBCHAN)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BENCH_LIBS)
 
+# chancodec proxy's cost to a conversation (issue 16)
+$(BENCH_DIR)/proxy_rtt: $(BENCH_DIR)/obj/proxy_rtt.o $(BENCH_LIBCHAN)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lpthread
+
 # valgrind cannot run sanitizer builds: no callgrind figures under SANITIZE=1.
 BENCH_RUN = $(BENCH_PY) bench/run.py --build $(BENCH_DIR) --loop $(BUILD)/examples \
+	--proxy $(BUILD)/chancodec \
 	$(if $(filter 1,$(SANITIZE)),--no-callgrind)
 # the event-loop load test's programs (c/loop.mk)
 BENCH_LOOP_BINS := $(BUILD)/examples/epoll_server $(BUILD)/examples/loop_load
 
 .PHONY: bench bench-smoke bench-callgrind bench-render
-bench: $(BENCH_BINS) $(BENCH_LOOP_BINS) $(DEPS_STAMP)
+bench: $(BENCH_BINS) $(BENCH_LOOP_BINS) $(BENCH_DIR)/proxy_rtt $(BUILD)/chancodec $(DEPS_STAMP)
 	@if [ "$(SANITIZE)" = 1 ]; then echo "bench: WARNING: sanitizer build, figures are meaningless"; fi
 	$(BENCH_RUN)
 

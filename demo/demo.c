@@ -19,6 +19,10 @@
  * status says whether all of that held.
  *
  *   chan-demo                          the whole demo
+ *   CHAN_DEMO_PROXY="chancodec proxy --follow -o LOG" chan-demo
+ *                                      the same, with the producers talking to
+ *                                      the consumer through that command (run
+ *                                      as COMMAND PROXY_PATH CONSUMER_PATH)
  *   chan-demo producer PATH NAME SEED  (run by the demo) one producer
  *   chan-demo actor                    (run by the demo) the actor, fd 3
  */
@@ -26,6 +30,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,7 +312,9 @@ consumer_main(void)
 	struct producer_thread threads[THREAD_PRODUCERS];
 	pid_t pids[1 + PROCESS_PRODUCERS];
 	const char *tmp = getenv("TMPDIR");
-	char dir[256], path[300];
+	char dir[256], path[300], proxy_path[300];
+	const char *producer_path = path;
+	pid_t proxy_pid = -1;
 	chan_conn *actor_end = NULL;
 	int fds = count_open_fds(), failures = 0, after, r;
 
@@ -323,6 +330,24 @@ consumer_main(void)
 		return 1;
 	}
 	say("consumer", "listening on %s", path);
+	if (getenv("CHAN_DEMO_PROXY") && *getenv("CHAN_DEMO_PROXY")) {
+		/* Producers reach the consumer through the proxy command. */
+		char cmd[1024];
+
+		snprintf(proxy_path, sizeof(proxy_path), "%s/proxy.sock", dir);
+		snprintf(cmd, sizeof(cmd), "exec %s %s %s", getenv("CHAN_DEMO_PROXY"), proxy_path,
+			 path);
+		fflush(stdout);
+		if ((proxy_pid = fork()) == 0) {
+			execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+			_exit(127);
+		}
+		for (int i = 0; i < 200 && access(proxy_path, F_OK) != 0; i++)
+			usleep(10000);
+		say("consumer", "producers connect through a proxy (pid %d) on %s", (int)proxy_pid,
+		    proxy_path);
+		producer_path = proxy_path;
+	}
 
 	/* The actor gets its connection as fd 3. */
 	if ((r = chan_conn_pair(&cs.actor, &actor_end)) < 0) {
@@ -336,14 +361,14 @@ consumer_main(void)
 
 		snprintf(name, sizeof(name), "p%d", i + 1);
 		snprintf(seed, sizeof(seed), "%d", i);
-		pids[1 + i] = spawn((char *[]){"chan-demo", "producer", path, name,
+		pids[1 + i] = spawn((char *[]){"chan-demo", "producer", (char *)producer_path, name,
 					       seed, NULL},
 				    -1);
 	}
 	say("consumer", "started the actor (pid %d) and producers p1, p2 (pids %d, %d)",
 	    (int)pids[0], (int)pids[1], (int)pids[2]);
 	for (int i = 0; i < THREAD_PRODUCERS; i++) {
-		threads[i] = (struct producer_thread){.path = path, .seed = 2 + i};
+		threads[i] = (struct producer_thread){.path = producer_path, .seed = 2 + i};
 		snprintf(threads[i].name, sizeof(threads[i].name), "t%d", i + 1);
 		if (pthread_create(&threads[i].thread, NULL, producer_thread_main,
 				   &threads[i]) != 0) {
@@ -375,6 +400,14 @@ consumer_main(void)
 	for (int i = 0; i < cs.nclients; i++)
 		chan_conn_free(cs.clients[i]);
 	chan_listener_free(cs.listener); /* removes the socket file */
+	if (proxy_pid > 0) {
+		int st = 0;
+
+		kill(proxy_pid, SIGTERM);
+		while (waitpid(proxy_pid, &st, 0) < 0 && errno == EINTR)
+			;
+		unlink(proxy_path);
+	}
 	rmdir(dir);
 
 	after = count_open_fds();

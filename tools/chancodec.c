@@ -614,7 +614,10 @@ usage(FILE *out)
 		"a Unix socket\n"
 		"  send [--fd N=SPEC]... [--reply N] PATH [FILE]\n"
 		"                              send messages with real "
-		"descriptors\n\n"
+		"descriptors\n"
+		"  proxy [--follow] [--json] LISTEN TARGET\n"
+		"                              relay and print a live "
+		"conversation\n\n"
 		"FILE '-' (the default) is standard input.  PATH '@name' is a "
 		"Linux abstract\nsocket.  '%s COMMAND --help' describes a "
 		"command; see chancodec(1).\n"
@@ -622,7 +625,8 @@ usage(FILE *out)
 		program_name, program_name);
 }
 
-static const char *const commands[] = {"encode", "decode", "check", "dump", "listen", "send"};
+static const char *const commands[] = {"encode", "decode", "check", "dump", "listen", "send",
+				       "proxy"};
 
 int
 main(int argc, char **argv)
@@ -663,5 +667,7 @@ main(int argc, char **argv)
 		return cmd_listen(argc, argv);
 	if (!strcmp(cmd, "send"))
 		return cmd_send(argc, argv);
+	if (!strcmp(cmd, "proxy"))
+		return cmd_proxy(argc, argv);
 	return usage_error("unknown command '%s'", cmd);
 }

@@ -92,5 +92,9 @@ void report_handles(FILE *out, const chan_value *v);
 int cmd_dump(int argc, char **argv);
 int cmd_listen(int argc, char **argv);
 int cmd_send(int argc, char **argv);
+int cmd_proxy(int argc, char **argv);
+/* "# #N KIND: type=... dev=... ino=... access=... cloexec=... path=..." for
+ * the descriptor of a handle (live.c). */
+void report_fd(FILE *out, uint32_t index, enum chan_kind kind, int fd);
 
 #endif /* CHANCODEC_H */

@@ -43,7 +43,7 @@ file_type(mode_t m)
 	return "unknown";
 }
 
-static void
+void
 report_fd(FILE *out, uint32_t index, enum chan_kind kind, int fd)
 {
 	char link[64], path[PATH_MAX + 1], sock[64] = "";

@@ -42,12 +42,12 @@ INSTALL_TARGETS += install-chancodec
 # The bash completion offers each command's options (as chancodec's --help
 # lists them) and nothing it does not accept.
 test-completion: $(CHANCODEC)
-	for cmd in encode decode check dump listen send; do \
+	for cmd in encode decode check dump listen send proxy; do \
 		got=$$(bash -c 'source tools/chancodec.bash-completion; COMP_WORDS=(chancodec '$$cmd' -); COMP_CWORD=2; _chancodec; printf "%s\n" "$${COMPREPLY[@]}"' | sort -u); \
 		want=$$($(CHANCODEC) $$cmd --help 2>&1 | grep -oE '(^| |\[)--?[a-z][a-z-]*' | tr -d ' [' | sort -u); \
 		[ "$$got" = "$$want" ] || { echo "completion of '$$cmd': got [$$got], --help says [$$want]"; exit 1; }; \
 	done; \
-	echo "completion: the options of 6 commands: 1 passed, 0 failed"
+	echo "completion: the options of 7 commands: 1 passed, 0 failed"
 TEST_TARGETS += test-completion
 
 # `listen` at its descriptor limit (backs off, reports once, keeps serving)
@@ -62,3 +62,10 @@ test-listen: $(CHANCODEC)
 	! $(CHANCODEC) listen --mode 640 @chan-mode-test 2>/dev/null || { echo "--mode on an abstract name was accepted"; exit 1; }; \
 	echo "listen-mode: 1 passed, 0 failed"
 TEST_TARGETS += test-listen
+
+# chancodec proxy end to end: a followed reply_to, JSON lines, a hostile
+# stream seen the same with and without it, the demo through it.
+.PHONY: test-proxy
+test-proxy: $(CHANCODEC) $(BUILD)/chan-demo
+	CHANCODEC=$(abspath $(CHANCODEC)) CHAN_DEMO=$(abspath $(BUILD)/chan-demo) tools/tests/proxy.sh
+TEST_TARGETS += test-proxy
