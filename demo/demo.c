@@ -344,6 +344,16 @@ consumer_main(void)
 		}
 		for (int i = 0; i < 200 && access(proxy_path, F_OK) != 0; i++)
 			usleep(10000);
+		if (access(proxy_path, F_OK) != 0) {
+			fprintf(stderr, "chan-demo: the proxy command (CHAN_DEMO_PROXY=%s) did not "
+					"create %s within 2 s\n",
+				getenv("CHAN_DEMO_PROXY"), proxy_path);
+			kill(proxy_pid, SIGTERM);
+			waitpid(proxy_pid, NULL, 0);
+			chan_listener_free(cs.listener); /* removes the socket file */
+			rmdir(dir);
+			return 1;
+		}
 		say("consumer", "producers connect through a proxy (pid %d) on %s", (int)proxy_pid,
 		    proxy_path);
 		producer_path = proxy_path;
