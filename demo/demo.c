@@ -284,7 +284,7 @@ producer_process_main(const char *path, const char *name, int seed)
 	answered = producer_run(path, name, seed);
 	after = count_open_fds();
 	say(name, "done: %d of %d answered; open fds: %d at start, %d at end",
-	    answered, QUESTIONS_PER_PRODUCER, fds, after);
+	    answered < 0 ? 0 : answered, QUESTIONS_PER_PRODUCER, fds, after);
 	return answered == QUESTIONS_PER_PRODUCER && after == fds ? 0 : 1;
 }
 
