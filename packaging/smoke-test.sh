@@ -57,7 +57,14 @@ cc -o prog prog.c $(pkg-config --cflags --libs chan)
 ./prog | grep -qx 'reply: 42 (OK)' || fail "a program built with pkg-config does not work"
 [ "$(pkg-config --modversion chan)" = "$(sed -n 's/^#define CHAN_VERSION_STRING "\(.*\)"$/\1/p' "$tree/c/include/chan.h")" ] ||
 	fail "chan.pc has another version than chan.h"
-[ -z "$root" ] && { ldd ./prog | grep -Eq "libchan.so.0 => (/usr)?/lib/$arch/libchan.so.0" || fail "prog does not load the installed libchan"; }
+if [ -z "$root" ]; then
+	# The library prog loads must be the file libchan0 installed (not a
+	# tree build, not one under /usr/local): compare resolved paths.
+	loaded=$(ldd ./prog | awk '$1 == "libchan.so.0" { print $3 }')
+	want=$(dpkg -L libchan0 | grep "/libchan\.so\.0$" | head -1)
+	[ -n "$loaded" ] && [ -e "$loaded" ] && [ "$(realpath "$loaded")" = "$(realpath "$want")" ] ||
+		fail "prog does not load the installed libchan ($want): ldd says '$(ldd ./prog | grep libchan)'"
+fi
 out=$(echo '{"op":"get","n":[1,2.5]}' | chancodec encode | chancodec decode)
 [ "$out" = '{"op":"get","n":[1,2.5]}' ] || fail "chancodec: got '$out'"
 man -w chancodec >/dev/null 2>&1 || [ -n "$root" ] || fail "no chancodec man page"
