@@ -27,7 +27,8 @@ $(CONF_TESTEE): conformance/testee_c.c c/include/chan.h $(LIBCHAN_A) $(DEPS_STAM
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ conformance/testee_c.c $(LIBCHAN_A) $(ALL_LDFLAGS) -lpthread -lm
 
-.PHONY: conformance conformance-check conformance-run conformance-selftest conformance-vectors
+.PHONY: conformance conformance-check conformance-run conformance-selftest conformance-skeleton \
+	conformance-vectors
 conformance-check: $(DEPS_STAMP)
 	$(CONF_PY) conformance/tools/vecheck.py
 
@@ -38,8 +39,12 @@ conformance-run: $(CONF_RUNNER) $(CONF_TESTEE)
 conformance-selftest: $(CONF_RUNNER) $(CONF_TESTEE)
 	RUNNER=$(CONF_RUNNER) TESTEE=$(CONF_TESTEE) sh conformance/selftest.sh
 
+# The README's Python skeleton: its descriptor helpers, run as printed.
+conformance-skeleton: $(DEPS_STAMP)
+	$(CONF_PY) conformance/tools/skeleton_check.py
+
 # The suite's verdict line is the last one printed.
-conformance: conformance-check conformance-selftest
+conformance: conformance-check conformance-selftest conformance-skeleton
 	@$(MAKE) --no-print-directory conformance-run
 
 conformance-vectors:
