@@ -41,6 +41,8 @@ struct tf_reader {
 	unsigned long line, col;             /* position of the next byte */
 	unsigned long start_line, start_col; /* where the current value began */
 	unsigned long last_line, last_col;   /* position of the last byte read */
+	unsigned char *doc;                  /* the bytes of the current value so far */
+	size_t doc_len, doc_cap;
 };
 
 struct tf_reader *
@@ -59,6 +61,8 @@ tf_reader_new(FILE *fp)
 void
 tf_reader_free(struct tf_reader *r)
 {
+	if (r)
+		free(r->doc);
 	free(r);
 }
 
@@ -103,7 +107,272 @@ feed(void *buffer, size_t buflen, void *data)
 	advance(r, c);
 	((unsigned char *)buffer)[0] = (unsigned char)c;
 	r->last_out = c;
+	/* Kept so that a fault jansson meets before the end of the value can
+	 * be checked against the whole value's syntax (syntax_first). */
+	if (r->doc_len == r->doc_cap) {
+		size_t cap = r->doc_cap ? 2 * r->doc_cap : 4096;
+		unsigned char *d = realloc(r->doc, cap);
+
+		if (!d) {
+			r->io_errno = ENOMEM;
+			return (size_t)-1;
+		}
+		r->doc = d;
+		r->doc_cap = cap;
+	}
+	r->doc[r->doc_len++] = (unsigned char)c;
 	return 1;
+}
+
+/*
+ * SPEC.md §12.4 rule 4: a document that is not JSON is INVALID_JSON, whatever
+ * else is wrong with it.  jansson stops at the first fault it meets, and some
+ * of its faults are not syntax (a duplicate key, a lone surrogate, invalid
+ * UTF-8, a number out of range, nesting deeper than it recurses): for those,
+ * the rest of the value is read and its syntax checked here, without
+ * recursion, from the value's first byte.  Bytes come from r->doc (what
+ * jansson read), then from the stream.
+ */
+static int is_ws(int c);
+
+struct scan {
+	struct tf_reader *r;
+	size_t pos;        /* next byte of r->doc */
+	int pushed;        /* a byte given back, or -2 */
+	unsigned long line, col;
+};
+
+static int
+scan_get(struct scan *sc)
+{
+	int c;
+
+	if (sc->pushed != -2) {
+		c = sc->pushed;
+		sc->pushed = -2;
+	} else if (sc->pos < sc->r->doc_len) {
+		c = sc->r->doc[sc->pos++];
+	} else {
+		c = getc(sc->r->fp);
+		if (c == EOF)
+			return EOF;
+		advance(sc->r, c);
+	}
+	if (c == '\n') {
+		sc->line++;
+		sc->col = 1;
+	} else {
+		sc->col++;
+	}
+	return c;
+}
+
+static void
+scan_unget(struct scan *sc, int c)
+{
+	if (c == EOF)
+		return;
+	sc->pushed = c;
+	if (c == '\n')
+		sc->line--; /* the column is not needed again before the next get */
+	else
+		sc->col--;
+}
+
+static int
+scan_ws(struct scan *sc)
+{
+	int c;
+
+	do
+		c = scan_get(sc);
+	while (is_ws(c));
+	return c;
+}
+
+static int
+is_digit(int c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A string after its opening quote: 0, or -1 with *bad the byte at fault. */
+static int
+scan_string(struct scan *sc, int *bad)
+{
+	int c;
+
+	for (;;) {
+		c = scan_get(sc);
+		if (c == EOF || c < 0x20)
+			break;
+		if (c == '"')
+			return 0;
+		if (c != '\\')
+			continue;
+		c = scan_get(sc);
+		if (c == 'u') {
+			int i;
+
+			for (i = 0; i < 4; i++) {
+				c = scan_get(sc);
+				if (!is_digit(c) && !((c | 0x20) >= 'a' && (c | 0x20) <= 'f'))
+					break;
+			}
+			if (i < 4)
+				break;
+		} else if (c == EOF || !c || !strchr("\"\\/bfnrt", c)) {
+			break;
+		}
+	}
+	*bad = c;
+	return -1;
+}
+
+/* A number from its first byte *pc; the byte after it is given back.  -1
+ * with *pc the byte at fault. */
+static int
+scan_number(struct scan *sc, int *pc)
+{
+	int c = *pc;
+
+	if (c == '-')
+		c = scan_get(sc);
+	if (c == '0') {
+		c = scan_get(sc);
+	} else if (is_digit(c)) {
+		while (is_digit(c))
+			c = scan_get(sc);
+	} else {
+		goto bad;
+	}
+	if (c == '.') {
+		if (!is_digit(c = scan_get(sc)))
+			goto bad;
+		while (is_digit(c))
+			c = scan_get(sc);
+	}
+	if (c == 'e' || c == 'E') {
+		c = scan_get(sc);
+		if (c == '+' || c == '-')
+			c = scan_get(sc);
+		if (!is_digit(c))
+			goto bad;
+		while (is_digit(c))
+			c = scan_get(sc);
+	}
+	scan_unget(sc, c);
+	return 0;
+bad:
+	*pc = c;
+	return -1;
+}
+
+/* A member's key and colon, from the byte *c: 0, or -1 with *c the byte
+ * at fault. */
+static int
+scan_key(struct scan *sc, int *c)
+{
+	if (*c != '"' || scan_string(sc, c) < 0)
+		return -1;
+	*c = scan_ws(sc);
+	return *c == ':' ? 0 : -1;
+}
+
+/* 0: the value r->doc starts is JSON (and has been read to its end); -1:
+ * it is not, and err says where. */
+static int
+syntax_first(struct tf_reader *r, struct tf_error *err)
+{
+	struct scan sc = {.r = r, .pushed = -2, .line = r->start_line, .col = r->start_col};
+	unsigned char *stack = NULL; /* '[' or '{' per open container */
+	size_t depth = 0, cap = 0;
+	int c, scalar_top = 0, rc = -1;
+
+	for (;;) {
+		/* a value */
+		c = scan_ws(&sc);
+		if (c == '[' || c == '{') {
+			if (depth == cap) {
+				size_t ncap = cap ? 2 * cap : 64;
+				unsigned char *ns = realloc(stack, ncap);
+
+				if (!ns) {
+					free(stack);
+					tf_seterr(err, "NO_MEMORY", "out of memory");
+					return -1;
+				}
+				stack = ns;
+				cap = ncap;
+			}
+			stack[depth++] = (unsigned char)c;
+			c = scan_ws(&sc);
+			if (c == (stack[depth - 1] == '[' ? ']' : '}')) {
+				depth--;
+				goto after_value;
+			}
+			if (stack[depth - 1] == '{') {
+				if (scan_key(&sc, &c) < 0)
+					goto fault;
+				continue;
+			}
+			scan_unget(&sc, c);
+			continue;
+		}
+		if (c == '"') {
+			if (scan_string(&sc, &c) < 0)
+				goto fault;
+		} else if (c == '-' || is_digit(c)) {
+			if (scan_number(&sc, &c) < 0)
+				goto fault;
+			scalar_top = depth == 0;
+		} else if (c == 't' || c == 'f' || c == 'n') {
+			const char *lit = c == 't' ? "rue" : c == 'f' ? "alse" : "ull";
+
+			for (; *lit; lit++)
+				if ((c = scan_get(&sc)) != *lit)
+					goto fault;
+			scalar_top = depth == 0;
+		} else {
+			goto fault;
+		}
+after_value:
+		for (;;) {
+			if (depth == 0) {
+				if (scalar_top) { /* followed by whitespace or the end */
+					c = scan_get(&sc);
+					if (c != EOF && !is_ws(c))
+						goto fault;
+				}
+				rc = 0;
+				goto out;
+			}
+			c = scan_ws(&sc);
+			if (c == ',') {
+				if (stack[depth - 1] == '{' && (c = scan_ws(&sc), scan_key(&sc, &c) < 0))
+					goto fault;
+				break; /* the next value */
+			}
+			if (c != (stack[depth - 1] == '[' ? ']' : '}'))
+				goto fault;
+			depth--;
+		}
+	}
+fault:
+	if (r->io_errno)
+		tf_seterr(err, "SYSTEM", "read error: %s", strerror(r->io_errno));
+	else if (c == EOF)
+		tf_seterr(err, TF_INVALID_JSON, "line %lu column %lu: not JSON: the input ends "
+			  "inside the value", sc.line, sc.col);
+	else if (c > 0x20 && c < 0x7f)
+		tf_seterr(err, TF_INVALID_JSON, "line %lu column %lu: not JSON: unexpected '%c'",
+			  sc.line, sc.col - 1, c);
+	else
+		tf_seterr(err, TF_INVALID_JSON, "line %lu column %lu: not JSON: unexpected byte 0x%02x",
+			  sc.line, sc.col - 1, c);
+out:
+	free(stack);
+	return rc;
 }
 
 static int
@@ -138,6 +407,7 @@ tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 	r->start_col = r->col;
 	r->last_out = -1;
 	r->hit_eof = 0;
+	r->doc_len = 0;
 
 	j = json_load_callback(feed, r,
 			       JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK |
@@ -178,6 +448,15 @@ tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 			break;
 		default:
 			break;
+		}
+		/* Not a syntax fault: the whole value's syntax comes first. */
+		if (strcmp(name, TF_INVALID_JSON) != 0 && strcmp(name, "NO_MEMORY") != 0) {
+			unsigned long at_line = r->last_line, at_col = r->last_col;
+
+			if (syntax_first(r, err) < 0)
+				return -1;
+			r->last_line = at_line; /* the fault's position, for its message */
+			r->last_col = at_col;
 		}
 		if (json_error_code(&je) == json_error_null_byte_in_key)
 			tf_seterr(err, name,

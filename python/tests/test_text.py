@@ -53,6 +53,22 @@ class TextFormTests(FdTestCase):
             "[" * 33 + "]" * 33: "DEPTH_EXCEEDED", "[" * 5000 + "]" * 5000: "DEPTH_EXCEEDED",
             "[" + ",".join('{"$fd":%d}' % i for i in range(254)) + "]": "HANDLE_LIMIT_EXCEEDED",
         }
+        # INVALID_JSON wins over every other fault, however deep, duplicated or
+        # badly encoded the rest is; then the first fault in document order
+        # (SPEC.md §12.4 rule 4).
+        bad.update({
+            '[{"a":1,"a":2},]': "INVALID_JSON", '["\\ud800",]': "INVALID_JSON", "[1e400,]": "INVALID_JSON",
+            "[" * 5000: "INVALID_JSON", "[" * 5000 + "]" * 4999 + "}": "INVALID_JSON",
+            '{"a":1,"a":2': "INVALID_JSON",
+            '[{"$int":"x"},{"a":1,"a":2}]': "INVALID_TEXT", '[{"a":1,"a":2},{"$int":"x"}]': "DUPLICATE_KEY",
+            '{"a":{"$x":1},"a":2}': "INVALID_TEXT",
+        })
+        for src_b, name in ((b'["\xff",]', "INVALID_JSON"), (b'[{"$int":"x"},"\xff"]', "INVALID_TEXT"),
+                            (b'["\xff",{"$int":"x"}]', "INVALID_UTF8")):
+            with self.subTest(src_b):
+                with self.assertRaises(chan.ChanError) as cm:
+                    text.loads(src_b)
+                self.assertEqual(cm.exception.name, name)
         for src, name in bad.items():
             with self.subTest(src):
                 with self.assertRaises(chan.ChanError) as cm:

@@ -198,6 +198,23 @@ t "NaN literal" INVALID_JSON 'NaN'
 t "scalars not separated" INVALID_JSON '1"a"'
 t "trailing comma" INVALID_JSON '[1,]'
 t "duplicate key" DUPLICATE_KEY '{"a":1,"a":2}'
+# INVALID_JSON wins over faults met before the syntax error (SPEC.md §12.4 rule 4)
+t "duplicate key, then a trailing comma" INVALID_JSON '[{"a":1,"a":2},]'
+t "lone surrogate, then a trailing comma" INVALID_JSON '["\ud800",]'
+t "float overflow, then a trailing comma" INVALID_JSON '[1e400,]'
+t "int overflow, then a letter" INVALID_JSON '9223372036854775808x'
+t "U+0000 in a key, then a trailing comma" INVALID_JSON '{"a\u0000":1,}'
+t "duplicate key, then the end" INVALID_JSON '{"a":1,"a":2'
+t "5000 open brackets" INVALID_JSON "$(printf '%.0s[' $(seq 5000))"
+t "5000 levels closed by a brace" INVALID_JSON "$(printf '%.0s[' $(seq 5000))$(printf '%.0s]' $(seq 4999))}"
+t "5000 levels, valid JSON" DEPTH_EXCEEDED "$(printf '%.0s[' $(seq 5000))$(printf '%.0s]' $(seq 5000))"
+printf '["\xff",]\n' >"$T/in.json"
+expect "text: invalid UTF-8, then a trailing comma" 1 INVALID_JSON "$CC" encode -o "$T/x.bin" "$T/in.json"
+check "text: INVALID_JSON exactly when Python's json says not JSON (1500 mutated documents)" \
+	python3 "$HERE/syntax_diff.py" "$CC" 1500 7
+printf '1\n[{"a":1,"a":2}]\n[3]\n' >"$T/in.json"
+expect "text: duplicate key in the second document" 1 DUPLICATE_KEY "$CC" encode -o "$T/x.bin" "$T/in.json"
+check "the first document is written" test "$("$CC" decode "$T/x.bin" | tr '\n' ' ')" = "1 "
 t "duplicate key after unescaping" DUPLICATE_KEY '{"$$a":1,"$$a":2}'
 t "lone surrogate" INVALID_UTF8 '"\ud800"'
 t "U+0000 in a key" INVALID_KEY '{"a\u0000":1}'

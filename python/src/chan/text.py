@@ -13,7 +13,7 @@ import binascii
 import json
 import math
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ._codec import HARD_MAX_DEPTH, HARD_MAX_HANDLES, KIND_CONN, KIND_FD, Handle
 from ._errors import error
@@ -147,12 +147,50 @@ class _Raw:
 
 
 def _pairs_hook(pairs: List[Tuple[str, Any]]) -> Any:
-    seen = set()
-    for k, _v in pairs:
-        if k in seen:
-            raise error("DUPLICATE_KEY", f"text form object repeats the key {k!r}")
-        seen.add(k)
+    # Duplicates are found by the walk (_resolve), in document order, after the
+    # whole document has been parsed: INVALID_JSON wins (SPEC.md §12.4 rule 4).
     return _Raw(pairs)
+
+
+_TOKEN = re.compile(r"""[ \t\n\r]*(?:([\[{])|([\]}])|(,)|(:)|("(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*")"""
+                    r"""|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null))""")
+
+
+def _syntax_error(text: str, pos: int = 0) -> Optional[str]:
+    """Why text[pos:] does not start with one JSON value, or None: RFC 8259's
+    grammar without recursion, for documents too deep for the json module."""
+    stack: List[str] = []
+    want = "value"  # value, value_or_close, key, key_or_close, colon, comma_or_close
+    while True:
+        m = _TOKEN.match(text, pos)
+        if not m:
+            if pos >= len(text.rstrip(_WS)):
+                return "the input ends inside the value"
+            return f"offset {pos}: not a JSON token"
+        pos = m.end()
+        opened, closed, comma, colon, string, scalar = m.groups()
+        if want in ("value", "value_or_close") and (opened or string or scalar):
+            if opened:
+                stack.append(opened)
+                want = "value_or_close" if opened == "[" else "key_or_close"
+                continue
+        elif want in ("key", "key_or_close") and string:
+            want = "colon"
+            continue
+        elif want == "colon" and colon:
+            want = "value"
+            continue
+        elif want == "comma_or_close" and comma:
+            want = "value" if stack[-1] == "[" else "key"
+            continue
+        elif want in ("value_or_close", "key_or_close", "comma_or_close") and closed \
+                and closed == ("]" if stack[-1] == "[" else "}"):
+            stack.pop()
+        else:
+            return f"offset {m.start(m.lastindex or 0)}: unexpected {m.group(m.lastindex or 0)!r}"
+        if not stack:
+            return None
+        want = "comma_or_close"
 
 
 def _bad_constant(name: str) -> Any:
@@ -163,7 +201,8 @@ def _check_str(s: str) -> str:
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:
-        raise error("INVALID_UTF8", "text form string holds a lone surrogate escape") from None
+        raise error("INVALID_UTF8", "text form string is not Unicode: invalid UTF-8, or a lone "
+                    "surrogate escape such as \\ud800") from None
     return s
 
 
@@ -285,15 +324,11 @@ def _finish(value: Any, handle_count: Any, check_handles: bool) -> Any:
 
 
 def _loads(text: Any) -> Any:
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
-            raise error("INVALID_UTF8", "text form input is not valid UTF-8") from None
+    text = _text(text)
     try:
         raw = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_bad_constant)
     except RecursionError:
-        raise error("DEPTH_EXCEEDED", f"values nest deeper than {HARD_MAX_DEPTH}", scope="local") from None
+        _deep(text, 0)
     except ValueError as exc:
         if hasattr(exc, "name"):
             raise
@@ -304,15 +339,27 @@ def _loads(text: Any) -> Any:
 _WS = " \t\n\r"
 
 
+def _text(text: Any) -> str:
+    # Invalid UTF-8 becomes lone surrogates (surrogateescape), which the walk
+    # reports as INVALID_UTF8 in document order, after the syntax check.
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        return bytes(text).decode("utf-8", errors="surrogateescape")
+    return str(text)
+
+
+def _deep(text: str, pos: int) -> None:
+    """The json module gave up on nesting: JSON or not, first (§12.4 rule 4)."""
+    why = _syntax_error(text, pos)
+    if why is not None:
+        raise error("INVALID_JSON", f"not JSON: {why}") from None
+    raise error("DEPTH_EXCEEDED", f"values nest deeper than {HARD_MAX_DEPTH}", scope="local") from None
+
+
 def iter_loads(text: Any, *, check_handles: bool = True) -> Any:
     """The documents of a text-form stream (SPEC.md §12.4 rule 6), one after another:
     separated by JSON whitespace; a number, true, false or null must be followed by
     whitespace or the end (``1 2`` is two documents, ``1"a"`` is rejected)."""
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
-            raise error("INVALID_UTF8", "text form input is not valid UTF-8") from None
+    text = _text(text)
     dec = json.JSONDecoder(object_pairs_hook=_pairs_hook, parse_constant=_bad_constant)
     pos = 0
     n = len(text)
@@ -324,7 +371,8 @@ def iter_loads(text: Any, *, check_handles: bool = True) -> Any:
         try:
             raw, end = dec.raw_decode(text, pos)
         except RecursionError:
-            raise error("DEPTH_EXCEEDED", f"values nest deeper than {HARD_MAX_DEPTH}", scope="local") from None
+            _deep(text, pos)
+            raise  # not reached: _deep always raises
         except ValueError as exc:
             if hasattr(exc, "name"):
                 raise
