@@ -53,6 +53,16 @@ class RegistryTests(unittest.TestCase):
         _head, rows = read_tsv("handle-kinds.tsv")
         kinds = {int(r[0]): r[1] for r in rows if r[1] != "-"}
         self.assertEqual(kinds, {chan.KIND_FD: "fd", chan.KIND_CONN: "conn"})
+        # SPEC.md §14.2: registered kinds are 1-63 (64-127 private use, 128+ unassigned)
+        self.assertTrue(all(1 <= k <= 63 for k in kinds), kinds)
+
+    def test_registry_policy(self) -> None:
+        """SPEC.md §14.2: error codes 1-255, assigned in order, names unique."""
+        _head, rows = read_tsv("errors.tsv")
+        codes = [int(r[0]) for r in rows]
+        self.assertEqual(codes, list(range(1, len(codes) + 1)))
+        self.assertLessEqual(max(codes), 255)
+        self.assertEqual(len({r[1] for r in rows}), len(rows))
 
 
 if __name__ == "__main__":
