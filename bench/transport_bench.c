@@ -12,6 +12,11 @@
  *             keeps its own; a reply_to connection is moved in with
  *             chan_conn_handle), sent with chan_conn_send, received with
  *             chan_conn_recv, then freed
+ *   chan-write libchan's writer, every message written per request/frame
+ *             straight into the frame (chan_writer: no tree; descriptors,
+ *             the reply_to connection and the data bytes borrowed, so the
+ *             payload is not copied before the gathered sendmsg), sent with
+ *             chan_conn_send_writer; received like chan
  *   chan-pre  libchan, messages built once and sent again and again: the
  *             transport alone (framing, encode into the send buffer,
  *             decode, fd checks), no building
@@ -49,8 +54,8 @@
 #include "bench.h"
 #include "chan.h"
 
-enum impl { IMPL_CHAN, IMPL_CHAN_PRE, IMPL_RAW };
-static const char *const IMPL_NAMES[] = {"chan", "chan-pre", "raw"};
+enum impl { IMPL_CHAN, IMPL_CHAN_PRE, IMPL_RAW, IMPL_CHAN_WRITE };
+static const char *const IMPL_NAMES[] = {"chan", "chan-pre", "raw", "chan-write"};
 enum kind { K_RTT = 1, K_ONEWAY = 2, K_EXIT = 3 };
 
 #define MAX_FDS 253
@@ -209,6 +214,38 @@ build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
 	return m;
 }
 
+/* The same request written straight into a frame (chan-write): every
+ * descriptor and the data borrowed; the caller keeps them open until the
+ * send has returned. */
+static void
+write_request(chan_writer *w, uint64_t seq, const struct spec *s, const int *fds,
+	      const chan_conn *reply_conn)
+{
+	chan_writer_reset(w);
+	chan_writer_map_begin(w);
+	chan_writer_key(w, "seq");
+	chan_writer_int(w, (int64_t)seq);
+	chan_writer_key(w, "method");
+	chan_writer_string(w, "ping");
+	if (s->size) {
+		chan_writer_key(w, "data");
+		chan_writer_bytes_borrow(w, data, s->size);
+	}
+	if (s->nfds) {
+		chan_writer_key(w, "fds");
+		chan_writer_list_begin(w);
+		for (uint32_t k = 0; k < s->nfds; k++)
+			chan_writer_handle_borrow(w, CHAN_KIND_FD, fds[k]);
+		chan_writer_list_end(w);
+	}
+	if (reply_conn) {
+		chan_writer_key(w, "reply_to");
+		chan_writer_handle_borrow_conn(w, reply_conn);
+	}
+	chan_writer_map_end(w);
+	BENCH_CHECK(chan_writer_error(w) == 0);
+}
+
 static chan_msg *
 build_reply(int64_t seq)
 {
@@ -344,6 +381,7 @@ server(int cpu)
 struct run {
 	struct spec s;
 	chan_msg *pre_req;  /* chan-pre */
+	chan_writer *w;     /* chan-write */
 	uint8_t *raw_req;   /* raw: the bytes to send (a chan frame) */
 };
 
@@ -378,11 +416,17 @@ client_rtt(struct run *r)
 
 			if (s->reply_to)
 				BENCH_CHECK(chan_conn_pair(&rx, &tx) == 0);
-			req = r->pre_req ? r->pre_req : build_request(i, s, pool, -1, &tx);
-			BENCH_CHECK(!tx); /* moved into the request */
-			BENCH_CHECK(chan_conn_send(cconn, req, -1) == 0);
-			if (!r->pre_req)
-				chan_msg_free(req); /* closes our copy of tx's socket */
+			if (r->w) { /* chan-write: tx borrowed, closed once sent */
+				write_request(r->w, i, s, pool, tx);
+				BENCH_CHECK(chan_conn_send_writer(cconn, r->w, -1) == 0);
+				tx = chan_conn_free(tx);
+			} else {
+				req = r->pre_req ? r->pre_req : build_request(i, s, pool, -1, &tx);
+				BENCH_CHECK(!tx); /* moved into the request */
+				BENCH_CHECK(chan_conn_send(cconn, req, -1) == 0);
+				if (!r->pre_req)
+					chan_msg_free(req); /* closes our copy of tx's socket */
+			}
 			BENCH_CHECK(chan_conn_recv(rx ? rx : cconn, -1, &rep) == 0);
 			{
 				int64_t got = -1;
@@ -411,6 +455,9 @@ client_oneway(struct run *r)
 		}
 		if (s->impl == IMPL_RAW) {
 			raw_send(rawfd, r->raw_req, s->req_len, pool, s->nfds);
+		} else if (r->w) {
+			write_request(r->w, i, s, pool, NULL);
+			BENCH_CHECK(chan_conn_send_writer(cconn, r->w, -1) == 0);
 		} else {
 			chan_msg *req = r->pre_req ? r->pre_req : build_request(i, s, pool, -1, NULL);
 
@@ -472,6 +519,30 @@ run_init(struct run *r, enum kind kind, enum impl impl, uint64_t size, uint32_t 
 		BENCH_CHECK(r->raw_req);
 		BENCH_CHECK(chan_encode(req, r->raw_req, r->s.req_len, &len) == 0);
 	}
+	if (impl == IMPL_CHAN_WRITE) {
+		uint8_t *a = malloc(r->s.req_len), *b = malloc(r->s.req_len);
+		size_t la = 0, lb = 0;
+		chan_conn *rx = NULL, *tx = NULL;
+
+		/* The writer's frame is the tree's, byte for byte (descriptor
+		 * numbers are not in the bytes). */
+		r->w = chan_writer_new(NULL);
+		BENCH_CHECK(r->w && a && b);
+		if (reply_to)
+			BENCH_CHECK(chan_conn_pair(&rx, &tx) == 0);
+		write_request(r->w, 0, &r->s, pool, tx);
+		int wfds[MAX_FDS + 1];
+		size_t wn = 0;
+
+		BENCH_CHECK(chan_writer_frame(r->w, a, r->s.req_len, wfds, MAX_FDS + 1, &la, &wn) == 0);
+		BENCH_CHECK(wn == nfds + (uint32_t)reply_to);
+		BENCH_CHECK(chan_encode(req, b, r->s.req_len, &lb) == 0);
+		BENCH_CHECK(la == lb && la == r->s.req_len && !memcmp(a, b, la));
+		chan_conn_free(rx);
+		chan_conn_free(tx);
+		free(a);
+		free(b);
+	}
 	if (impl == IMPL_CHAN_PRE && !reply_to) {
 		r->pre_req = req;
 		req = NULL;
@@ -488,6 +559,7 @@ static void
 run_free(struct run *r)
 {
 	chan_msg_free(r->pre_req);
+	chan_writer_free(r->w);
 	free(r->raw_req);
 }
 
@@ -515,9 +587,9 @@ static void
 measure(const char *group, const char *cas, enum kind kind, const enum impl *impls,
 	size_t nimpl, uint64_t size, uint32_t nfds, int reply_to, int reps, double run_ms)
 {
-	struct run runs[3];
-	uint64_t iters[3];
-	double *ns[3];
+	struct run runs[4];
+	uint64_t iters[4];
+	double *ns[4];
 	double saved_ms = bench_opt.run_ms;
 
 	if (bench_opt.only && !strstr(cas, bench_opt.only))
@@ -563,20 +635,20 @@ measure(const char *group, const char *cas, enum kind kind, const enum impl *imp
 static void
 main_cases(void)
 {
-	static const enum impl cr[] = {IMPL_CHAN, IMPL_RAW};
-	static const enum impl cpr[] = {IMPL_CHAN, IMPL_CHAN_PRE, IMPL_RAW};
+	static const enum impl cr[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_RAW};
+	static const enum impl cpr[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_CHAN_PRE, IMPL_RAW};
 	/* More, shorter runs than the codec: a cross-CPU wake-up on a shared
 	 * VM is bursty, and the median of many short runs holds better. */
 	int reps = bench_opt.smoke ? 1 : bench_opt.reps * 5 / 3;
 	double ms = bench_opt.run_ms * 0.6;
 
-	measure("transport", "rtt-plain", K_RTT, cpr, 3, 0, 0, 0, reps, ms);
-	measure("transport", "rtt-fd1", K_RTT, cpr, 3, 0, 1, 0, reps, ms);
-	measure("transport", "rtt-reply_to", K_RTT, cr, 2, 0, 0, 1, reps, ms);
-	measure("transport", "oneway-fd1", K_ONEWAY, cpr, 3, 0, 1, 0, reps, ms);
-	measure("transport", "oneway-fd253", K_ONEWAY, cpr, 3, 0, 253, 0, reps, ms);
-	measure("transport", "stream-1MiB", K_ONEWAY, cpr, 3, 1u << 20, 0, 0, reps, ms);
-	measure("transport", "stream-16MiB", K_ONEWAY, cpr, 3, 16u << 20, 0, 0, reps,
+	measure("transport", "rtt-plain", K_RTT, cpr, 4, 0, 0, 0, reps, ms);
+	measure("transport", "rtt-fd1", K_RTT, cpr, 4, 0, 1, 0, reps, ms);
+	measure("transport", "rtt-reply_to", K_RTT, cr, 3, 0, 0, 1, reps, ms);
+	measure("transport", "oneway-fd1", K_ONEWAY, cpr, 4, 0, 1, 0, reps, ms);
+	measure("transport", "oneway-fd253", K_ONEWAY, cpr, 4, 0, 253, 0, reps, ms);
+	measure("transport", "stream-1MiB", K_ONEWAY, cpr, 4, 1u << 20, 0, 0, reps, ms);
+	measure("transport", "stream-16MiB", K_ONEWAY, cpr, 4, 16u << 20, 0, 0, reps,
 		ms * 2);
 }
 
