@@ -912,7 +912,21 @@ static int transact(struct buf *req, const int *fds, int nfds, struct resp *r)
 	}
 	if (testee_send(req))
 		return -1;
-	return testee_read(r);
+	if (testee_read(r))
+		return -1;
+	/* A testee that never reads fd 3 leaves the descriptors queued in its
+	 * socket, where /proc/PID/fd does not show them: it would pass the
+	 * holdings checks as if it had closed them.  By the time it answers, it
+	 * must have taken every byte (and so every descriptor) sent to it. */
+	if (nfds) {
+		int q = 0;
+		if (ioctl(tsock, SIOCOUTQ, &q) == 0 && q > 0) {
+			fail("testee answered without reading the %d descriptor(s) sent on fd 3 "
+			     "(they are still queued in its socket)", nfds);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -1,7 +1,8 @@
 #!/bin/sh
 # selftest.sh - the runner must catch deliberately broken testees (issue 4):
 # one that leaks a descriptor, one that accepts out-of-order handle indices,
-# one that returns a different descriptor than it received; and a failure list
+# one that returns a different descriptor than it received, one that never
+# reads the descriptors sent on fd 3 (they would stay queued, unseen by /proc); and a failure list
 # entry whose case passes must fail the run.  Env: RUNNER, TESTEE.
 set -u
 : "${RUNNER:?}" "${TESTEE:?}"
@@ -26,6 +27,7 @@ expect() {
 expect leak 'handles.table.three' 'handles.table.three' 'unexpected descriptor'
 expect order 'handles.index.*' 'handles.index.repeat' 'expected error HANDLE_INDEX_OUT_OF_ORDER, testee accepted'
 expect swapfd 'handles.fd.memfd' 'handles.fd.memfd' 'is not the object #0 sent'
+expect noread 'handles.table.three' 'handles.table.three' 'without reading the 3 descriptor'
 
 # a stale failure list fails the run
 printf 'scalars.null  # pretend it fails\n' >"$tmp/failing.txt"

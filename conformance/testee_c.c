@@ -6,7 +6,7 @@
  * AF_UNIX socket on fd 3 as one-byte messages carrying SCM_RIGHTS.
  * Values in requests are in the text form of SPEC.md §12 (own small JSON reader).
  *
- * CHAN_TESTEE_BREAK=leak|order|swapfd makes it deliberately wrong, for the
+ * CHAN_TESTEE_BREAK=leak|order|swapfd|noread makes it deliberately wrong, for the
  * runner's self-test (conformance/conformance.mk).
  */
 #include <errno.h>
@@ -823,6 +823,8 @@ int main(void)
 		struct req r;
 		parse_req(body, &r);
 		static int fds[MAXFDS];
+		if (!strcmp(break_mode, "noread")) /* never reads fd 3: they stay queued */
+			r.nfds = 0;
 		if (r.nfds < 0 || r.nfds > MAXFDS || (r.nfds && recv_fds(fds, r.nfds)))
 			exit(1);
 		handle(&r, fds);
