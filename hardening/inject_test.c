@@ -1804,6 +1804,98 @@ struct test {
 	const char *finding; /* reproducer of a FINDINGS.md entry, or NULL */
 };
 
+/* Issue 12: with an allocator given (chan_msg_new, chan_conn_set_allocator
+ * on both ends), building, encoding, sending, receiving and freeing a
+ * message and a connection's buffers never call libc's allocator: the
+ * interposed malloc/calloc/realloc/strdup counter stays at 0 from
+ * set_allocator to chan_conn_free, while the counting hook is called and
+ * its alloc == free at the end.  Frames of 5 KB and of 600 KB (receive
+ * buffer growth and the buffer handed to the message, send remainder kept
+ * in the connection); handles: a borrowed fd, a copied fd, a borrowed conn. */
+static void
+test_alloc_all_through_hook(void)
+{
+	static const size_t pads[] = {5000, 600 * 1024};
+	int fds[4];
+
+	open_pipes(fds, 2);
+	for (size_t i = 0; i < sizeof(pads) / sizeof(pads[0]); i++) {
+		chan_conn *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+		chan_msg *m, *got = NULL;
+		chan_value *root, *hl;
+		struct hook h;
+		char *blob;
+		int before, r, rounds = 0;
+
+		REQUIRE(chan_conn_pair(&c, &d) == 0); /* the borrowed conn */
+		REQUIRE(chan_conn_pair(&a, &b) == 0);
+		before = hu_count_fds();
+		blob = malloc(pads[i]); /* the test's own malloc: not counted */
+		REQUIRE(blob);
+		memset(blob, 'x', pads[i]);
+		hook_init(&h);
+		inj_reset();
+		CHECK_ERR(chan_conn_set_allocator(a, &h.a), 0);
+		CHECK_ERR(chan_conn_set_allocator(b, &h.a), 0);
+		m = chan_msg_new(&h.a);
+		REQUIRE(m);
+		root = chan_map(m);
+		chan_map_put(root, "blob", chan_bytes(m, blob, pads[i]));
+		chan_map_put(root, "s", chan_string(m, "h\xc3\xa9llo"));
+		hl = chan_list(m);
+		chan_list_append(hl, chan_handle_borrow(m, CHAN_KIND_FD, fds[0]));
+		chan_list_append(hl, chan_handle_copy(m, CHAN_KIND_FD, fds[2]));
+		chan_list_append(hl, chan_handle_borrow_conn(m, c));
+		chan_map_put(root, "h", hl);
+		chan_msg_set_root(m, root);
+		CHECK_ERR(chan_msg_error(m), 0);
+		r = chan_conn_send(a, m, 0);
+		CHECK_ERR(r, 0);
+		while ((r = chan_conn_recv(b, 0, &got)) == CHAN_E_WOULD_BLOCK &&
+		       rounds++ < 100000) {
+			int f = chan_conn_flush(a, 0);
+
+			CHECK(f == 0 || f == CHAN_E_WOULD_BLOCK);
+		}
+		CHECK_ERR(r, 0);
+		CHECK(!chan_conn_pending(a));
+		if (got) {
+			const chan_value *gb = chan_map_get(chan_msg_root(got), "blob");
+			const void *data = NULL;
+			size_t len = 0, n = 0;
+			int t[4];
+
+			CHECK_ERR(chan_value_get_bytes(gb, &data, &len), 0);
+			CHECK(len == pads[i] && data && !memcmp(data, blob, len));
+			CHECK_ERR(chan_msg_borrow_handles(got, t, 4, &n), 0);
+			CHECK(n == 3);
+			if (n == 3) {
+				CHECK(hu_same_file(t[0], fds[0]));
+				CHECK(hu_same_file(t[1], fds[2]));
+				CHECK(hu_same_file(t[2], chan_conn_borrow_fd(c)));
+			}
+			chan_msg_free(got);
+		}
+		chan_msg_free(m);
+		chan_conn_free(a);
+		chan_conn_free(b);
+		/* no libc allocation from set_allocator to here */
+		CHECK(inj_stats()->calls[INJ_MALLOC] == 0);
+		if (inj_stats()->calls[INJ_MALLOC] != 0)
+			note("alloc_all_through_hook: %ld libc allocation(s) by libchan",
+			     inj_stats()->calls[INJ_MALLOC]);
+		CHECK(h.calls > 0);
+		CHECK(h.live == 0);
+		note("all through the hook: %zu-byte blob, %ld hook allocations, 0 malloc",
+		     pads[i], h.calls);
+		free(blob);
+		chan_conn_free(c);
+		chan_conn_free(d);
+		CHECK(hu_count_fds() == before - 4); /* a, b, c, d */
+	}
+	close_all(fds, 4);
+}
+
 static const struct test tests[] = {
 	{"alloc_build_encode", test_alloc_build_encode, NULL},
 	{"alloc_decode", test_alloc_decode, NULL},
@@ -1814,6 +1906,7 @@ static const struct test tests[] = {
 	{"alloc_setup", test_alloc_setup, NULL},
 	{"alloc_conn_from_value", test_alloc_conn_from_value, NULL},
 	{"alloc_move_apis", test_alloc_move_apis, NULL},
+	{"alloc_all_through_hook", test_alloc_all_through_hook, NULL},
 	{"send_short_writes", test_send_short_writes, NULL},
 	{"send_pending_then_next", test_send_pending_then_next, NULL},
 	{"send_nothing_written", test_send_nothing_written, NULL},
