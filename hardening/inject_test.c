@@ -1804,6 +1804,121 @@ struct test {
 	const char *finding; /* reproducer of a FINDINGS.md entry, or NULL */
 };
 
+/* The writer (chan_writer_*): every allocation it makes (the writer, its
+ * buffer, borrowed-bytes segments, key records, a map's key index, long
+ * keys) fails once, through the hook and through malloc: the writer is
+ * poisoned with NO_MEMORY, chan_writer_frame says so, and with no failure
+ * the frame is byte-identical to the reference; nothing leaks. */
+static int
+write_sample(chan_writer *w, const uint8_t *blob, size_t bloblen, const int *fds,
+	     size_t nfds)
+{
+	char key[64];
+
+	chan_writer_map_begin(w);
+	for (int i = 0; i < 60; i++) {
+		/* past 16 bytes every second key: the long-key path */
+		snprintf(key, sizeof(key), i & 1 ? "k%02d" : "key-%03d-with-a-long-name", i);
+		chan_writer_key(w, key);
+		switch (i % 3) {
+		case 0:
+			chan_writer_bytes_borrow(w, blob, bloblen);
+			break;
+		case 1:
+			chan_writer_string(w, "h\xc3\xa9llo");
+			break;
+		default:
+			chan_writer_int(w, i);
+		}
+	}
+	chan_writer_key(w, "nested");
+	chan_writer_map_begin(w);
+	for (int i = 0; i < 40; i++) { /* past KEY_INDEX_MIN: an index */
+		snprintf(key, sizeof(key), "n%d", i);
+		chan_writer_key(w, key);
+		chan_writer_bool(w, i & 1);
+	}
+	chan_writer_map_end(w);
+	chan_writer_key(w, "h");
+	chan_writer_list_begin(w);
+	for (size_t i = 0; i < nfds; i++)
+		chan_writer_handle_borrow(w, CHAN_KIND_FD, fds[i]);
+	chan_writer_list_end(w);
+	chan_writer_map_end(w);
+	return chan_writer_error(w);
+}
+
+static void
+test_alloc_writer(void)
+{
+	static uint8_t blob[8192];
+	int fds[4], tfds[8];
+	uint8_t *ref = NULL, *buf = NULL;
+	size_t ref_len = 0, len = 0, nfds = 0;
+	long total = 0;
+
+	memset(blob, 'b', sizeof(blob));
+	open_pipes(fds, 2);
+	{
+		chan_writer *w = chan_writer_new(NULL);
+
+		REQUIRE(w);
+		REQUIRE(write_sample(w, blob, sizeof(blob), fds, 4) == 0);
+		REQUIRE(chan_writer_frame(w, NULL, 0, tfds, 8, &ref_len, &nfds) ==
+			CHAN_E_BUFFER_TOO_SMALL);
+		REQUIRE((ref = malloc(ref_len)) && (buf = malloc(ref_len)));
+		REQUIRE(chan_writer_frame(w, ref, ref_len, tfds, 8, &len, &nfds) == 0);
+		REQUIRE(len == ref_len && nfds == 4);
+		chan_writer_free(w);
+	}
+	for (int mode = 0; mode < 2; mode++) { /* 0: allocator hook, 1: malloc */
+		long n;
+
+		for (n = 1;; n++) {
+			struct hook h;
+			chan_writer *w;
+			int r = 0, before = hu_count_fds();
+
+			hook_init(&h);
+			alloc_arm(n);
+			inj_reset();
+			w = chan_writer_new(mode ? NULL : &h.a);
+			if (w) {
+				r = write_sample(w, blob, sizeof(blob), fds, 4);
+				if (!r) {
+					r = chan_writer_frame(w, buf, ref_len, tfds, 8, &len,
+							      &nfds);
+					CHECK(r != 0 || (len == ref_len &&
+							 !memcmp(buf, ref, len) && nfds == 4));
+				} else {
+					CHECK_ERR(chan_writer_frame(w, buf, ref_len, tfds, 8,
+								    &len, &nfds),
+						  r);
+					CHECK(strstr(chan_writer_error_message(w),
+						     "out of memory") != NULL);
+				}
+				chan_writer_free(w);
+			}
+			alloc_disarm();
+			if (alloc_failed)
+				CHECK(!w || r == CHAN_E_NO_MEMORY);
+			else
+				CHECK_ERR(r, 0);
+			CHECK(h.live == 0);
+			CHECK(inj_stats()->live_blocks == 0);
+			CHECK(hu_count_fds() == before);
+			if (!alloc_failed)
+				break;
+		}
+		CHECK(n - 1 >= 6); /* writer, buffer, segments, keys, index, long key */
+		total += n - 1;
+	}
+	note("writer: %ld allocations, each failed once", total);
+	free(ref);
+	free(buf);
+	close_all(fds, 4);
+}
+
 /* Issue 12: with an allocator given (chan_msg_new, chan_conn_set_allocator
  * on both ends), building, encoding, sending, receiving and freeing a
  * message and a connection's buffers never call libc's allocator: the
@@ -1907,6 +2022,7 @@ static const struct test tests[] = {
 	{"alloc_conn_from_value", test_alloc_conn_from_value, NULL},
 	{"alloc_move_apis", test_alloc_move_apis, NULL},
 	{"alloc_all_through_hook", test_alloc_all_through_hook, NULL},
+	{"alloc_writer", test_alloc_writer, NULL},
 	{"send_short_writes", test_send_short_writes, NULL},
 	{"send_pending_then_next", test_send_pending_then_next, NULL},
 	{"send_nothing_written", test_send_nothing_written, NULL},
