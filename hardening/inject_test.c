@@ -1831,6 +1831,8 @@ write_sample(chan_writer *w, const uint8_t *blob, size_t bloblen, const int *fds
 			chan_writer_int(w, i);
 		}
 	}
+	chan_writer_key(w, "copied"); /* the buffer grows for a scalar */
+	chan_writer_bytes(w, blob, bloblen);
 	chan_writer_key(w, "nested");
 	chan_writer_map_begin(w);
 	for (int i = 0; i < 40; i++) { /* past KEY_INDEX_MIN: an index */
@@ -1917,6 +1919,65 @@ test_alloc_writer(void)
 	free(ref);
 	free(buf);
 	close_all(fds, 4);
+}
+
+/* chan_conn_send_writer with more borrowed pieces than its stack iovec
+ * array (70 > 63): the connection's allocator fails the iovec array ->
+ * NO_MEMORY, nothing sent, the connection still usable; then the frame
+ * goes out and arrives byte-identical. */
+static void
+test_alloc_send_writer_pieces(void)
+{
+	static uint8_t blob[70][CHAN_BORROW_MIN];
+	chan_writer *w = chan_writer_new(NULL);
+	chan_conn *a = NULL, *b = NULL;
+	chan_msg *got = NULL;
+	struct hook h;
+	int r, rounds = 0, before;
+
+	REQUIRE(w);
+	chan_writer_list_begin(w);
+	for (int i = 0; i < 70; i++) {
+		memset(blob[i], 'a' + i % 26, sizeof(blob[i]));
+		chan_writer_bytes_borrow(w, blob[i], sizeof(blob[i]));
+	}
+	chan_writer_list_end(w);
+	REQUIRE(chan_writer_error(w) == 0);
+	REQUIRE(chan_conn_pair(&a, &b) == 0);
+	before = hu_count_fds();
+	hook_init(&h);
+	CHECK_ERR(chan_conn_set_allocator(a, &h.a), 0);
+	alloc_arm(1);
+	inj_reset();
+	r = chan_conn_send_writer(a, w, 0);
+	alloc_disarm();
+	CHECK(alloc_failed == 1);
+	CHECK_ERR(r, CHAN_E_NO_MEMORY);
+	CHECK(inj_stats()->bytes_sent == 0);
+	CHECK(!chan_conn_pending(a));
+	CHECK_ERR(chan_conn_recv(b, 0, &got), CHAN_E_WOULD_BLOCK);
+	CHECK_ERR(chan_conn_send_writer(a, w, 0), 0);
+	while ((r = chan_conn_recv(b, 0, &got)) == CHAN_E_WOULD_BLOCK && rounds++ < 100000)
+		(void)chan_conn_flush(a, 0);
+	CHECK_ERR(r, 0);
+	if (got) {
+		const chan_value *root = chan_msg_root(got);
+
+		CHECK(chan_value_type(root) == CHAN_LIST && chan_value_count(root) == 70);
+		for (size_t i = 0; i < 70 && i < chan_value_count(root); i++) {
+			const void *d = NULL;
+			size_t n = 0;
+
+			CHECK_ERR(chan_value_get_bytes(chan_value_at(root, i), &d, &n), 0);
+			CHECK(n == sizeof(blob[i]) && !memcmp(d, blob[i], n));
+		}
+		chan_msg_free(got);
+	}
+	chan_conn_free(a);
+	chan_conn_free(b);
+	CHECK(h.live == 0);
+	CHECK(hu_count_fds() == before - 2);
+	chan_writer_free(w);
 }
 
 /* Issue 12: with an allocator given (chan_msg_new, chan_conn_set_allocator
@@ -2023,6 +2084,7 @@ static const struct test tests[] = {
 	{"alloc_move_apis", test_alloc_move_apis, NULL},
 	{"alloc_all_through_hook", test_alloc_all_through_hook, NULL},
 	{"alloc_writer", test_alloc_writer, NULL},
+	{"alloc_send_writer_pieces", test_alloc_send_writer_pieces, NULL},
 	{"send_short_writes", test_send_short_writes, NULL},
 	{"send_pending_then_next", test_send_pending_then_next, NULL},
 	{"send_nothing_written", test_send_nothing_written, NULL},
