@@ -1980,6 +1980,91 @@ test_alloc_send_writer_pieces(void)
 	chan_writer_free(w);
 }
 
+/* A socket's identity (fstat's inode) that cannot be learnt when first
+ * needed fails closed with SYSTEM, never open: (1) sending a borrowed conn
+ * whose identity is not known yet (fstat fails on its fd): the self-send
+ * check cannot be made, nothing is sent; (2) receiving a frame with handles
+ * on a connection made by connect() (fstat fails on its own fd): the frame
+ * is consumed, its descriptors closed, SYSTEM. */
+static int identity_fd = -1;
+
+static struct inj_action
+plan_fstat_on(enum inj_fn fn, long nth, int fd, size_t size, void *ctx)
+{
+	(void)nth;
+	(void)size;
+	(void)ctx;
+	if (fn == INJ_FSTAT && fd == identity_fd)
+		return (struct inj_action){INJ_FAIL, ENOMEM, 0};
+	return (struct inj_action){INJ_PASS, 0, 0};
+}
+
+static void
+test_identity_faults(void)
+{
+	chan_listener *l = NULL;
+	char name[64];
+
+	snprintf(name, sizeof(name), "@chan-inject-id-%d", (int)getpid());
+	REQUIRE(chan_listen(name, &l) == 0);
+	for (int which = 0; which < 2; which++) {
+		chan_conn *a = NULL, *b = NULL, *c = NULL, *d = NULL;
+		chan_msg *m = chan_msg_new(NULL), *got = NULL;
+		int p[2], before, r;
+
+		REQUIRE(m && pipe2(p, O_CLOEXEC) == 0);
+		REQUIRE(chan_connect(name, &a) == 0);
+		REQUIRE(chan_listener_accept(l, 1000, &b) == 0);
+		before = hu_count_fds();
+		if (which == 0) { /* b sends c (identity unknown) */
+			REQUIRE(chan_connect(name, &c) == 0);
+			REQUIRE(chan_listener_accept(l, 1000, &d) == 0);
+			before = hu_count_fds();
+			chan_msg_set_root(m, chan_handle_borrow_conn(m, c));
+			REQUIRE(chan_msg_error(m) == 0);
+			identity_fd = chan_conn_borrow_fd(c);
+			arm(plan_fstat_on, NULL);
+			r = chan_conn_send(b, m, -1);
+			inj_set_plan(NULL, NULL);
+			CHECK(inj_stats()->injected[INJ_FSTAT] >= 1);
+			CHECK_ERR(r, CHAN_E_SYSTEM);
+			CHECK(inj_stats()->bytes_sent == 0);
+			CHECK_ERR(chan_conn_recv(a, 0, &got), CHAN_E_WOULD_BLOCK);
+			r = chan_conn_send(b, m, -1); /* without the fault */
+			CHECK_ERR(r, 0);
+			if (r == 0 && chan_conn_recv(a, 1000, &got) == 0)
+				chan_msg_free(got);
+			else
+				CHECK(!"the frame arrives without the fault");
+		} else { /* b sends an fd to a (identity unknown) */
+			chan_msg_set_root(m, chan_handle_borrow(m, CHAN_KIND_FD, p[0]));
+			REQUIRE(chan_msg_error(m) == 0);
+			CHECK_ERR(chan_conn_send(b, m, -1), 0);
+			identity_fd = chan_conn_borrow_fd(a);
+			arm(plan_fstat_on, NULL);
+			r = chan_conn_recv(a, -1, &got);
+			inj_set_plan(NULL, NULL);
+			CHECK(inj_stats()->injected[INJ_FSTAT] >= 1);
+			CHECK_ERR(r, CHAN_E_SYSTEM);
+			CHECK(got == NULL);
+			CHECK(hu_count_fds() == before); /* the received fd closed */
+			CHECK_ERR(chan_conn_send(b, m, -1), 0);
+			CHECK_ERR(chan_conn_recv(a, 1000, &got), 0);
+			chan_msg_free(got);
+		}
+		CHECK(hu_count_fds() == before);
+		chan_conn_free(c);
+		chan_conn_free(d);
+		identity_fd = -1;
+		chan_msg_free(m);
+		chan_conn_free(a);
+		chan_conn_free(b);
+		close(p[0]);
+		close(p[1]);
+	}
+	chan_listener_free(l);
+}
+
 /* Issue 12: with an allocator given (chan_msg_new, chan_conn_set_allocator
  * on both ends), building, encoding, sending, receiving and freeing a
  * message and a connection's buffers never call libc's allocator: the
@@ -2085,6 +2170,7 @@ static const struct test tests[] = {
 	{"alloc_all_through_hook", test_alloc_all_through_hook, NULL},
 	{"alloc_writer", test_alloc_writer, NULL},
 	{"alloc_send_writer_pieces", test_alloc_send_writer_pieces, NULL},
+	{"identity_faults", test_identity_faults, NULL},
 	{"send_short_writes", test_send_short_writes, NULL},
 	{"send_pending_then_next", test_send_pending_then_next, NULL},
 	{"send_nothing_written", test_send_nothing_written, NULL},
