@@ -340,10 +340,19 @@ test_map_move_conn(void)
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
 }
 
-/* A receiver with SO_PASSCRED gets an SCM_CREDENTIALS message beside the
- * descriptors: the frame still arrives whole, nothing is reported truncated. */
+/* SO_PASSPIDFD (Linux 6.5): every read also brings a pidfd of the sender, a
+ * descriptor nobody asked for. */
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76
+#endif
+
+/* A receiver with socket option opt set gets another control message beside
+ * the frame's descriptors with every read (SO_PASSCRED: SCM_CREDENTIALS;
+ * SO_PASSPIDFD: SCM_PIDFD, a descriptor libchan must close).  Each frame
+ * still arrives whole, nothing is reported truncated, and after each receive
+ * the process holds what it held before plus the pipe and the pair. */
 static void
-test_passcred_receiver(void)
+receive_with_option(int opt, int frames)
 {
 	int one = 1, p[2], fd = -1, before = chan_test_count_fds();
 	chan_conn *a, *b;
@@ -351,16 +360,17 @@ test_passcred_receiver(void)
 
 	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
 	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
-	CU_ASSERT_FATAL(setsockopt(chan_conn_borrow_fd(b), SOL_SOCKET, SO_PASSCRED, &one,
-				   sizeof(one)) == 0);
+	CU_ASSERT_FATAL(setsockopt(chan_conn_borrow_fd(b), SOL_SOCKET, opt, &one, sizeof(one)) ==
+			0);
 	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_handle_borrow(m, CHAN_KIND_FD, p[0])) == 0);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < frames; i++)
 		CU_ASSERT_EQUAL(chan_conn_send(a, m, LONG_MS), 0);
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < frames; i++) {
 		CU_ASSERT_EQUAL_FATAL(chan_conn_recv(b, LONG_MS, &got), 0);
 		CU_ASSERT_EQUAL(chan_value_borrow_fd(chan_msg_root(got), &fd), 0);
 		same_file(fd, p[0]);
 		chan_msg_free(got);
+		CU_ASSERT_EQUAL(chan_test_count_fds(), before + 4);
 	}
 	chan_msg_free(m);
 	chan_conn_free(a);
@@ -370,41 +380,16 @@ test_passcred_receiver(void)
 	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
 }
 
-/* SO_PASSPIDFD (Linux 6.5): every read also brings a pidfd of the sender, a
- * descriptor nobody asked for; libchan closes it, and the frame's own
- * descriptors arrive as usual. */
-#ifndef SO_PASSPIDFD
-#define SO_PASSPIDFD 76
-#endif
+static void
+test_passcred_receiver(void)
+{
+	receive_with_option(SO_PASSCRED, 3);
+}
+
 static void
 test_passpidfd_receiver(void)
 {
-	int one = 1, p[2], fd = -1, before = chan_test_count_fds();
-	chan_conn *a, *b;
-	chan_msg *m = chan_msg_new(NULL), *got = NULL;
-
-	CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
-	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
-	CU_ASSERT_FATAL(setsockopt(chan_conn_borrow_fd(b), SOL_SOCKET, SO_PASSPIDFD, &one,
-				   sizeof(one)) == 0);
-	CU_ASSERT_FATAL(chan_msg_set_root(m, chan_handle_borrow(m, CHAN_KIND_FD, p[0])) == 0);
-	for (int i = 0; i < 5; i++)
-		CU_ASSERT_EQUAL(chan_conn_send(a, m, LONG_MS), 0);
-	for (int i = 0; i < 5; i++) {
-		CU_ASSERT_EQUAL_FATAL(chan_conn_recv(b, LONG_MS, &got), 0);
-		CU_ASSERT_EQUAL(chan_value_borrow_fd(chan_msg_root(got), &fd), 0);
-		same_file(fd, p[0]);
-		chan_msg_free(got);
-		/* no pidfd left behind: the process holds what it held before
-		 * plus the pipe, the pair and nothing else */
-		CU_ASSERT_EQUAL(chan_test_count_fds(), before + 4);
-	}
-	chan_msg_free(m);
-	chan_conn_free(a);
-	chan_conn_free(b);
-	close(p[0]);
-	close(p[1]);
-	CU_ASSERT_EQUAL(chan_test_count_fds(), before);
+	receive_with_option(SO_PASSPIDFD, 5);
 }
 
 /* A connection's buffers come from its allocator: a failing allocator fails
