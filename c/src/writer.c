@@ -409,19 +409,31 @@ scalar(chan_writer *w, const char *caller, const uint8_t *hdr, size_t nh, const 
 CHAN_EXPORT int
 chan_writer_null(chan_writer *w)
 {
-	static const uint8_t body[2] = {CHAN_NULL << 3 | WT_LEN, 0};
+	int err = 0;
+	uint8_t *p;
 
-	return w ? scalar(w, "chan_writer_null", body, sizeof(body), NULL, 0)
-		 : CHAN_E_INVALID_ARGUMENT;
+	if (!w)
+		return CHAN_E_INVALID_ARGUMENT;
+	if ((p = scalar_begin(w, "chan_writer_null", 2, &err))) {
+		*p++ = CHAN_NULL << 3 | WT_LEN;
+		*p++ = 0;
+	}
+	return scalar_end(w, "chan_writer_null", p, err);
 }
 
 CHAN_EXPORT int
 chan_writer_bool(chan_writer *w, bool v)
 {
-	const uint8_t body[2] = {CHAN_BOOL << 3 | WT_VARINT, v ? 1 : 0};
+	int err = 0;
+	uint8_t *p;
 
-	return w ? scalar(w, "chan_writer_bool", body, sizeof(body), NULL, 0)
-		 : CHAN_E_INVALID_ARGUMENT;
+	if (!w)
+		return CHAN_E_INVALID_ARGUMENT;
+	if ((p = scalar_begin(w, "chan_writer_bool", 2, &err))) {
+		*p++ = CHAN_BOOL << 3 | WT_VARINT;
+		*p++ = v ? 1 : 0;
+	}
+	return scalar_end(w, "chan_writer_bool", p, err);
 }
 
 CHAN_EXPORT int
