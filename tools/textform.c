@@ -25,24 +25,174 @@ tf_seterr(struct tf_error *err, const char *name, const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------------ */
+/* What reading and building share: the markers, JSON Pointer paths, the
+ * check of a marker's argument (SPEC.md §12.1, §12.3). */
+
+static const char *const markers[] = {"$int", "$float", "$bytes", "$fd",
+				      "$conn"};
+
+static int
+is_marker(const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
+		if (strcmp(key, markers[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* A JSON Pointer (RFC 6901) of the value being read or built, for messages. */
+struct tpath {
+	char s[512];
+	size_t len;
+};
+
+static size_t
+path_push(struct tpath *t, const char *seg, size_t len)
+{
+	size_t old = t->len, i;
+	char *p = t->s;
+	size_t cap = sizeof(t->s) - 4;
+
+	if (t->len < cap)
+		p[t->len++] = '/';
+	for (i = 0; i < len && t->len < cap; i++) {
+		unsigned char c = (unsigned char)seg[i];
+
+		/* RFC 6901 escapes; control bytes shown as '?' */
+		if (c == '~' || c == '/') {
+			p[t->len++] = '~';
+			if (t->len < cap)
+				p[t->len++] = c == '~' ? '0' : '1';
+		} else {
+			p[t->len++] = c < 0x20 ? '?' : (char)c;
+		}
+	}
+	if (i < len)
+		memcpy(p + cap, "...", 3), t->len = cap + 3;
+	p[t->len] = '\0';
+	return old;
+}
+
+static void
+path_pop(struct tpath *t, size_t old)
+{
+	t->len = old;
+	t->s[old] = '\0';
+}
+
+static int
+parse_int64(const char *s, int64_t *ret)
+{
+	const char *p = s;
+	long long v;
+	char *end;
+
+	if (*p == '-')
+		p++;
+	/* -?(0|[1-9][0-9]*), and not "-0" (SPEC.md §12.1) */
+	if (*p < '0' || *p > '9' || (p[0] == '0' && (p[1] != '\0' || p != s)))
+		return -1;
+	for (; *p; p++)
+		if (*p < '0' || *p > '9')
+			return -1;
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*ret = v;
+	return 0;
+}
+
+static int b64_decode(const char *s, size_t len, unsigned char *o, size_t *ret_len);
+
+#define F_NUL 1 /* a string holds U+0000 */
+#define F_BAD 2 /* a string holds invalid UTF-8 or a lone surrogate escape */
+
+/* A marker's argument as read: a string (s, len, F_ flags), a bare int in the
+ * int64 range, or anything else (another JSON type, a float, an int outside
+ * int64: SPEC.md §12.1 rule 2). */
+struct marg {
+	enum { MARG_STRING, MARG_INT, MARG_OTHER } type;
+	const char *s; /* NUL-terminated after len bytes */
+	size_t len;
+	int flags;
+	int64_t i;
+};
+
+/* 0 if a is a valid argument of the marker key; else -1 and why. */
+static int
+marker_check(const char *key, const struct marg *a, char *why, size_t n)
+{
+	const char *s = a->type == MARG_STRING && !(a->flags & F_BAD) ? a->s : NULL;
+	size_t blen;
+	int64_t i;
+
+	if (!strcmp(key, "$fd") || !strcmp(key, "$conn")) {
+		if (a->type == MARG_INT && a->i >= 0)
+			return 0;
+		snprintf(why, n, "\"%s\" takes a handle table index (an integer >= 0 "
+			 "in the int64 range)", key);
+		return -1;
+	}
+	/* A marker's string is read whole: "12\u00003" is not the number 12
+	 * (a C string would stop at the U+0000), and no marker takes one. */
+	if (s && (a->flags & F_NUL)) {
+		snprintf(why, n, "\"%s\" takes a string without U+0000 (\\u0000)", key);
+		return -1;
+	}
+	if (strcmp(key, "$int") == 0) {
+		if (s && parse_int64(s, &i) == 0)
+			return 0;
+		snprintf(why, n, "\"$int\" takes a string holding a decimal integer in the int64 range");
+	} else if (strcmp(key, "$float") == 0) {
+		if (s && (!strcmp(s, "NaN") || !strcmp(s, "Infinity") || !strcmp(s, "-Infinity")))
+			return 0;
+		snprintf(why, n, "\"$float\" takes \"NaN\", \"Infinity\" or \"-Infinity\"");
+	} else {
+		if (s && b64_decode(s, a->len, NULL, &blen) == 0)
+			return 0;
+		snprintf(why, n, a->type == MARG_STRING
+					 ? "\"$bytes\" is not standard padded base64 (RFC 4648 section 4, zero pad bits)"
+					 : "\"$bytes\" takes a base64 string");
+	}
+	return -1;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Reading.
  *
- * jansson reads from a callback that is fed ONE byte per call: its internal
- * read-ahead buffer is dropped when a value ends, so anything buffered there
- * would be lost for the next value.  jansson looks one byte past a number or
- * a literal (true, false, null); that byte must be whitespace.
+ * SPEC.md §12.4 rule 4 fixes the error of a faulty document: INVALID_JSON if
+ * it is not RFC 8259 JSON, whatever else is wrong with it; else the first
+ * fault met walking the value in document order; the handle count and index
+ * rules last (tf_build).  So a document is read in two passes, neither of
+ * them recursive:
+ *
+ *   1. syntax_first reads the value's bytes from the stream into r->doc and
+ *      checks its syntax (a stack of one byte per open container);
+ *   2. walk_doc reads r->doc, which is now known to be JSON, in document
+ *      order and stops at the first fault: a string that is not Unicode, a
+ *      bad key ('$' rule, U+0000, not Unicode, repeated), a number out of
+ *      range, a bad marker, nesting deeper than the depth limit.  It builds
+ *      the json_t tree tf_build takes.
+ *
+ * jansson's loader is not used: it stops at a duplicate key, invalid UTF-8,
+ * a lone surrogate, a number out of range or U+0000 in a key (no flag makes
+ * it go on, and with duplicates allowed it silently keeps the last), so the
+ * faults after such a point are unknown to it and the ones before it (a bad
+ * marker, a '$' key, too deep) are not yet checked: the order of §12.4 cannot
+ * be had from it.  jansson still holds the tree.
  */
 
 struct tf_reader {
 	FILE *fp;
-	int io_errno;     /* errno of a failed read, 0 if none */
-	int hit_eof;      /* the feed reported end of input */
-	int last_out;     /* last byte handed to jansson, -1 if none */
+	int io_errno;  /* errno of a failed read, 0 if none */
+	int no_memory; /* r->doc could not grow */
 	unsigned long line, col;             /* position of the next byte */
 	unsigned long start_line, start_col; /* where the current value began */
-	unsigned long last_line, last_col;   /* position of the last byte read */
-	unsigned char *doc;                  /* the bytes of the current value so far */
-	size_t doc_len, doc_cap;
+	unsigned char *doc;                  /* the bytes of the current value */
+	size_t doc_len, doc_cap;             /* doc_cap > doc_len: room for a NUL */
 };
 
 struct tf_reader *
@@ -77,8 +227,6 @@ tf_reader_where(const struct tf_reader *r, unsigned long *line,
 static void
 advance(struct tf_reader *r, int c)
 {
-	r->last_line = r->line;
-	r->last_col = r->col;
 	if (c == '\n') {
 		r->line++;
 		r->col = 1;
@@ -87,76 +235,50 @@ advance(struct tf_reader *r, int c)
 	}
 }
 
-static size_t
-feed(void *buffer, size_t buflen, void *data)
+static int
+is_ws(int c)
 {
-	struct tf_reader *r = data;
-	int c;
-
-	if (buflen == 0)
-		return 0;
-	c = getc(r->fp);
-	if (c == EOF) {
-		if (ferror(r->fp)) {
-			r->io_errno = errno ? errno : EIO;
-			return (size_t)-1;
-		}
-		r->hit_eof = 1;
-		return 0;
-	}
-	advance(r, c);
-	((unsigned char *)buffer)[0] = (unsigned char)c;
-	r->last_out = c;
-	/* Kept so that a fault jansson meets before the end of the value can
-	 * be checked against the whole value's syntax (syntax_first). */
-	if (r->doc_len == r->doc_cap) {
-		size_t cap = r->doc_cap ? 2 * r->doc_cap : 4096;
-		unsigned char *d = realloc(r->doc, cap);
-
-		if (!d) {
-			r->io_errno = ENOMEM;
-			return (size_t)-1;
-		}
-		r->doc = d;
-		r->doc_cap = cap;
-	}
-	r->doc[r->doc_len++] = (unsigned char)c;
-	return 1;
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-/*
- * SPEC.md §12.4 rule 4: a document that is not JSON is INVALID_JSON, whatever
- * else is wrong with it.  jansson stops at the first fault it meets, and some
- * of its faults are not syntax (a duplicate key, a lone surrogate, invalid
- * UTF-8, a number out of range, nesting deeper than it recurses): for those,
- * the rest of the value is read and its syntax checked here, without
- * recursion, from the value's first byte.  Bytes come from r->doc (what
- * jansson read), then from the stream.
- */
-static int is_ws(int c);
+/* ---- pass 1: syntax ---- */
 
 struct scan {
 	struct tf_reader *r;
-	size_t pos;        /* next byte of r->doc */
-	int pushed;        /* a byte given back, or -2 */
+	int pushed; /* a byte given back, or -2 */
 	unsigned long line, col;
 };
 
+/* The next byte of the value, read from the stream and kept in r->doc. */
 static int
 scan_get(struct scan *sc)
 {
+	struct tf_reader *r = sc->r;
 	int c;
 
 	if (sc->pushed != -2) {
 		c = sc->pushed;
 		sc->pushed = -2;
-	} else if (sc->pos < sc->r->doc_len) {
-		c = sc->r->doc[sc->pos++];
 	} else {
-		c = getc(sc->r->fp);
-		if (c == EOF)
+		c = getc(r->fp);
+		if (c == EOF) {
+			if (ferror(r->fp) && !r->io_errno)
+				r->io_errno = errno ? errno : EIO;
 			return EOF;
-		advance(sc->r, c);
+		}
+		advance(r, c);
+		if (r->doc_len + 1 >= r->doc_cap) {
+			size_t cap = r->doc_cap ? 2 * r->doc_cap : 4096;
+			unsigned char *d = realloc(r->doc, cap);
+
+			if (!d) {
+				r->no_memory = 1;
+				return EOF;
+			}
+			r->doc = d;
+			r->doc_cap = cap;
+		}
+		r->doc[r->doc_len++] = (unsigned char)c;
 	}
 	if (c == '\n') {
 		sc->line++;
@@ -279,8 +401,9 @@ scan_key(struct scan *sc, int *c)
 	return *c == ':' ? 0 : -1;
 }
 
-/* 0: the value r->doc starts is JSON (and has been read to its end); -1:
- * it is not, and err says where. */
+/* 0: the value that starts at the stream's next byte is JSON, and its bytes
+ * are in r->doc; -1: it is not (or it could not be read), and err says
+ * where. */
 static int
 syntax_first(struct tf_reader *r, struct tf_error *err)
 {
@@ -345,6 +468,8 @@ after_value:
 						goto fault;
 				}
 				rc = 0;
+				if (r->io_errno || r->no_memory)
+					goto fault;
 				goto out;
 			}
 			c = scan_ws(&sc);
@@ -359,11 +484,23 @@ after_value:
 		}
 	}
 fault:
+	rc = -1;
 	if (r->io_errno)
 		tf_seterr(err, "SYSTEM", "read error: %s", strerror(r->io_errno));
+	else if (r->no_memory)
+		tf_seterr(err, "NO_MEMORY", "out of memory (a value of %zu bytes)", r->doc_len);
 	else if (c == EOF)
 		tf_seterr(err, TF_INVALID_JSON, "line %lu column %lu: not JSON: the input ends "
 			  "inside the value", sc.line, sc.col);
+	else if (depth == 0 && scalar_top)
+		tf_seterr(err, TF_INVALID_JSON,
+			  "line %lu column %lu: a number, true, false or null "
+			  "must be followed by whitespace or the end of input",
+			  sc.line, sc.col - 1);
+	else if (c == 'N' || c == 'I')
+		tf_seterr(err, TF_INVALID_JSON, "line %lu column %lu: not JSON: unexpected '%c' "
+			  "(NaN and Infinity are not JSON: write {\"$float\":\"NaN\"})",
+			  sc.line, sc.col - 1, c);
 	else if (c > 0x20 && c < 0x7f)
 		tf_seterr(err, TF_INVALID_JSON, "line %lu column %lu: not JSON: unexpected '%c'",
 			  sc.line, sc.col - 1, c);
@@ -375,16 +512,600 @@ out:
 	return rc;
 }
 
+/* ---- pass 2: the walk, in document order ---- */
+
+struct sbuf {
+	char *s;
+	size_t len, cap;
+};
+
+struct walk {
+	struct tf_reader *r;
+	unsigned char *p;   /* the next byte of r->doc */
+	unsigned char *end; /* r->doc + r->doc_len; *end is NUL */
+	struct tf_error *err;
+	struct tpath path;
+	struct sbuf str;   /* the last string value decoded */
+	struct sbuf key;   /* the key of the member being read */
+	struct sbuf first; /* an object's first key, before the object is known */
+};
+
 static int
-is_ws(int c)
+sbuf_put(struct sbuf *b, const void *p, size_t n)
 {
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+	if (b->len + n >= b->cap) {
+		size_t cap = b->cap ? b->cap : 64;
+		char *s;
+
+		while (b->len + n >= cap)
+			cap *= 2;
+		s = realloc(b->s, cap);
+		if (!s)
+			return -1;
+		b->s = s;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+/* Up to 60 bytes of s for a message: control bytes, DEL and (when s is not
+ * UTF-8) bytes >= 0x80 escaped. */
+static const char *
+show(char *out, size_t n, const char *s, size_t len, int flags)
+{
+	size_t i, o = 0;
+
+	for (i = 0; i < len && o + 8 < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (i == 60) {
+			o += (size_t)snprintf(out + o, n - o, "...");
+			break;
+		}
+		if (c < 0x20 || c == 0x7f || (c >= 0x80 && (flags & F_BAD)))
+			o += (size_t)snprintf(out + o, n - o, c < 0x80 ? "\\u%04x" : "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+__attribute__((format(printf, 4, 5))) static void
+wfail(struct walk *w, const unsigned char *at, const char *name, const char *fmt, ...)
+{
+	const unsigned char *q;
+	unsigned long line = w->r->start_line, col = w->r->start_col;
+	char m[400];
+	va_list ap;
+
+	for (q = w->r->doc; q < at; q++) {
+		if (*q == '\n') {
+			line++;
+			col = 1;
+		} else {
+			col++;
+		}
+	}
+	va_start(ap, fmt);
+	vsnprintf(m, sizeof(m), fmt, ap);
+	va_end(ap);
+	if (w->path.len)
+		tf_seterr(w->err, name, "line %lu column %lu at %s: %s", line, col, w->path.s, m);
+	else
+		tf_seterr(w->err, name, "line %lu column %lu: %s", line, col, m);
+}
+
+static void
+skip_ws(struct walk *w)
+{
+	while (is_ws(*w->p))
+		w->p++;
+}
+
+/* The end of the string token at p (its opening quote). */
+static const unsigned char *
+string_end(const unsigned char *p)
+{
+	for (p++; *p != '"'; p++)
+		if (*p == '\\')
+			p++;
+	return p + 1;
+}
+
+static int
+hex4(const unsigned char *p)
+{
+	int v = 0, i;
+
+	for (i = 0; i < 4; i++) {
+		int c = p[i];
+
+		v = v * 16 + (is_digit(c) ? c - '0' : (c | 0x20) - 'a' + 10);
+	}
+	return v;
+}
+
+/* The length of the UTF-8 sequence at p (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or 0 if there is none. */
+static size_t
+utf8_len(const unsigned char *p, const unsigned char *end)
+{
+	unsigned c = p[0], lo = 0x80, hi = 0xbf;
+	size_t n, i;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+	else
+		return 0;
+	if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/* The string at w->p (its opening quote), decoded into b (NUL-terminated);
+ * *flags gets F_NUL and F_BAD.  Invalid bytes and lone surrogates are left
+ * out.  -1: out of memory. */
+static int
+decode_string(struct walk *w, struct sbuf *b, int *flags)
+{
+	unsigned char *p = w->p + 1, *q;
+
+	b->len = 0;
+	*flags = 0;
+	for (;;) {
+		unsigned char u[4];
+		size_t n;
+		int cp;
+
+		for (q = p; *p != '"' && *p != '\\' && *p < 0x80; p++)
+			;
+		if (p > q && sbuf_put(b, q, (size_t)(p - q)) < 0)
+			return -1;
+		if (*p == '"')
+			break;
+		if (*p >= 0x80) {
+			n = utf8_len(p, w->end);
+			if (!n)
+				*flags |= F_BAD;
+			else if (sbuf_put(b, p, n) < 0)
+				return -1;
+			p += n ? n : 1;
+			continue;
+		}
+		switch (*++p) { /* after a backslash */
+		case 'b':
+			cp = '\b';
+			break;
+		case 'f':
+			cp = '\f';
+			break;
+		case 'n':
+			cp = '\n';
+			break;
+		case 'r':
+			cp = '\r';
+			break;
+		case 't':
+			cp = '\t';
+			break;
+		case 'u':
+			cp = hex4(p + 1);
+			p += 4;
+			if (cp >= 0xd800 && cp <= 0xdbff && p[1] == '\\' && p[2] == 'u') {
+				int lo = hex4(p + 3);
+
+				if (lo >= 0xdc00 && lo <= 0xdfff) {
+					cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+					p += 6;
+				}
+			}
+			break;
+		default: /* '"', '\\', '/' */
+			cp = *p;
+		}
+		p++;
+		if (cp >= 0xd800 && cp <= 0xdfff) {
+			*flags |= F_BAD;
+			continue;
+		}
+		if (cp == 0)
+			*flags |= F_NUL;
+		if (cp < 0x80) {
+			u[0] = (unsigned char)cp, n = 1;
+		} else if (cp < 0x800) {
+			u[0] = (unsigned char)(0xc0 | cp >> 6), n = 2;
+		} else if (cp < 0x10000) {
+			u[0] = (unsigned char)(0xe0 | cp >> 12), n = 3;
+		} else {
+			u[0] = (unsigned char)(0xf0 | cp >> 18), n = 4;
+			u[1] = (unsigned char)(0x80 | (cp >> 12 & 63));
+		}
+		if (n >= 3)
+			u[n - 2] = (unsigned char)(0x80 | (cp >> 6 & 63));
+		if (n >= 2)
+			u[n - 1] = (unsigned char)(0x80 | (cp & 63));
+		if (sbuf_put(b, u, n) < 0)
+			return -1;
+	}
+	w->p = p + 1;
+	if (sbuf_put(b, "", 1) < 0)
+		return -1;
+	b->len--; /* NUL-terminated, the NUL not counted */
+	return 0;
+}
+
+/* The number at w->p: *is_int, and its value (*i: 0 if the int is outside
+ * int64, *ovf set; *d: +-inf if the float's magnitude rounds to infinity). */
+static void
+read_number(struct walk *w, int *is_int, int64_t *i, int *ovf, double *d)
+{
+	unsigned char *start = w->p, *p = start, save;
+	int neg = *p == '-';
+	uint64_t acc = 0, lim;
+
+	if (neg)
+		p++;
+	lim = neg ? (uint64_t)1 << 63 : ((uint64_t)1 << 63) - 1;
+	*ovf = 0;
+	for (; is_digit(*p); p++) {
+		unsigned dig = (unsigned)(*p - '0');
+
+		if (acc > (lim - dig) / 10)
+			*ovf = 1;
+		else
+			acc = acc * 10 + dig;
+	}
+	*is_int = *p != '.' && *p != 'e' && *p != 'E';
+	if (*is_int) {
+		*i = *ovf ? 0 : neg ? (int64_t)(0 - acc) : (int64_t)acc;
+		w->p = p;
+		return;
+	}
+	while (is_digit(*p) || *p == '.' || *p == 'e' || *p == 'E' || *p == '+' || *p == '-')
+		p++;
+	save = *p; /* r->doc is ours: end the token for strtod */
+	*p = '\0';
+	*d = strtod((const char *)start, NULL);
+	*p = save;
+	w->p = p;
+}
+
+/* Past the container at w->p (JSON already checked): no recursion. */
+static void
+skip_container(struct walk *w)
+{
+	unsigned char *p = w->p;
+	size_t depth = 0;
+
+	do {
+		if (*p == '"') {
+			for (p++; *p != '"'; p++)
+				if (*p == '\\')
+					p++;
+		} else if (*p == '[' || *p == '{') {
+			depth++;
+		} else if (*p == ']' || *p == '}') {
+			depth--;
+		}
+		p++;
+	} while (depth);
+	w->p = p;
+}
+
+/* A value whose JSON is no marker argument: only its end matters. */
+static void
+skip_value(struct walk *w)
+{
+	int is_int, ovf;
+	int64_t i;
+	double d;
+
+	if (*w->p == '[' || *w->p == '{')
+		skip_container(w);
+	else if (*w->p == 't' || *w->p == 'n')
+		w->p += 4;
+	else if (*w->p == 'f')
+		w->p += 5;
+	else
+		read_number(w, &is_int, &i, &ovf, &d);
+}
+
+/* The object that starts at obj has one member so far, key at key_at, a
+ * marker name (in w->first); w->p is at its value.  The object is that
+ * marker's value if it has no other member and the value is a valid
+ * argument; else the document is rejected (SPEC.md §12.3).  NULL after
+ * filling w->err. */
+static json_t *
+read_marker(struct walk *w, const unsigned char *obj, const unsigned char *key_at,
+	    size_t depth)
+{
+	const unsigned char *arg_at = w->p;
+	struct marg a = {.type = MARG_OTHER};
+	char key[8], why[200];
+	json_t *m, *v;
+	size_t old;
+
+	memcpy(key, w->first.s, w->first.len + 1);
+	if (*w->p == '"') {
+		if (decode_string(w, &w->str, &a.flags) < 0)
+			goto nomem;
+		a.type = MARG_STRING;
+		a.s = w->str.s;
+		a.len = w->str.len;
+	} else if (*w->p == '-' || is_digit(*w->p)) {
+		int is_int, ovf;
+		double d;
+
+		read_number(w, &is_int, &a.i, &ovf, &d);
+		if (is_int && !ovf)
+			a.type = MARG_INT;
+	} else {
+		skip_value(w);
+	}
+	skip_ws(w);
+	if (*w->p == ',') {
+		/* not a marker: a map whose first key starts with a single '$' */
+		if (depth >= CHAN_HARD_MAX_DEPTH) {
+			wfail(w, obj, "DEPTH_EXCEEDED", "values nest deeper than the depth limit (%u)",
+			      CHAN_HARD_MAX_DEPTH);
+			return NULL;
+		}
+		wfail(w, key_at, TF_INVALID_TEXT,
+		      "map key \"%s\": a marker must be alone in its object (a map key "
+		      "that starts with '$' is written with one more '$')", key);
+		return NULL;
+	}
+	w->p++; /* '}' */
+	old = path_push(&w->path, key, strlen(key));
+	if (marker_check(key, &a, why, sizeof(why)) < 0) {
+		wfail(w, arg_at, TF_INVALID_TEXT, "%s", why);
+		return NULL;
+	}
+	path_pop(&w->path, old);
+	v = a.type == MARG_INT ? json_integer(a.i) : json_stringn_nocheck(a.s, a.len);
+	m = json_object();
+	if (!v || !m || json_object_set_new_nocheck(m, key, v) < 0) {
+		json_decref(m);
+		goto nomem;
+	}
+	return m;
+nomem:
+	tf_seterr(w->err, "NO_MEMORY", "out of memory");
+	return NULL;
+}
+
+/* The key at key_at (decoded in w->key, flags) of a member of obj: 0 if it
+ * can be a map key there (SPEC.md §12.3 rule 3, §12.4 rule 2), else -1 after
+ * filling w->err. */
+static int
+check_key(struct walk *w, json_t *obj, const unsigned char *key_at, int flags)
+{
+	const char *k = w->key.s;
+	char s[500];
+
+	if (k[0] == '$' && k[1] != '$') {
+		if (!flags && is_marker(k))
+			wfail(w, key_at, TF_INVALID_TEXT,
+			      "map key \"%s\": a marker must be alone in its object (a map "
+			      "key that starts with '$' is written with one more '$')", k);
+		else
+			wfail(w, key_at, TF_INVALID_TEXT,
+			      "map key \"%s\": not a marker ($int, $float, $bytes, $fd, $conn), "
+			      "and a map key that starts with '$' is written with one more '$'",
+			      show(s, sizeof(s), k, w->key.len, flags));
+		return -1;
+	}
+	if (flags & F_NUL) {
+		wfail(w, key_at, "INVALID_KEY", "a map key cannot contain U+0000 (\\u0000)");
+		return -1;
+	}
+	if (flags & F_BAD) {
+		wfail(w, key_at, "INVALID_UTF8",
+		      "the map key %s is not Unicode: invalid UTF-8, or a lone surrogate "
+		      "escape such as \\ud800",
+		      show(s, sizeof(s), (const char *)key_at,
+			   (size_t)(string_end(key_at) - key_at), F_BAD));
+		return -1;
+	}
+	if (json_object_get(obj, k)) {
+		wfail(w, key_at, "DUPLICATE_KEY", "the object repeats the key \"%s\"",
+		      show(s, sizeof(s), k, w->key.len, flags));
+		return -1;
+	}
+	return 0;
+}
+
+/* The value r->doc holds, already known to be JSON: the tree, or NULL after
+ * filling err with the first fault in document order. */
+static json_t *
+walk_doc(struct tf_reader *r, struct tf_error *err)
+{
+	struct walk w = {.r = r, .p = r->doc, .end = r->doc + r->doc_len, .err = err};
+	struct frame {
+		json_t *c;      /* an open array or object */
+		size_t pathlen; /* w.path's length at its value */
+		size_t index;   /* of the current item of an array */
+	} st[CHAN_HARD_MAX_DEPTH];
+	size_t n = 0; /* open containers; a value met now is at depth n + 1 */
+	json_t *root = NULL, *v = NULL;
+	unsigned char *at, *key_at = NULL;
+	int flags;
+	char seg[24];
+
+	r->doc[r->doc_len] = '\0';
+next_value:
+	skip_ws(&w);
+	at = w.p;
+	switch (*at) {
+	case '[':
+	case '{':
+		w.p++;
+		skip_ws(&w);
+		if (*w.p == (*at == '[' ? ']' : '}')) {
+			w.p++;
+			v = *at == '[' ? json_array() : json_object();
+			break;
+		}
+		if (*at == '{') {
+			key_at = w.p;
+			if (decode_string(&w, &w.first, &flags) < 0)
+				goto nomem;
+			skip_ws(&w);
+			w.p++; /* ':' */
+			skip_ws(&w);
+			/* a marker: not a container, and nothing in it is walked */
+			if (!flags && is_marker(w.first.s)) {
+				if (!(v = read_marker(&w, at, key_at, n + 1)))
+					goto fail;
+				break;
+			}
+		}
+		/* a non-empty container: the depth limit (SPEC.md §8.3) */
+		if (n + 1 >= CHAN_HARD_MAX_DEPTH) {
+			wfail(&w, at, "DEPTH_EXCEEDED", "values nest deeper than the depth limit (%u)",
+			      CHAN_HARD_MAX_DEPTH);
+			goto fail;
+		}
+		v = *at == '[' ? json_array() : json_object();
+		if (!v)
+			goto nomem;
+		if (!n)
+			root = v;
+		else if (json_is_array(st[n - 1].c) ? json_array_append_new(st[n - 1].c, v)
+						    : json_object_set_new_nocheck(st[n - 1].c, w.key.s, v))
+			goto nomem;
+		st[n].c = v;
+		v = NULL;
+		st[n].pathlen = w.path.len;
+		st[n].index = 0;
+		n++;
+		if (*at == '[') {
+			path_push(&w.path, "0", 1);
+		} else {
+			struct sbuf t = w.key; /* the first key is the current one now */
+
+			w.key = w.first;
+			w.first = t;
+			if (check_key(&w, st[n - 1].c, key_at, flags) < 0)
+				goto fail;
+			path_push(&w.path, w.key.s, w.key.len);
+		}
+		goto next_value;
+	case '"':
+		if (decode_string(&w, &w.str, &flags) < 0)
+			goto nomem;
+		if (flags & F_BAD) {
+			char s[500];
+
+			wfail(&w, at, "INVALID_UTF8",
+			      "the string %s is not Unicode: invalid UTF-8, or a lone surrogate "
+			      "escape such as \\ud800",
+			      show(s, sizeof(s), (const char *)at, (size_t)(w.p - at), F_BAD));
+			goto fail;
+		}
+		v = json_stringn_nocheck(w.str.s, w.str.len);
+		break;
+	case 't':
+	case 'n':
+		w.p += 4;
+		v = *at == 't' ? json_true() : json_null();
+		break;
+	case 'f':
+		w.p += 5;
+		v = json_false();
+		break;
+	default: {
+		int is_int, ovf;
+		int64_t i;
+		double d;
+
+		read_number(&w, &is_int, &i, &ovf, &d);
+		if (is_int && ovf) {
+			wfail(&w, at, TF_INVALID_TEXT,
+			      "the integer %.*s%s is outside int64: a number without a fraction "
+			      "or exponent is an int, and chan ints are signed 64-bit "
+			      "(-9223372036854775808..9223372036854775807); write 1e20 for a float",
+			      (int)(w.p - at > 40 ? 40 : w.p - at), (const char *)at,
+			      w.p - at > 40 ? "..." : "");
+			goto fail;
+		}
+		if (!is_int && isinf(d)) {
+			wfail(&w, at, TF_INVALID_TEXT,
+			      "the number %.*s%s rounds to infinity: a float must be finite; "
+			      "{\"$float\":\"Infinity\"} is infinity",
+			      (int)(w.p - at > 40 ? 40 : w.p - at), (const char *)at,
+			      w.p - at > 40 ? "..." : "");
+			goto fail;
+		}
+		v = is_int ? json_integer(i) : json_real(d);
+	}
+	}
+	/* v is a complete value: into its container */
+	if (!v)
+		goto nomem;
+	if (!n)
+		root = v;
+	else if (json_is_array(st[n - 1].c) ? json_array_append_new(st[n - 1].c, v)
+					    : json_object_set_new_nocheck(st[n - 1].c, w.key.s, v))
+		goto nomem;
+	v = NULL;
+	for (;;) {
+		struct frame *top;
+
+		if (!n) {
+			free(w.str.s);
+			free(w.key.s);
+			free(w.first.s);
+			return root;
+		}
+		top = &st[n - 1];
+		path_pop(&w.path, top->pathlen);
+		skip_ws(&w);
+		if (*w.p++ != ',') { /* ']' or '}' */
+			n--;
+			continue;
+		}
+		skip_ws(&w);
+		if (json_is_array(top->c)) {
+			snprintf(seg, sizeof(seg), "%zu", ++top->index);
+			path_push(&w.path, seg, strlen(seg));
+		} else {
+			key_at = w.p;
+			if (decode_string(&w, &w.key, &flags) < 0)
+				goto nomem;
+			skip_ws(&w);
+			w.p++; /* ':' */
+			if (check_key(&w, top->c, key_at, flags) < 0)
+				goto fail;
+			path_push(&w.path, w.key.s, w.key.len);
+		}
+		goto next_value;
+	}
+nomem:
+	tf_seterr(err, "NO_MEMORY", "out of memory");
+fail:
+	json_decref(root); /* and every value in it: each is put in at once */
+	free(w.str.s);
+	free(w.key.s);
+	free(w.first.s);
+	return NULL;
 }
 
 int
 tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 {
-	json_error_t je;
 	json_t *j;
 	int c;
 
@@ -405,88 +1126,12 @@ tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err)
 	ungetc(c, r->fp);
 	r->start_line = r->line;
 	r->start_col = r->col;
-	r->last_out = -1;
-	r->hit_eof = 0;
 	r->doc_len = 0;
-
-	j = json_load_callback(feed, r,
-			       JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK |
-				       JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
-			       &je);
-	if (!j) {
-		const char *name = TF_INVALID_JSON;
-
-		if (r->io_errno) {
-			tf_seterr(err, "SYSTEM", "read error: %s",
-				  strerror(r->io_errno));
-			return -1;
-		}
-		switch (json_error_code(&je)) {
-		case json_error_invalid_utf8:
-			name = "INVALID_UTF8";
-			break;
-		case json_error_invalid_syntax:
-			/* a lone surrogate escape such as "\ud800" */
-			if (strncmp(je.text, "invalid Unicode", 15) == 0)
-				name = "INVALID_UTF8";
-			break;
-		case json_error_duplicate_key:
-			name = "DUPLICATE_KEY";
-			break;
-		case json_error_null_byte_in_key:
-			/* "\u0000" in a key: keys are names (SPEC.md §4.1) */
-			name = "INVALID_KEY";
-			break;
-		case json_error_numeric_overflow:
-			name = TF_INVALID_TEXT;
-			break;
-		case json_error_stack_overflow:
-			name = "DEPTH_EXCEEDED";
-			break;
-		case json_error_out_of_memory:
-			name = "NO_MEMORY";
-			break;
-		default:
-			break;
-		}
-		/* Not a syntax fault: the whole value's syntax comes first. */
-		if (strcmp(name, TF_INVALID_JSON) != 0 && strcmp(name, "NO_MEMORY") != 0) {
-			unsigned long at_line = r->last_line, at_col = r->last_col;
-
-			if (syntax_first(r, err) < 0)
-				return -1;
-			r->last_line = at_line; /* the fault's position, for its message */
-			r->last_col = at_col;
-		}
-		if (json_error_code(&je) == json_error_null_byte_in_key)
-			tf_seterr(err, name,
-				  "line %lu column %lu: a map key cannot "
-				  "contain U+0000 (\\u0000)",
-				  r->last_line, r->last_col);
-		else if (json_error_code(&je) == json_error_numeric_overflow)
-			tf_seterr(err, name, "line %lu column %lu: %s: %s", r->last_line,
-				  r->last_col, je.text,
-				  strstr(je.text, "integer")
-					  ? "a number without a fraction or exponent is an "
-					    "int, and chan ints are signed 64-bit "
-					    "(-9223372036854775808..9223372036854775807); "
-					    "write 1e20 for a float"
-					  : "a float must be finite; {\"$float\":\"Infinity\"} "
-					    "is infinity");
-		else
-			tf_seterr(err, name, "line %lu column %lu: %s",
-				  r->last_line, r->last_col, je.text);
+	if (syntax_first(r, err) < 0)
 		return -1;
-	}
-	if ((json_is_number(j) || json_is_boolean(j) || json_is_null(j)) &&
-	    !r->hit_eof && r->last_out >= 0 && !is_ws(r->last_out)) {
-		tf_seterr(err, TF_INVALID_JSON,
-			  "line %lu column %lu: a number, true, false or null "
-			  "must be followed by whitespace or the end of input",
-			  r->last_line, r->last_col);
-		json_decref(j);
+	j = walk_doc(r, err);
+	if (!j)
 		return -1;
-	}
 	*ret = j;
 	return 1;
 }
@@ -534,12 +1179,8 @@ struct build {
 	uint64_t nhandles; /* handle references in the whole value */
 	int64_t prev;      /* previous index met, -1 before the first */
 	struct tf_error *err;
-	char path[512]; /* JSON Pointer of the value being built */
-	size_t pathlen;
+	struct tpath path; /* of the value being built */
 };
-
-static const char *const markers[] = {"$int", "$float", "$bytes", "$fd",
-				      "$conn"};
 
 /* If obj is a one-member object whose key starts with a single '$', its
  * key; else NULL. */
@@ -557,17 +1198,6 @@ marker_key(json_t *obj, json_t **ret_val)
 		return NULL;
 	*ret_val = json_object_iter_value(it);
 	return key;
-}
-
-static int
-is_marker(const char *key)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof(markers) / sizeof(markers[0]); i++)
-		if (strcmp(key, markers[i]) == 0)
-			return 1;
-	return 0;
 }
 
 static uint64_t
@@ -591,40 +1221,6 @@ count_handles(json_t *j)
 	return n;
 }
 
-static size_t
-path_push(struct build *b, const char *seg, size_t len)
-{
-	size_t old = b->pathlen, i;
-	char *p = b->path;
-	size_t cap = sizeof(b->path) - 4;
-
-	if (b->pathlen < cap)
-		p[b->pathlen++] = '/';
-	for (i = 0; i < len && b->pathlen < cap; i++) {
-		unsigned char c = (unsigned char)seg[i];
-
-		/* RFC 6901 escapes; control bytes shown as '?' */
-		if (c == '~' || c == '/') {
-			p[b->pathlen++] = '~';
-			if (b->pathlen < cap)
-				p[b->pathlen++] = c == '~' ? '0' : '1';
-		} else {
-			p[b->pathlen++] = c < 0x20 ? '?' : (char)c;
-		}
-	}
-	if (i < len)
-		memcpy(p + cap, "...", 3), b->pathlen = cap + 3;
-	p[b->pathlen] = '\0';
-	return old;
-}
-
-static void
-path_pop(struct build *b, size_t old)
-{
-	b->pathlen = old;
-	b->path[old] = '\0';
-}
-
 __attribute__((format(printf, 3, 4))) static chan_value *
 fail(struct build *b, const char *name, const char *fmt, ...)
 {
@@ -634,8 +1230,8 @@ fail(struct build *b, const char *name, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(m, sizeof(m), fmt, ap);
 	va_end(ap);
-	if (b->pathlen)
-		tf_seterr(b->err, name, "at %s: %s", b->path, m);
+	if (b->path.len)
+		tf_seterr(b->err, name, "at %s: %s", b->path.s, m);
 	else
 		tf_seterr(b->err, name, "%s", m);
 	return NULL;
@@ -650,92 +1246,52 @@ fail_chan(struct build *b, int rc)
 	return fail(b, name ? name : "SYSTEM", "%s", chan_strerror(rc));
 }
 
-static int
-parse_int64(const char *s, int64_t *ret)
-{
-	const char *p = s;
-	long long v;
-	char *end;
-
-	if (*p == '-')
-		p++;
-	/* -?(0|[1-9][0-9]*), and not "-0" (SPEC.md §12.1) */
-	if (*p < '0' || *p > '9' || (p[0] == '0' && (p[1] != '\0' || p != s)))
-		return -1;
-	for (; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -1;
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*ret = v;
-	return 0;
-}
-
 static chan_value *build(struct build *b, json_t *j);
 
 static chan_value *
 build_marker(struct build *b, const char *key, json_t *v)
 {
-	const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+	struct marg a = {.type = MARG_OTHER};
+	char why[200];
 	chan_value *r;
 
-	/* A marker's string is read whole: "12\u00003" is not the number 12
-	 * (a C string would stop at the U+0000), and no marker takes one. */
-	if (s && strlen(s) != json_string_length(v))
-		return fail(b, TF_INVALID_TEXT,
-			    "\"%s\" takes a string without U+0000 (\\u0000)", key);
+	if (json_is_string(v)) {
+		a.type = MARG_STRING;
+		a.s = json_string_value(v);
+		a.len = json_string_length(v);
+		a.flags = strlen(a.s) != a.len ? F_NUL : 0;
+	} else if (json_is_integer(v)) {
+		a.type = MARG_INT;
+		a.i = json_integer_value(v);
+	}
+	/* tf_reader_next has checked this already, in document order */
+	if (marker_check(key, &a, why, sizeof(why)) < 0)
+		return fail(b, TF_INVALID_TEXT, "%s", why);
 	if (strcmp(key, "$int") == 0) {
-		int64_t i;
+		int64_t i = 0;
 
-		if (!s || parse_int64(s, &i) < 0)
-			return fail(b, TF_INVALID_TEXT,
-				    "\"$int\" takes a string holding a decimal "
-				    "integer in the int64 range");
+		(void)parse_int64(a.s, &i);
 		r = chan_int(b->msg, i);
 	} else if (strcmp(key, "$float") == 0) {
-		double d;
-
-		if (s && strcmp(s, "NaN") == 0)
-			d = NAN;
-		else if (s && strcmp(s, "Infinity") == 0)
-			d = INFINITY;
-		else if (s && strcmp(s, "-Infinity") == 0)
-			d = -INFINITY;
-		else
-			return fail(b, TF_INVALID_TEXT,
-				    "\"$float\" takes \"NaN\", \"Infinity\" "
-				    "or \"-Infinity\"");
-		r = chan_float(b->msg, d);
+		r = chan_float(b->msg, !strcmp(a.s, "NaN")        ? NAN
+				       : !strcmp(a.s, "Infinity") ? INFINITY
+								  : -INFINITY);
 	} else if (strcmp(key, "$bytes") == 0) {
 		unsigned char *p;
 		size_t n;
 
-		if (!s)
-			return fail(b, TF_INVALID_TEXT,
-				    "\"$bytes\" takes a base64 string");
-		p = tf_base64_decode(s, json_string_length(v), &n);
-		if (!p && n == SIZE_MAX)
-			return fail(b, "NO_MEMORY", "out of memory");
+		p = tf_base64_decode(a.s, a.len, &n);
 		if (!p)
-			return fail(b, TF_INVALID_TEXT,
-				    "\"$bytes\" is not standard padded base64 "
-				    "(RFC 4648 section 4, zero pad bits)");
+			return fail(b, "NO_MEMORY", "out of memory");
 		r = chan_bytes(b->msg, p, n);
 		free(p);
 	} else {
 		enum chan_kind kind = strcmp(key, "$fd") == 0 ? CHAN_KIND_FD
 							      : CHAN_KIND_CONN;
-		json_int_t idx;
+		int64_t idx = a.i;
 		int fd;
 
-		if (!json_is_integer(v) || json_integer_value(v) < 0)
-			return fail(b, TF_INVALID_TEXT,
-				    "\"%s\" takes a handle table index (an "
-				    "integer >= 0)",
-				    key);
-		idx = json_integer_value(v);
+		/* SPEC.md §12.1 rule 5: checked after the walk (tf_reader_next) */
 		if ((uint64_t)idx >= b->nhandles)
 			return fail(b, "HANDLE_INDEX_OUT_OF_RANGE",
 				    "handle index %lld, but the value holds "
@@ -776,9 +1332,9 @@ build_object(struct build *b, json_t *j)
 				    "starts with '$' is written with one more "
 				    "'$')",
 				    key);
-		old = path_push(b, key, strlen(key));
+		old = path_push(&b->path, key, strlen(key));
 		item = build_marker(b, key, v);
-		path_pop(b, old);
+		path_pop(&b->path, old);
 		return item;
 	}
 	map = chan_map(b->msg);
@@ -795,8 +1351,8 @@ build_object(struct build *b, json_t *j)
 				    "marker such as \"$int\" must be alone in "
 				    "its object)",
 				    key);
-		/* jansson keys hold no U+0000: it rejects "\u0000" in keys */
-		old = path_push(b, key, klen);
+		/* no U+0000 in keys: tf_reader_next rejects them (INVALID_KEY) */
+		old = path_push(&b->path, key, klen);
 		item = build(b, v);
 		if (!item)
 			return NULL;
@@ -806,7 +1362,7 @@ build_object(struct build *b, json_t *j)
 			rc = chan_map_put_n(map, key, klen, item);
 		if (rc < 0)
 			return fail_chan(b, rc);
-		path_pop(b, old);
+		path_pop(&b->path, old);
 	}
 	return map;
 }
@@ -849,14 +1405,14 @@ build(struct build *b, json_t *j)
 			size_t old;
 
 			snprintf(seg, sizeof(seg), "%zu", i);
-			old = path_push(b, seg, strlen(seg));
+			old = path_push(&b->path, seg, strlen(seg));
 			item = build(b, v);
 			if (!item)
 				return NULL;
 			rc = chan_list_append(r, item);
 			if (rc < 0)
 				return fail_chan(b, rc);
-			path_pop(b, old);
+			path_pop(&b->path, old);
 		}
 		break;
 	case JSON_OBJECT:
@@ -882,6 +1438,13 @@ tf_build(chan_msg *msg, json_t *json, tf_fd_source src, void *src_ctx,
 	b.err = err;
 	b.prev = -1;
 	b.nhandles = count_handles(json);
+	/* SPEC.md §12.1 rule 5, §12.4 rule 3: the count before the indices */
+	if (b.nhandles > CHAN_HARD_MAX_HANDLES) {
+		fail(&b, "HANDLE_LIMIT_EXCEEDED",
+		     "%llu handle markers: a frame carries at most %u handles",
+		     (unsigned long long)b.nhandles, CHAN_HARD_MAX_HANDLES);
+		return -1;
+	}
 	root = build(&b, json);
 	if (!root)
 		return -1;
@@ -1004,22 +1567,17 @@ b64val(unsigned char c)
 	return -1;
 }
 
-unsigned char *
-tf_base64_decode(const char *s, size_t len, size_t *ret_len)
+/* Strict decode of s into o (o == NULL: only check): 0 and *ret_len, or -1
+ * if s is not canonical padded base64. */
+static int
+b64_decode(const char *s, size_t len, unsigned char *o, size_t *ret_len)
 {
-	unsigned char *o;
 	size_t i, n = 0, pad = 0;
 
-	*ret_len = 0;
 	if (len % 4)
-		return NULL;
+		return -1;
 	if (len >= 4 && s[len - 1] == '=')
 		pad = s[len - 2] == '=' ? 2 : 1;
-	o = malloc(len / 4 * 3 + 1);
-	if (!o) {
-		*ret_len = SIZE_MAX;
-		return NULL;
-	}
 	for (i = 0; i < len; i += 4) {
 		int v[4], k;
 		uint32_t w;
@@ -1031,25 +1589,47 @@ tf_base64_decode(const char *s, size_t len, size_t *ret_len)
 			}
 			v[k] = b64val((unsigned char)s[i + k]);
 			if (v[k] < 0)
-				goto bad;
+				return -1;
 		}
 		w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
 		    (uint32_t)v[2] << 6 | (uint32_t)v[3];
-		o[n++] = (unsigned char)(w >> 16);
-		if (i + 4 < len || pad < 2)
-			o[n++] = (unsigned char)(w >> 8);
-		if (i + 4 < len || pad < 1)
-			o[n++] = (unsigned char)w;
 		/* canonical: the bits the padding leaves over are zero */
 		if (i + 4 == len && ((pad == 1 && (w & 0xff)) ||
 				     (pad == 2 && (w & 0xffff))))
-			goto bad;
+			return -1;
+		if (o)
+			o[n] = (unsigned char)(w >> 16);
+		n++;
+		if (i + 4 < len || pad < 2) {
+			if (o)
+				o[n] = (unsigned char)(w >> 8);
+			n++;
+		}
+		if (i + 4 < len || pad < 1) {
+			if (o)
+				o[n] = (unsigned char)w;
+			n++;
+		}
 	}
 	*ret_len = n;
+	return 0;
+}
+
+unsigned char *
+tf_base64_decode(const char *s, size_t len, size_t *ret_len)
+{
+	unsigned char *o;
+
+	*ret_len = 0;
+	if (b64_decode(s, len, NULL, ret_len) < 0)
+		return NULL;
+	o = malloc(*ret_len + 1);
+	if (!o) {
+		*ret_len = SIZE_MAX;
+		return NULL;
+	}
+	(void)b64_decode(s, len, o, ret_len);
 	return o;
-bad:
-	free(o);
-	return NULL;
 }
 
 /* Is there a p-digit decimal that reads back as x?  The candidates are the

@@ -2,9 +2,11 @@
  * textform.h - the chan text form (SPEC.md §12):
  * strict JSON <-> chan values, for chancodec.
  *
- * Parsing uses jansson; rendering is done here, byte by byte, because the
- * canonical rendering fixes every byte (number layout, escapes) and jansson's
- * own output differs (reals with 17 digits, escapes of its choice).
+ * Parsing is done here (a syntax pass, then a walk in document order, so that
+ * a faulty document gets the error SPEC.md §12.4 rule 4 names) into a jansson
+ * tree; rendering is done here, byte by byte, because the canonical rendering
+ * fixes every byte (number layout, escapes) and jansson's own output differs
+ * (reals with 17 digits, escapes of its choice).
  */
 #ifndef CHAN_TEXTFORM_H
 #define CHAN_TEXTFORM_H
@@ -38,8 +40,10 @@ struct tf_reader *tf_reader_new(FILE *fp);
 void tf_reader_free(struct tf_reader *r);
 /*
  * Read the next JSON value.  Returns 1 and sets *ret (caller decrefs),
- * 0 at the end of the input, -1 on error (*err filled: INVALID_JSON,
- * INVALID_UTF8, DUPLICATE_KEY, INVALID_TEXT, DEPTH_EXCEEDED or SYSTEM).
+ * 0 at the end of the input, -1 on error (*err filled: INVALID_JSON;
+ * else the first of INVALID_UTF8, INVALID_KEY, DUPLICATE_KEY, INVALID_TEXT,
+ * DEPTH_EXCEEDED in document order; or NO_MEMORY, SYSTEM).  Markers are
+ * checked here; the handle count and indices are left to tf_build.
  */
 int tf_reader_next(struct tf_reader *r, json_t **ret, struct tf_error *err);
 /* Line and column (1-based, bytes) where the last value read started. */
@@ -60,8 +64,9 @@ typedef int (*tf_fd_source)(void *ctx, enum chan_kind kind, uint32_t index,
 
 /*
  * Build the value json stands for in msg and make it msg's root.  Returns 0,
- * or -1 with *err filled (INVALID_TEXT, HANDLE_INDEX_OUT_OF_RANGE,
- * HANDLE_INDEX_OUT_OF_ORDER, or a libchan error name).
+ * or -1 with *err filled (HANDLE_LIMIT_EXCEEDED, then HANDLE_INDEX_OUT_OF_RANGE
+ * or HANDLE_INDEX_OUT_OF_ORDER walking; INVALID_TEXT for a bad marker in a
+ * tree tf_reader_next did not make; or a libchan error name).
  */
 int tf_build(chan_msg *msg, json_t *json, tf_fd_source src, void *src_ctx,
 	     struct tf_error *err);
