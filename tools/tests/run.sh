@@ -210,7 +210,31 @@ t "5000 levels closed by a brace" INVALID_JSON "$(printf '%.0s[' $(seq 5000))$(p
 t "5000 levels, valid JSON" DEPTH_EXCEEDED "$(printf '%.0s[' $(seq 5000))$(printf '%.0s]' $(seq 5000))"
 printf '["\xff",]\n' >"$T/in.json"
 expect "text: invalid UTF-8, then a trailing comma" 1 INVALID_JSON "$CC" encode -o "$T/x.bin" "$T/in.json"
-check "text: INVALID_JSON exactly when Python's json says not JSON (1500 mutated documents)" \
+# after INVALID_JSON, the first fault in document order, whether or not a JSON
+# library would meet it while parsing; handle count and indices last (issue 14 §6)
+t "bad \$int, then a duplicate key" INVALID_TEXT '[{"$int":"x"},{"a":1,"a":2}]'
+t "duplicate key, then a bad \$int" DUPLICATE_KEY '[{"a":1,"a":2},{"$int":"x"}]'
+t "unknown marker, then a lone surrogate" INVALID_TEXT '[{"$x":1},"\ud800"]'
+t "marker not alone, then U+0000 in a key" INVALID_TEXT '[{"$int":"1","a":2},{"a\u0000":1}]'
+t "bad \$fd, then an int beyond int64" INVALID_TEXT '{"a":{"$fd":-1},"b":9223372036854775808}'
+t "float overflow, then a duplicate key" INVALID_TEXT '[1e400,{"a":1,"a":2}]'
+t "too deep, then a bad \$int" DEPTH_EXCEEDED "[$(printf '%.0s[' $(seq 32))$(printf '%.0s]' $(seq 32)),{\"\$int\":\"x\"}]"
+t "bad \$int, then 5000 levels" INVALID_TEXT "[{\"\$int\":\"x\"},$(printf '%.0s[' $(seq 5000))$(printf '%.0s]' $(seq 5000))]"
+t "handle index, then a bad \$int" INVALID_TEXT '[{"$fd":1},{"$int":"x"}]'
+t "handle index, then a lone surrogate" INVALID_UTF8 '[{"$conn":7},"\udc00"]'
+t "254 handles out of order" HANDLE_LIMIT_EXCEEDED "[$(for i in $(seq 0 253); do printf '{"$fd":0},'; done)0]"
+t "a marker's argument is not walked" INVALID_TEXT '{"$int":[{"a":1,"a":2},"\ud800",1e400]}'
+# several faults in one key: '$' rule, then U+0000, then not Unicode
+t "key: single \$ and U+0000" INVALID_TEXT '{"$\u0000":1}'
+t "key: U+0000 and a lone surrogate" INVALID_KEY '{"a\u0000\ud800":1}'
+t "key: \$\$, U+0000, a lone surrogate" INVALID_KEY '{"$$\ud800\u0000":1}'
+# where the Python reader departs from the spec (tools/tests/syntax_diff.py)
+printf '{"\xff":{"a":1,"a":2}}\n' >"$T/in.json"
+expect "text: key not UTF-8, then a duplicate key in its value" 1 INVALID_UTF8 "$CC" encode -o "$T/x.bin" "$T/in.json"
+t "\$fd index beyond int64" INVALID_TEXT '{"$fd":99999999999999999999}'
+t "an int of 5000 digits" INVALID_TEXT "$(printf '%.0s9' $(seq 5000))"
+t "100000 levels, valid JSON" DEPTH_EXCEEDED "$(printf '%.0s[' $(seq 100000))$(printf '%.0s]' $(seq 100000))"
+check "text: INVALID_JSON exactly when Python's json says not JSON (1500 mutated documents), and the Python reader's answer for 1500 documents with several faults" \
 	python3 "$HERE/syntax_diff.py" "$CC" 1500 7
 printf '1\n[{"a":1,"a":2}]\n[3]\n' >"$T/in.json"
 expect "text: duplicate key in the second document" 1 DUPLICATE_KEY "$CC" encode -o "$T/x.bin" "$T/in.json"
