@@ -45,9 +45,11 @@ test-symbols: $(LIBCHAN_A) $(LIBCHAN_SO)
 	[ -z "$$bad" ] || { echo "$(LIBCHAN_REAL) exports: $$bad"; exit 1; }; \
 	internal=$$(nm -D --defined-only $(LIBCHAN_SO) | awk '{print $$3}' | grep '^chan__' | sort -u); \
 	[ -z "$$internal" ] || { echo "$(LIBCHAN_REAL) exports internal symbols: $$internal"; exit 1; }; \
-	ver=$$(objdump -T $(LIBCHAN_SO) | awk '$$NF ~ /^chan_/ {print $$(NF-1)}' | sort -u); \
+	ver=$$(objdump -T $(LIBCHAN_SO) | awk '$$NF ~ /^chan_/ {print $$(NF-1)}' | sort -uV | tail -1); \
 	[ "$$ver" = "CHAN_$(CHAN_VERSION_MAJOR).$(call chan_version_part,MINOR)" ] || \
-		{ echo "$(LIBCHAN_REAL): symbol versions '$$ver', want CHAN_$(CHAN_VERSION_MAJOR).$(call chan_version_part,MINOR)"; exit 1; }; \
+		{ echo "$(LIBCHAN_REAL): newest symbol version '$$ver', want CHAN_$(CHAN_VERSION_MAJOR).$(call chan_version_part,MINOR)"; exit 1; }; \
+	for v in $$(objdump -T $(LIBCHAN_SO) | awk '$$NF ~ /^chan_/ {print $$(NF-1)}' | sort -u); do \
+		grep -q "^$$v {" c/libchan.map || { echo "$(LIBCHAN_REAL): version $$v is not a node of c/libchan.map"; exit 1; }; done; \
 	soname=$$(objdump -p $(LIBCHAN_SO) | awk '$$1 == "SONAME" {print $$2}'); \
 	[ "$$soname" = "$(LIBCHAN_SONAME)" ] || { echo "soname $$soname"; exit 1; }; \
 	n=$$(nm -D --defined-only $(LIBCHAN_SO) | awk '$$3 ~ /^chan_/' | wc -l); \

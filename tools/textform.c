@@ -1885,6 +1885,10 @@ render(FILE *out, const chan_value *v, int pretty, int level, uint32_t *next_han
 								: "$fd",
 			   buf, 0, pretty, level);
 		break;
+	case CHAN_CHANNEL: /* SPEC.md §18.2 rule 3 */
+		snprintf(buf, sizeof(buf), "%" PRIu32, chan_value_channel_id(v));
+		put_marker(out, "$channel", buf, 0, pretty, level);
+		break;
 	}
 }
 

@@ -68,9 +68,9 @@ extern "C" {
 #endif
 
 #define CHAN_VERSION_MAJOR 0
-#define CHAN_VERSION_MINOR 2
+#define CHAN_VERSION_MINOR 3
 #define CHAN_VERSION_PATCH 0
-#define CHAN_VERSION_STRING "0.2.0"
+#define CHAN_VERSION_STRING "0.3.0"
 
 /* The wire version this library speaks (SPEC.md §5.2). */
 #define CHAN_WIRE_VERSION 1
@@ -85,6 +85,10 @@ extern "C" {
 #define CHAN_HARD_MAX_HANDLES 253u
 #define CHAN_DEFAULT_MAX_DEPTH 32u
 #define CHAN_HARD_MAX_DEPTH 32u
+#define CHAN_DEFAULT_MAX_CHANNELS 1048576u         /* SPEC.md §18.6 */
+#define CHAN_HARD_MAX_CHANNELS 2147483647u
+#define CHAN_DEFAULT_MAX_QUEUED_BYTES (64u * 1024u * 1024u)
+#define CHAN_HARD_MAX_QUEUED_BYTES 4294967295u
 
 /* ------------------------------------------------------------------------ */
 /* Errors (SPEC.md §9, spec/errors.tsv).  X(NAME, code)                      */
@@ -124,7 +128,12 @@ extern "C" {
 	X(INVALID_JSON, 32)                                                    \
 	X(INVALID_TEXT, 33)                                                    \
 	X(NOT_FOUND, 34)                                                       \
-	X(WRONG_TYPE, 35)
+	X(WRONG_TYPE, 35)                                                      \
+	X(UNSUPPORTED_FEATURE, 36)                                             \
+	X(CHANNEL_CLOSED, 37)                                                  \
+	X(UNKNOWN_CHANNEL, 38)                                                 \
+	X(CHANNEL_LIMIT_EXCEEDED, 39)                                          \
+	X(CHANNEL_NOT_TRANSFERABLE, 40)
 
 enum chan_error {
 	CHAN_OK = 0,
@@ -193,6 +202,7 @@ enum chan_type {
 	CHAN_LIST = 7,
 	CHAN_MAP = 8,
 	CHAN_HANDLE = 9,
+	CHAN_CHANNEL = 10, /* a channel handle (SPEC.md §18.2; revision 1.1) */
 };
 
 /* Handle kinds (SPEC.md §4.2, spec/handle-kinds.tsv). */
@@ -398,6 +408,11 @@ enum chan_decode_flags {
 	 * the message.  (A connection uses this for large frames and hands its
 	 * receive buffer to the message.) */
 	CHAN_DECODE_BORROW = 1u << 1,
+	/* Accept what revision 1.1 defines (SPEC.md §16-§18): the flags of
+	 * §17.1, non-zero channel fields, channel handles (Value field 10),
+	 * as a receiver that has the peer's HELLO does.  Without it a buffer
+	 * is decoded as revision 1.0 says.  For tools that read 1.1 streams. */
+	CHAN_DECODE_REVISION_1_1 = 1u << 2,
 };
 #define CHAN_BORROW_MIN 4096u
 
@@ -540,7 +555,9 @@ CHAN_EXPORT chan_value *chan_handle_move_conn(chan_msg *msg, chan_conn **conn);
  */
 CHAN_EXPORT chan_value *chan_handle_borrow_conn(chan_msg *msg, const chan_conn *conn);
 /* Closes the socket and drops any unsent or partly received data (their fds
- * closed).  NULL-safe; returns NULL. */
+ * closed).  NULL-safe; returns NULL.  On a channel endpoint (below): closes
+ * the channel (SPEC.md §18.5 rule 3: a close frame unless END was already
+ * sent or received). */
 CHAN_EXPORT chan_conn *chan_conn_free(chan_conn *c);
 
 /* The socket, for poll/epoll.  BORROWED: owned by the connection; do not
@@ -605,6 +622,91 @@ CHAN_EXPORT int chan_conn_pending(const chan_conn *c);
  * CHAN_E_CONNECTION_CLOSED: the peer closed at a frame boundary.
  */
 CHAN_EXPORT int chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg);
+
+/* ------------------------------------------------------------------------ */
+/* Revision 1.1: features, epitaphs, channels (SPEC.md §16-§18)             */
+
+/*
+ * A connection starts knowing nothing of its peer and sends 1.0 frames only
+ * (SPEC.md §16.1).  Features become usable when the peer's HELLO announces
+ * them: a HELLO received is answered automatically; the first one is sent by
+ * chan_conn_hello, which an application calls only when it knows the peer
+ * implements revision 1.1 (a 1.0 peer rejects a HELLO).
+ */
+enum chan_feature {
+	CHAN_FEATURE_EPITAPH = 1u << 0,  /* "epitaph", SPEC.md §17.3 */
+	CHAN_FEATURE_CHANNELS = 1u << 1, /* "channels", SPEC.md §18 */
+};
+/* Send this side's HELLO (all features libchan implements).  require: the
+ * features the caller will use before the peer's answer arrives (usable at
+ * once; a peer that lacks one fails the connection with
+ * CHAN_E_UNSUPPORTED_FEATURE).  CHAN_E_INVALID_ARGUMENT if a HELLO was
+ * already sent on c, or c is a channel endpoint. */
+CHAN_EXPORT int chan_conn_hello(chan_conn *c, unsigned require, int timeout_ms);
+/* The features usable for sending on c now (enum chan_feature bits). */
+CHAN_EXPORT unsigned chan_conn_features(const chan_conn *c);
+
+/*
+ * Epitaphs.  chan_conn_send_epitaph tells the peer why this side is about to
+ * close (code: an error code, negative as returned, or 0 < -code <= 255;
+ * message: NULL or text for people), then ends sending on c (later sends:
+ * CHAN_E_CONNECTION_CLOSED).  CHAN_E_UNSUPPORTED_FEATURE if the peer did not
+ * announce "epitaph" (nothing is sent).  libchan also sends one on its own
+ * when a receive fails fatally because of what the peer sent.
+ * A receive that reads the peer's epitaph returns its code (e.g.
+ * CHAN_E_PAYLOAD_TOO_LARGE: the peer found our frame too large), and
+ * chan_conn_epitaph then returns its message ("" if none) and the code; NULL
+ * while no epitaph was received.  Later receives: CHAN_E_CONNECTION_CLOSED.
+ */
+CHAN_EXPORT int chan_conn_send_epitaph(chan_conn *c, int code, const char *message,
+				       int timeout_ms);
+CHAN_EXPORT const char *chan_conn_epitaph(const chan_conn *c, int *ret_code);
+
+/*
+ * Channels.  chan_channel_open opens a channel on conn: *ret_channel is this
+ * side's endpoint, and the returned value (in msg) is the channel handle to
+ * send, in msg, on conn; sending it opens the channel at the peer (its id is
+ * assigned then, so handles go out in id order whatever the order of
+ * opening).  Needs the feature "channels" (else NULL, msg poisoned with
+ * CHAN_E_UNSUPPORTED_FEATURE).  An endpoint is a chan_conn: chan_conn_send,
+ * chan_conn_send_writer, chan_conn_send_last, chan_conn_recv and
+ * chan_conn_free work on it and move frames over conn's socket; it has no
+ * descriptor (chan_conn_borrow_fd returns -1).  A received channel handle
+ * becomes an endpoint through chan_conn_move_from_value or
+ * chan_map_move_conn, exactly as a conn handle does; one never taken is
+ * closed when its message is freed.  A channel endpoint cannot be put in a
+ * message as a conn, nor its handle sent over another connection or twice
+ * (CHAN_E_CHANNEL_NOT_TRANSFERABLE).
+ * Receiving: frames for endpoints other than the one being read are queued
+ * inside the connection (bounded: chan_conn_set_channel_limits); one thread
+ * reads the socket at a time and hands frames to the others.  After the
+ * peer closed the channel, receives return the queued frames, then the
+ * close's code if it gave one, then CHAN_E_CHANNEL_CLOSED; sends return
+ * CHAN_E_CHANNEL_CLOSED.
+ */
+CHAN_EXPORT chan_value *chan_channel_open(chan_msg *msg, chan_conn *conn,
+					  chan_conn **ret_channel);
+/* A channel handle value naming id as is (tools, tests): it encodes to a
+ * buffer, but cannot be sent on a connection. */
+CHAN_EXPORT chan_value *chan_channel_ref(chan_msg *msg, uint32_t id);
+/* A channel handle's id (0 for other values, and for a handle not yet
+ * sent). */
+CHAN_EXPORT uint32_t chan_value_channel_id(const chan_value *v);
+/* 0 for a connection; for a channel endpoint, its id on the wire with bit 31
+ * set when the peer opened it (SPEC.md §18.1), 0x80000000 alone while the
+ * handle of a channel this side opened has not been sent. */
+CHAN_EXPORT uint32_t chan_conn_channel_id(const chan_conn *c);
+/* Send msg as the last frame of this side on a channel (END): one frame
+ * that also closes the channel, so freeing the endpoint afterwards sends
+ * nothing.  CHAN_E_INVALID_ARGUMENT on a connection. */
+CHAN_EXPORT int chan_conn_send_last(chan_conn *c, const chan_msg *msg, int timeout_ms);
+CHAN_EXPORT int chan_conn_send_writer_last(chan_conn *c, const chan_writer *w,
+					   int timeout_ms);
+/* Channel limits of a connection (SPEC.md §18.6): open channels, and bytes
+ * of frames queued for endpoints nobody is reading.  0 means the default
+ * (1048576 channels, 64 MiB). */
+CHAN_EXPORT int chan_conn_set_channel_limits(chan_conn *c, uint32_t max_channels,
+					     uint64_t max_queued_bytes);
 
 /* ------------------------------------------------------------------------ */
 /* Event loops (epoll, sd-event, libuv, GLib, ...)                           */

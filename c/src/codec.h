@@ -37,7 +37,21 @@
  * filled whenever the magic matched.
  */
 CHAN_HIDDEN int chan__header_read(const void *p, const struct chan_limits *limits,
-				  struct chan_header *ret_header, int *ret_frame_error);
+				  unsigned accept, struct chan_header *ret_header,
+				  int *ret_frame_error);
+/* What a receiver accepts in flags and channel (SPEC.md §16.1, §17.1):
+ * nothing (revision 1.0), a possible HELLO (a 1.1 receiver before the
+ * peer's HELLO), or everything the peer's HELLO made acceptable. */
+enum {
+	CHAN__ACCEPT_HELLO = 1u << 0,    /* CONTROL on channel 0 (checked later) */
+	CHAN__ACCEPT_AGREED = 1u << 1,   /* the peer's HELLO was received */
+	CHAN__ACCEPT_CHANNELS = 1u << 2, /* END, channel ids, channel handles */
+};
+#define CHAN__FLAG_CONTROL 0x01u
+#define CHAN__FLAG_END 0x02u
+#define CHAN__FLAGS_CRITICAL 0x0cu
+#define CHAN__FLAGS_OPTIONAL 0xf0u
+#define CHAN__CHANNEL_THEIRS 0x80000000u /* bit 31: opened by the receiver */
 
 /* ---- encoding (SPEC.md §7.2) ---- */
 
@@ -95,6 +109,9 @@ CHAN_HIDDEN const struct chan__wire_handle *chan__writer_handles(const chan_writ
 CHAN_HIDDEN int chan__writer_handle(chan_writer *w, const char *caller, enum chan_kind kind,
 				    int fd, uint64_t socket_id);
 
+/* Poison w with err and a message (for checks made outside writer.c). */
+CHAN_HIDDEN int chan__writer_fail(chan_writer *w, int err, const char *what);
+
 /* ---- decoding (SPEC.md §7.3) ---- */
 
 /*
@@ -143,6 +160,25 @@ CHAN_HIDDEN int chan__conn_fd_check(int fd, uint64_t *ret_id);
 CHAN_HIDDEN int chan__dup_cloexec(int fd);
 /* Close each fd >= 0 once and set it to -1; errno is kept. */
 CHAN_HIDDEN void chan__close_fds(int *fds, size_t n);
+
+/* ---- channel handles in messages (value.c; SPEC.md §18.2) ----
+ * The codec keeps, per channel value, an id and an opaque pointer to the
+ * transport's channel record (channel.c).  The message holds one reference
+ * to that record until the value is taken or the message is freed, when it
+ * calls chan__chan_release (the one call from the codec into the
+ * transport). */
+CHAN_HIDDEN chan_value *chan__channel_new(chan_msg *msg, const char *caller, uint32_t id,
+					  void *rec);
+/* The message's channel values: creation order, walk order if decoded. */
+CHAN_HIDDEN chan_value *chan__msg_channels(const chan_msg *msg);
+CHAN_HIDDEN chan_value *chan__channel_next(const chan_value *v);
+CHAN_HIDDEN void *chan__channel_rec(const chan_value *v);
+CHAN_HIDDEN void chan__channel_set(chan_value *v, uint32_t id, void *rec);
+/* Calls fn for each channel value of msg's tree in walk order (the order of
+ * the wire); stops at the first non-zero return and returns it. */
+CHAN_HIDDEN int chan__msg_walk_channels(const chan_msg *msg,
+					int (*fn)(chan_value *v, void *ctx), void *ctx);
+CHAN_HIDDEN void chan__chan_release(void *rec);
 
 /* ---- allocation (arena.c) ---- */
 /* Through a (NULL or zeroed: malloc/free). */

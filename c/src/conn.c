@@ -31,6 +31,13 @@ chan__conn_new(int fd, chan_conn **ret_conn)
 		errno = r;
 		return CHAN_E_SYSTEM;
 	}
+	if ((r = chan__mux_init(c)) < 0) {
+		pthread_mutex_destroy(&c->recv_lock);
+		pthread_mutex_destroy(&c->send_lock);
+		free(c);
+		return r;
+	}
+	c->obj = CHAN__OBJ_CONN;
 	c->fd = fd;
 	atomic_init(&c->id, 0);
 	c->limits = chan__limits(NULL);
@@ -109,6 +116,8 @@ chan_conn_move_from_value(chan_value *v, chan_conn **ret_conn)
 
 	if (!v || !ret_conn)
 		return CHAN_E_INVALID_ARGUMENT;
+	if (chan_value_type(v) == CHAN_CHANNEL) /* a received channel (SPEC.md §18.3) */
+		return chan__channel_take(v, ret_conn);
 	if (chan_value_type(v) != CHAN_HANDLE)
 		return CHAN_E_WRONG_TYPE;
 	if (chan_value_kind(v) != CHAN_KIND_CONN)
@@ -153,6 +162,12 @@ chan_handle_move_conn(chan_msg *msg, chan_conn **conn)
 
 	if (!msg || chan_msg_error(msg))
 		return NULL;
+	if (c && CHAN__IS_CHANNEL(c)) {
+		chan__poison(msg, CHAN_E_CHANNEL_NOT_TRANSFERABLE,
+			     "chan_handle_move_conn: a channel endpoint has no socket of its own "
+			     "(SPEC.md §18.7: send a conn, or relay)");
+		return NULL;
+	}
 	if (!c || !conn_idle(c)) {
 		chan__poison(msg, CHAN_E_INVALID_ARGUMENT, "chan_handle_move_conn: %s",
 			     c ? "the connection is mid-frame (a frame partly sent or received)"
@@ -173,6 +188,12 @@ chan_handle_borrow_conn(chan_msg *msg, const chan_conn *conn)
 {
 	if (!msg || chan_msg_error(msg))
 		return NULL;
+	if (conn && CHAN__IS_CHANNEL(conn)) {
+		chan__poison(msg, CHAN_E_CHANNEL_NOT_TRANSFERABLE,
+			     "chan_handle_borrow_conn: a channel endpoint has no socket of its own "
+			     "(SPEC.md §18.7)");
+		return NULL;
+	}
 	if (!conn || conn->fd < 0) {
 		chan__poison(msg, CHAN_E_INVALID_ARGUMENT,
 			     "chan_handle_borrow_conn: the connection is NULL");
@@ -182,27 +203,45 @@ chan_handle_borrow_conn(chan_msg *msg, const chan_conn *conn)
 				true, atomic_load(&conn->id));
 }
 
+void
+chan__conn_free_struct(chan_conn *c)
+{
+	pthread_mutex_destroy(&c->send_lock);
+	pthread_mutex_destroy(&c->recv_lock);
+	free(c);
+}
+
 CHAN_EXPORT chan_conn *
 chan_conn_free(chan_conn *c)
 {
 	if (!c)
 		return NULL;
+	if (CHAN__IS_CHANNEL(c)) {
+		chan__chan_free((struct chan__chan *)(void *)c);
+		return NULL;
+	}
 	if (c->fd >= 0)
 		close(c->fd);
+	c->fd = -1;
 	chan__close_fds(c->fds, c->nfds);
+	c->nfds = 0;
 	chan__free(&c->allocator, c->sbuf);
 	chan__free(&c->allocator, c->rbuf);
+	c->sbuf = c->rbuf = NULL;
 	chan__enc_fini(&c->enc);
-	pthread_mutex_destroy(&c->send_lock);
-	pthread_mutex_destroy(&c->recv_lock);
-	free(c);
+	/* Channel endpoints still held keep the struct (not the socket):
+	 * they report CONNECTION_CLOSED until they are freed too. */
+	if (chan__mux_app_free(c)) {
+		chan__mux_fini(c);
+		chan__conn_free_struct(c);
+	}
 	return NULL;
 }
 
 CHAN_EXPORT int
 chan_conn_borrow_fd(const chan_conn *c)
 {
-	return c ? c->fd : -1;
+	return c && !CHAN__IS_CHANNEL(c) ? c->fd : -1;
 }
 
 CHAN_EXPORT int
@@ -211,7 +250,7 @@ chan_conn_set_limits(chan_conn *c, const struct chan_limits *limits)
 	struct chan__deadline d;
 	int r;
 
-	if (!c)
+	if (!c || CHAN__IS_CHANNEL(c))
 		return CHAN_E_INVALID_ARGUMENT;
 	if (limits && (limits->max_payload > CHAN_HARD_MAX_PAYLOAD ||
 		       limits->max_handles > CHAN_HARD_MAX_HANDLES ||
@@ -230,7 +269,7 @@ chan_conn_set_allocator(chan_conn *c, const struct chan_allocator *a)
 {
 	int r = 0;
 
-	if (!c || (a && (!a->alloc || !a->free)))
+	if (!c || CHAN__IS_CHANNEL(c) || (a && (!a->alloc || !a->free)))
 		return CHAN_E_INVALID_ARGUMENT;
 	pthread_mutex_lock(&c->send_lock);
 	pthread_mutex_lock(&c->recv_lock);
@@ -261,6 +300,8 @@ chan_conn_peer_cred(const chan_conn *c, struct chan_peer_cred *ret_cred)
 
 	if (!c || !ret_cred)
 		return CHAN_E_INVALID_ARGUMENT;
+	if (CHAN__IS_CHANNEL(c)) /* the peer of its connection */
+		c = chan__chan_conn((struct chan__chan *)(void *)(uintptr_t)c);
 	if (chan_plat_peer_cred(c->fd, &pid, &uid, &gid) < 0)
 		return CHAN_E_SYSTEM;
 	ret_cred->pid = pid;
@@ -274,6 +315,10 @@ chan_writer_handle_borrow_conn(chan_writer *w, const chan_conn *conn)
 {
 	if (!w)
 		return CHAN_E_INVALID_ARGUMENT;
+	if (conn && CHAN__IS_CHANNEL(conn))
+		return chan__writer_fail(w, CHAN_E_CHANNEL_NOT_TRANSFERABLE,
+					 "chan_writer_handle_borrow_conn: a channel endpoint has no "
+					 "socket of its own (SPEC.md §18.7)");
 	return chan__writer_handle(w, "chan_writer_handle_borrow_conn", CHAN_KIND_CONN,
 				   conn ? conn->fd : -1, conn ? atomic_load(&conn->id) : 0);
 }

@@ -29,7 +29,26 @@
 
 enum { PEER_UNKNOWN = 0, PEER_KNOWN = 1, PEER_UNAVAILABLE = 2 };
 
+/* A chan_conn * is either a connection or a channel endpoint (channel.c):
+ * both structs start with this byte. */
+enum { CHAN__OBJ_CONN = 0x5c, CHAN__OBJ_CHANNEL = 0xc5 };
+#define CHAN__IS_CHANNEL(c) (*(const uint8_t *)(const void *)(c) == CHAN__OBJ_CHANNEL)
+
+/* A frame (or a frame's error) waiting for an endpoint to read it. */
+struct chan__qent {
+	struct chan__qent *next;
+	chan_msg *msg; /* NULL: err is the frame's error */
+	int err;
+	size_t bytes; /* what it counts against max_queued_bytes */
+};
+struct chan__queue {
+	struct chan__qent *head, *tail;
+	size_t bytes;
+};
+struct chan__chan;
+
 struct chan_conn {
+	uint8_t obj; /* CHAN__OBJ_CONN */
 	int fd;
 	_Atomic uint64_t id; /* the socket's identity (inode); 0 until needed */
 	struct chan_allocator allocator; /* buffers and received messages */
@@ -58,6 +77,35 @@ struct chan_conn {
 	int fds[CHAN_HARD_MAX_HANDLES]; /* descriptors of the frame being read */
 	size_t nfds;
 	int recv_err; /* sticky */
+
+	/* ---- revision 1.1 (channel.c): features, control frames, channels.
+	 * Under mux_lock, which is taken after the send or receive lock, never
+	 * before, and never held while a message is freed. ---- */
+	pthread_mutex_t mux_lock;
+	pthread_cond_t mux_cond;   /* a frame was dispatched, or the reader left */
+	_Atomic unsigned accept;   /* CHAN__ACCEPT_*: what the header check allows */
+	unsigned refs;             /* 1 until chan_conn_free, + 1 per channel record */
+	bool app_freed;
+	bool reading;              /* a thread holds the reader role */
+	bool hello_sent, hello_recv;
+	bool send_sealed;          /* an epitaph went into the outbox: no more frames */
+	unsigned peer_features;    /* announced by the peer's HELLO */
+	unsigned required;         /* our HELLO's require */
+	int dead;                  /* the connection's fatal error, for endpoints */
+	uint32_t next_id;          /* the last id this side assigned */
+	uint32_t peer_max;         /* the highest id the peer opened */
+	uint32_t nchans;           /* channel records */
+	uint32_t max_channels;
+	uint64_t max_queued;
+	uint64_t queued;           /* bytes queued on all endpoints */
+	struct chan__chan **tab;   /* open channels by wire key; tabcap slots */
+	uint32_t tabcap;
+	struct chan__queue mainq;  /* frames of the main stream nobody was reading */
+	unsigned char *outbox;     /* control frames waiting to be sent */
+	_Atomic size_t outlen;     /* (peeked without the lock by senders) */
+	size_t outcap;
+	int epitaph_code;          /* the peer's, 0 if none */
+	char epitaph_msg[256];
 };
 
 /* A connection on fd, which the caller knows to be a connected AF_UNIX
@@ -79,9 +127,53 @@ struct chan__deadline {
 };
 /* Finite timeouts use MSG_DONTWAIT and poll; -1 blocks in the call. */
 #define CHAN__DONTWAIT(d) ((d)->timeout_ms >= 0)
-CHAN_HIDDEN void chan__deadline_start(struct chan__deadline *d, int timeout_ms);
 /* Wait until fd is ready for events or the deadline passes. */
 CHAN_HIDDEN int chan__wait_fd(int fd, short events, const struct chan__deadline *d);
 CHAN_HIDDEN int chan__lock(pthread_mutex_t *m, const struct chan__deadline *d);
+
+/* ---- io.c, used by channel.c ---- */
+/* Read one whole frame (the reader role is the caller's): 0 with *ret_msg;
+ * a frame-scope error (frame consumed); a fatal one (sticky); or a local one
+ * (nothing lost).  *ret_header is valid unless the error is fatal or local. */
+CHAN_HIDDEN int chan__read_frame(chan_conn *c, const struct chan__deadline *d,
+				 struct chan_header *ret_header, chan_msg **ret_msg);
+/* The send path on the connection c, for a frame already in iov (header
+ * included).  Flushes the outbox first.  Under no lock. */
+CHAN_HIDDEN int chan__send_msg(chan_conn *c, struct chan__chan *ch, const chan_msg *msg,
+			       bool last, int timeout_ms);
+CHAN_HIDDEN int chan__send_writer(chan_conn *c, struct chan__chan *ch, const chan_writer *w,
+				  bool last, int timeout_ms);
+/* Write the outbox (under the send lock, nothing pending): as much as
+ * goes without blocking when d is NULL, else all of it by d. */
+CHAN_HIDDEN int chan__outbox_write_locked(chan_conn *c, const struct chan__deadline *d);
+CHAN_HIDDEN void chan__deadline_start(struct chan__deadline *d, int timeout_ms);
+
+/* ---- channel.c ---- */
+CHAN_HIDDEN int chan__mux_init(chan_conn *c);
+/* The connection is being freed by its application; true if the struct
+ * may be released now (no channel record left). */
+CHAN_HIDDEN bool chan__mux_app_free(chan_conn *c);
+CHAN_HIDDEN void chan__mux_fini(chan_conn *c);
+/* Receive for the main stream (ch NULL) or a channel endpoint. */
+CHAN_HIDDEN int chan__recv(chan_conn *c, struct chan__chan *ch, int timeout_ms,
+			   chan_msg **ret_msg);
+/* Under the send lock, before a frame of msg goes out on c: give the
+ * channels msg opens their ids (rolled back by chan__channels_commit(...,
+ * false) if the frame is not committed). */
+CHAN_HIDDEN int chan__channels_assign(chan_conn *c, const chan_msg *msg);
+CHAN_HIDDEN void chan__channels_commit(chan_conn *c, const chan_msg *msg, bool sent);
+/* Frame header fields for a frame sent on endpoint ch (NULL: main), or a
+ * local error (CHANNEL_CLOSED, CONNECTION_CLOSED).  last: END. */
+CHAN_HIDDEN int chan__frame_route(chan_conn *c, struct chan__chan *ch, bool last,
+				  uint8_t *ret_flags, uint32_t *ret_channel);
+CHAN_HIDDEN void chan__frame_sent(chan_conn *c, struct chan__chan *ch, bool last);
+/* The connection an endpoint belongs to. */
+CHAN_HIDDEN chan_conn *chan__chan_conn(struct chan__chan *ch);
+/* The application frees an endpoint. */
+CHAN_HIDDEN void chan__chan_free(struct chan__chan *ch);
+/* A received channel value becomes the application's endpoint. */
+CHAN_HIDDEN int chan__channel_take(chan_value *v, chan_conn **ret_conn);
+/* conn.c: release the memory of a connection whose socket is closed. */
+CHAN_HIDDEN void chan__conn_free_struct(chan_conn *c);
 
 #endif /* CHAN_CONN_H */

@@ -23,11 +23,16 @@ struct msgdef {
 	uint8_t max_field;
 	uint8_t oneof;         /* at most one field in total (Value) */
 	uint8_t repeated_mask; /* bit n: field n may repeat */
-	uint8_t wt[10];        /* wire type of field n */
+	uint8_t wt[11];        /* wire type of field n */
 };
 
 static const struct msgdef VALUE_DEF = {
 	9, 1, 0, {0, WT_LEN, WT_VARINT, WT_VARINT, WT_FIXED64, WT_LEN, WT_LEN, WT_LEN, WT_LEN, WT_LEN}};
+/* Revision 1.1 with "channels" accepted: Value.channel_value (SPEC.md §18.2). */
+static const struct msgdef VALUE_DEF_11 = {
+	10, 1, 0,
+	{0, WT_LEN, WT_VARINT, WT_VARINT, WT_FIXED64, WT_LEN, WT_LEN, WT_LEN, WT_LEN, WT_LEN, WT_LEN}};
+static const struct msgdef CHANNEL_DEF = {1, 0, 0, {0, WT_VARINT}};
 static const struct msgdef NULL_DEF = {0, 0, 0, {0}};
 static const struct msgdef LIST_DEF = {1, 0, 1u << F_LIST_ITEMS, {0, WT_LEN}};
 static const struct msgdef MAP_DEF = {1, 0, 1u << F_MAP_ENTRIES, {0, WT_LEN}};
@@ -141,6 +146,7 @@ struct dec {
 	int error;          /* the first error; the walk stops there */
 	bool duplicate_key; /* reported after the walk (SPEC.md §7.3 step 10) */
 	bool borrow;        /* CHAN_DECODE_BORROW */
+	const struct msgdef *vdef; /* VALUE_DEF, or VALUE_DEF_11 */
 };
 
 /* The precise error for a field that the fast path did not expect: run
@@ -449,6 +455,36 @@ dec_handle(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end)
 	return true;
 }
 
+/* Channel{id = 1}: SPEC.md §18.2 rule 2. */
+static bool
+dec_channel(struct dec *d, chan_value *v, const uint8_t *p, const uint8_t *end)
+{
+	uint64_t id = 0;
+	uint32_t prev = 0;
+	struct field f;
+	int r;
+
+	while (p < end) {
+		if ((r = next_field(&p, end, &CHANNEL_DEF, &prev, &f)) < 0) {
+			fail_dec(d, r);
+			return false;
+		}
+		if (f.value == 0) {
+			fail_dec(d, CHAN_E_NONCANONICAL); /* default value written out */
+			return false;
+		}
+		id = f.value;
+	}
+	if (id == 0 || id > 0x7fffffffu) {
+		fail_dec(d, CHAN_E_UNKNOWN_CHANNEL);
+		return false;
+	}
+	v->u.ch.id = (uint32_t)id;
+	v->u.ch.rec = NULL;
+	chan__msg_add_channel(d->msg, v);
+	return true;
+}
+
 static chan_value *
 dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 {
@@ -502,7 +538,7 @@ dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 		break;
 	default:
 	slow:
-		if ((r = next_field(&p, end, &VALUE_DEF, &prev, &f)) < 0) {
+		if ((r = next_field(&p, end, d->vdef, &prev, &f)) < 0) {
 			fail_dec(d, r);
 			return NULL;
 		}
@@ -556,11 +592,14 @@ dec_value(struct dec *d, const uint8_t *p, const uint8_t *end, uint32_t depth)
 	case CHAN_HANDLE:
 		ok = dec_handle(d, v, f.data, f.data + f.value);
 		break;
+	case CHAN_CHANNEL:
+		ok = dec_channel(d, v, f.data, f.data + f.value);
+		break;
 	}
 	if (!ok)
 		return NULL;
 	if (p < end) { /* a second member: steps 1-5 say which error */
-		fail_dec(d, field_error(p, end, &VALUE_DEF, number));
+		fail_dec(d, field_error(p, end, d->vdef, number));
 		return NULL;
 	}
 	return v;
@@ -620,6 +659,7 @@ chan__decode_payload(const void *payload, const struct chan_header *h, size_t nf
 	d.borrow = flags & CHAN_DECODE_BORROW;
 	d.handle_count = h->handle_count;
 	d.prev_index = -1;
+	d.vdef = flags & CHAN_DECODE_REVISION_1_1 ? &VALUE_DEF_11 : &VALUE_DEF;
 
 	d.msg->root = dec_value(&d, p, end, 1);
 	/* After the walk (SPEC.md §7.3 steps 9-11). */

@@ -46,6 +46,8 @@ scalar_size(const chan_value *v)
 	case CHAN_STRING:
 	case CHAN_BYTES:
 		return len_field(1, v->u.s.n);
+	case CHAN_CHANNEL: /* Channel{id = 1}: at most 7 bytes */
+		return 3 + varint_size(v->u.ch.id);
 	}
 	return 0;
 }
@@ -106,6 +108,12 @@ size_value(struct sizer *s, const chan_value *v, uint32_t depth)
 
 	if (depth > CHAN_HARD_MAX_DEPTH) {
 		s->error = CHAN_E_DEPTH_EXCEEDED;
+		return 0;
+	}
+	if (v->type == CHAN_CHANNEL && !v->u.ch.id) {
+		/* Opened, not sent: its id is assigned when it is sent on its
+		 * connection (SPEC.md §18.3 rule 1). */
+		s->error = CHAN_E_CHANNEL_NOT_TRANSFERABLE;
 		return 0;
 	}
 	if ((n = scalar_size(v)))
@@ -262,6 +270,12 @@ write_value(struct writer *w, uint8_t *p, const chan_value *v)
 			p = put_len(p, TAG(F_ENTRY_VALUE, WT_LEN), val);
 			p = write_value(w, p, e);
 		}
+		break;
+	case CHAN_CHANNEL:
+		*p++ = TAG(CHAN_CHANNEL, WT_LEN);
+		*p++ = (uint8_t)(1 + varint_size(v->u.ch.id));
+		*p++ = TAG(F_CHANNEL_ID, WT_VARINT);
+		p = put_varint(p, v->u.ch.id);
 		break;
 	case CHAN_HANDLE:
 		index = w->handles++;

@@ -46,6 +46,11 @@ static const struct error_info errors[] = {
 	[33] = {"INVALID_TEXT", "the JSON is not the text form of a value", CHAN_SCOPE_LOCAL},
 	[34] = {"NOT_FOUND", "the map has no entry with that key", CHAN_SCOPE_LOCAL},
 	[35] = {"WRONG_TYPE", "the value is of another type than the one asked for", CHAN_SCOPE_LOCAL},
+	[36] = {"UNSUPPORTED_FEATURE", "a feature is not implemented here or not announced by the peer", CHAN_SCOPE_FRAME},
+	[37] = {"CHANNEL_CLOSED", "the channel was closed", CHAN_SCOPE_LOCAL},
+	[38] = {"UNKNOWN_CHANNEL", "a frame or channel handle names a channel that is not open", CHAN_SCOPE_FRAME},
+	[39] = {"CHANNEL_LIMIT_EXCEEDED", "too many open channels, or too many queued frames", CHAN_SCOPE_FRAME},
+	[40] = {"CHANNEL_NOT_TRANSFERABLE", "a channel endpoint cannot leave its connection", CHAN_SCOPE_LOCAL},
 };
 
 #define N_ERRORS (sizeof(errors) / sizeof(errors[0]))

@@ -184,7 +184,8 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 	int r, frame_err;
 
 	if (!ret_msg || (!buf && len) || (!fds && nfds) || (detached && nfds) ||
-	    (flags & ~(unsigned)(CHAN_DECODE_DETACHED | CHAN_DECODE_BORROW))) {
+	    (flags & ~(unsigned)(CHAN_DECODE_DETACHED | CHAN_DECODE_BORROW |
+				 CHAN_DECODE_REVISION_1_1))) {
 		r = CHAN_E_INVALID_ARGUMENT;
 		goto fail;
 	}
@@ -193,7 +194,12 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 		r = CHAN_E_TRUNCATED;
 		goto fail;
 	}
-	if ((r = chan__header_read(buf, &lim, &h, &frame_err)) < 0)
+	if ((r = chan__header_read(buf, &lim,
+				   flags & CHAN_DECODE_REVISION_1_1
+					   ? CHAN__ACCEPT_HELLO | CHAN__ACCEPT_AGREED |
+						     CHAN__ACCEPT_CHANNELS
+					   : 0,
+				   &h, &frame_err)) < 0)
 		goto fail;
 	if (len - CHAN_HEADER_SIZE < h.payload_length) {
 		r = CHAN_E_TRUNCATED;

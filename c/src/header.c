@@ -51,12 +51,40 @@ chan__limits(const struct chan_limits *l)
 	return r;
 }
 
+/* flags and channel (SPEC.md §5.2; revision 1.1: §16.2 rule 2, §17.1
+ * rule 1, §18.1 rule 2).  A possible HELLO before agreement passes here
+ * and is checked whole once its payload is decoded. */
+static int
+reserved_checks(const struct chan_header *h, unsigned accept)
+{
+	unsigned f = h->flags;
+
+	if (!f && !h->channel)
+		return 0;
+	if (!(accept & CHAN__ACCEPT_AGREED))
+		return (accept & CHAN__ACCEPT_HELLO) && f == CHAN__FLAG_CONTROL && !h->channel
+			       ? 0
+			       : CHAN_E_RESERVED_FIELD_NONZERO;
+	f &= ~CHAN__FLAGS_OPTIONAL; /* ignored once the peer is known to be 1.1 */
+	if (f & CHAN__FLAGS_CRITICAL)
+		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if ((f & CHAN__FLAG_END) && (!(accept & CHAN__ACCEPT_CHANNELS) || !h->channel))
+		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if (h->channel && !(accept & CHAN__ACCEPT_CHANNELS))
+		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if (h->channel == CHAN__CHANNEL_THEIRS)
+		return CHAN_E_UNKNOWN_CHANNEL;
+	return 0;
+}
+
 /* The frame-scope header checks, in the order of SPEC.md §9.3. */
 static int
-frame_checks(const struct chan_header *h, const struct chan_limits *l)
+frame_checks(const struct chan_header *h, const struct chan_limits *l, unsigned accept)
 {
-	if (h->flags || h->channel)
-		return CHAN_E_RESERVED_FIELD_NONZERO;
+	int r = reserved_checks(h, accept);
+
+	if (r < 0)
+		return r;
 	if (h->handle_count > l->max_handles)
 		return CHAN_E_HANDLE_LIMIT_EXCEEDED;
 	return 0;
@@ -71,11 +99,11 @@ chan_header_check(const struct chan_header *h, const struct chan_limits *limits)
 		return CHAN_E_INVALID_ARGUMENT;
 	if (h->payload_length > l.max_payload)
 		return CHAN_E_PAYLOAD_TOO_LARGE;
-	return frame_checks(h, &l);
+	return frame_checks(h, &l, 0);
 }
 
 int
-chan__header_read(const void *p, const struct chan_limits *limits,
+chan__header_read(const void *p, const struct chan_limits *limits, unsigned accept,
 		  struct chan_header *ret_header, int *ret_frame_error)
 {
 	struct chan_limits l = chan__limits(limits);
@@ -86,6 +114,6 @@ chan__header_read(const void *p, const struct chan_limits *limits,
 		return r;
 	if (ret_header->payload_length > l.max_payload)
 		return CHAN_E_PAYLOAD_TOO_LARGE;
-	*ret_frame_error = frame_checks(ret_header, &l);
+	*ret_frame_error = frame_checks(ret_header, &l, accept);
 	return 0;
 }

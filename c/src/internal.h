@@ -41,6 +41,7 @@ enum {
 	F_ENTRY_VALUE = 2,
 	F_HANDLE_INDEX = 1,
 	F_HANDLE_KIND = 2,
+	F_CHANNEL_ID = 1,
 };
 
 #define CHAN_CANONICAL_NAN_BITS UINT64_C(0x7ff8000000000000)
@@ -124,6 +125,11 @@ struct chan_value {
 			chan_value *next; /* msg->handles_head list */
 			uint64_t socket_id; /* conn: its identity (inode), 0 if unknown */
 		} h;
+		struct {
+			uint32_t id;      /* 0: not assigned yet (opened, not sent) */
+			void *rec;        /* the transport's channel record, or NULL */
+			chan_value *next; /* msg->channels_head list */
+		} ch;
 	} u;
 };
 
@@ -134,6 +140,9 @@ struct chan_msg {
 	chan_value *handles_head; /* every handle value, in creation order (for
 				   * a decoded message: wire order) */
 	chan_value *handles_tail;
+	chan_value *channels_head; /* every channel value, in creation order
+				    * (for a decoded message: walk order) */
+	chan_value *channels_tail;
 	bool borrowed; /* decode left values pointing into its input buffer */
 	void *adopted; /* that buffer, when the message owns it (its allocator) */
 	char error_message[128]; /* where the poison came from */
@@ -144,6 +153,7 @@ CHAN_HIDDEN void chan__msg_init(chan_msg *msg, const struct chan_allocator *a);
  * escaped, at most about 40 characters. */
 CHAN_HIDDEN const char *chan__quote(char *buf, size_t cap, const char *s, size_t n);
 CHAN_HIDDEN void chan__msg_add_handle(chan_msg *msg, chan_value *v);
+CHAN_HIDDEN void chan__msg_add_channel(chan_msg *msg, chan_value *v);
 CHAN_HIDDEN int chan__map_index_build(chan_msg *msg, chan_value *map);
 CHAN_HIDDEN uint64_t chan__hash(const char *p, size_t n);
 

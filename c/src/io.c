@@ -365,8 +365,61 @@ send_frame_locked(chan_conn *c, struct iovec *iov, size_t niov, size_t len, bool
 	return 0;
 }
 
+/* Write the outbox (control frames: a HELLO answer, closes, an epitaph).
+ * Under the send lock with nothing pending.  d NULL: what goes without
+ * blocking, the rest of a started frame kept as the committed remainder;
+ * else everything, by d's deadline. */
+int
+chan__outbox_write_locked(chan_conn *c, const struct chan__deadline *d)
+{
+	unsigned char *buf;
+	size_t len, off = 0;
+	int r = 0;
+
+	pthread_mutex_lock(&c->mux_lock);
+	buf = c->outbox;
+	len = c->outlen;
+	c->outbox = NULL;
+	c->outlen = c->outcap = 0;
+	pthread_mutex_unlock(&c->mux_lock);
+	if (!len) {
+		chan__free(&c->allocator, buf);
+		return 0;
+	}
+	while (off < len) {
+		struct iovec iov = {buf + off, len - off};
+		ssize_t n = chan__sock_sendv(c->fd, &iov, 1, NULL, 0, !d || CHAN__DONTWAIT(d));
+
+		if (n >= 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (n != CHAN_E_WOULD_BLOCK) {
+			r = send_fatal(c, n == CHAN_E_CONNECTION_CLOSED ? (int)n : CHAN_E_SYSTEM);
+			break;
+		}
+		if (d && (r = chan__wait_fd(c->fd, POLLOUT, d)) == 0)
+			continue;
+		/* Control frames carry no descriptors, so any byte boundary
+		 * is a place to stop: what is left becomes the committed
+		 * remainder, written before any later frame. */
+		if ((r = grow(c, &c->sbuf, &c->scap, len - off, 0)) < 0) {
+			r = send_fatal(c, r);
+			break;
+		}
+		memcpy(c->sbuf, buf + off, len - off);
+		c->slen = len - off;
+		c->soff = 0;
+		atomic_store(&c->pending, 1);
+		r = d ? r : 0;
+		break;
+	}
+	chan__free(&c->allocator, buf);
+	return r;
+}
+
 /* The common start of a send: the lock, a sticky error, an earlier
- * committed frame first. */
+ * committed frame first, then control frames waiting in the outbox. */
 static int
 send_begin(chan_conn *c, const struct chan__deadline *d)
 {
@@ -378,49 +431,79 @@ send_begin(chan_conn *c, const struct chan__deadline *d)
 		r = c->send_err;
 	else if (c->slen)
 		r = flush_locked(c, d);
+	if (r == 0 && c->outlen) /* racy peek; the write takes the lock */
+		r = chan__outbox_write_locked(c, d);
+	if (r == 0 && c->slen) /* an outbox that did not go out whole */
+		r = flush_locked(c, d);
+	if (r == 0 && c->send_sealed)
+		r = CHAN_E_CONNECTION_CLOSED;
 	if (r < 0)
 		pthread_mutex_unlock(&c->send_lock);
 	return r;
 }
 
-CHAN_EXPORT int
-chan_conn_send(chan_conn *c, const chan_msg *msg, int timeout_ms)
+/* Revision 1.1 header fields of a frame about to be sent. */
+static void
+patch_header(uint8_t *h, uint8_t flags, uint32_t channel)
+{
+	h[5] = flags;
+	h[8] = (uint8_t)channel;
+	h[9] = (uint8_t)(channel >> 8);
+	h[10] = (uint8_t)(channel >> 16);
+	h[11] = (uint8_t)(channel >> 24);
+}
+
+int
+chan__send_msg(chan_conn *c, struct chan__chan *ch, const chan_msg *msg, bool last,
+	       int timeout_ms)
 {
 	struct chan__wire_handle table[CHAN_HARD_MAX_HANDLES];
 	struct chan__deadline d;
 	struct iovec iov;
-	uint32_t nfds = 0;
+	uint32_t nfds = 0, channel = 0;
+	uint8_t flags = 0;
 	size_t len = 0;
+	bool channels;
 	int r;
 
-	if (!c || !msg)
-		return CHAN_E_INVALID_ARGUMENT;
 	chan__deadline_start(&d, timeout_ms);
 	if ((r = send_begin(c, &d)) < 0)
 		return r;
+	if ((r = chan__frame_route(c, ch, last, &flags, &channel)) < 0)
+		goto out;
+	channels = chan__msg_channels(msg) != NULL;
+	if (channels && (r = chan__channels_assign(c, msg)) < 0)
+		goto out;
 	/* Sized once, written once, straight into the send buffer. */
 	if ((r = chan__encode_size(msg, &c->enc, &len, &nfds)) == 0 &&
 	    (r = grow(c, &c->sbuf, &c->scap, len, 0)) == 0) {
 		chan__encode_write(msg, &c->enc, c->sbuf, table);
+		if (flags || channel)
+			patch_header(c->sbuf, flags, channel);
 		iov = (struct iovec){c->sbuf, len};
 		r = send_frame_locked(c, &iov, 1, len, true, table, nfds, &d);
 	}
+	if (channels)
+		chan__channels_commit(c, msg, r == 0);
+	if (r == 0)
+		chan__frame_sent(c, ch, last);
+out:
 	pthread_mutex_unlock(&c->send_lock);
 	return r;
 }
 
-CHAN_EXPORT int
-chan_conn_send_writer(chan_conn *c, const chan_writer *w, int timeout_ms)
+int
+chan__send_writer(chan_conn *c, struct chan__chan *ch, const chan_writer *w, bool last,
+		  int timeout_ms)
 {
 	struct iovec iov[64], *v = iov;
 	const struct chan__wire_handle *table;
-	uint8_t header[CHAN_HEADER_SIZE];
+	uint8_t header[CHAN_HEADER_SIZE], flags = 0;
 	struct chan__deadline d;
 	size_t len = 0, nfds, n;
+	uint32_t channel = 0;
 	int r;
 
-	if (!c || !w)
-		return CHAN_E_INVALID_ARGUMENT;
 	if ((r = chan__writer_seal(w, header, &len)) < 0)
 		return r;
 	n = chan__writer_pieces(w, iov + 1, 63);
@@ -434,12 +517,79 @@ chan_conn_send_writer(chan_conn *c, const chan_writer *w, int timeout_ms)
 	table = chan__writer_handles(w, &nfds);
 	chan__deadline_start(&d, timeout_ms);
 	if ((r = send_begin(c, &d)) == 0) {
-		r = send_frame_locked(c, v, n + 1, len, false, table, nfds, &d);
+		if ((r = chan__frame_route(c, ch, last, &flags, &channel)) == 0) {
+			if (flags || channel)
+				patch_header(header, flags, channel);
+			r = send_frame_locked(c, v, n + 1, len, false, table, nfds, &d);
+			if (r == 0)
+				chan__frame_sent(c, ch, last);
+		}
 		pthread_mutex_unlock(&c->send_lock);
 	}
 	if (v != iov)
 		chan__free(&c->allocator, v);
 	return r;
+}
+
+/* A chan_conn * given by the application: a connection, or an endpoint and
+ * its connection. */
+static chan_conn *
+resolve(chan_conn *c, struct chan__chan **ret_ch)
+{
+	if (CHAN__IS_CHANNEL(c)) {
+		*ret_ch = (struct chan__chan *)(void *)c;
+		return chan__chan_conn(*ret_ch);
+	}
+	*ret_ch = NULL;
+	return c;
+}
+
+CHAN_EXPORT int
+chan_conn_send(chan_conn *c, const chan_msg *msg, int timeout_ms)
+{
+	struct chan__chan *ch;
+
+	if (!c || !msg)
+		return CHAN_E_INVALID_ARGUMENT;
+	c = resolve(c, &ch);
+	return chan__send_msg(c, ch, msg, false, timeout_ms);
+}
+
+CHAN_EXPORT int
+chan_conn_send_last(chan_conn *c, const chan_msg *msg, int timeout_ms)
+{
+	struct chan__chan *ch;
+
+	if (!c || !msg)
+		return CHAN_E_INVALID_ARGUMENT;
+	c = resolve(c, &ch);
+	if (!ch)
+		return CHAN_E_INVALID_ARGUMENT; /* the main stream has no END */
+	return chan__send_msg(c, ch, msg, true, timeout_ms);
+}
+
+CHAN_EXPORT int
+chan_conn_send_writer(chan_conn *c, const chan_writer *w, int timeout_ms)
+{
+	struct chan__chan *ch;
+
+	if (!c || !w)
+		return CHAN_E_INVALID_ARGUMENT;
+	c = resolve(c, &ch);
+	return chan__send_writer(c, ch, w, false, timeout_ms);
+}
+
+CHAN_EXPORT int
+chan_conn_send_writer_last(chan_conn *c, const chan_writer *w, int timeout_ms)
+{
+	struct chan__chan *ch;
+
+	if (!c || !w)
+		return CHAN_E_INVALID_ARGUMENT;
+	c = resolve(c, &ch);
+	if (!ch)
+		return CHAN_E_INVALID_ARGUMENT;
+	return chan__send_writer(c, ch, w, true, timeout_ms);
 }
 
 CHAN_EXPORT int
@@ -450,12 +600,15 @@ chan_conn_flush(chan_conn *c, int timeout_ms)
 
 	if (!c)
 		return CHAN_E_INVALID_ARGUMENT;
+	if (CHAN__IS_CHANNEL(c))
+		c = chan__chan_conn((struct chan__chan *)(void *)c);
 	chan__deadline_start(&d, timeout_ms);
 	if ((r = chan__lock(&c->send_lock, &d)) < 0)
 		return r;
 	if (c->send_err)
 		r = c->send_err;
-	else
+	else if ((r = flush_locked(c, &d)) == 0 && c->outlen &&
+		 (r = chan__outbox_write_locked(c, &d)) == 0)
 		r = flush_locked(c, &d);
 	pthread_mutex_unlock(&c->send_lock);
 	return r;
@@ -464,6 +617,8 @@ chan_conn_flush(chan_conn *c, int timeout_ms)
 CHAN_EXPORT int
 chan_conn_pending(const chan_conn *c)
 {
+	if (c && CHAN__IS_CHANNEL(c))
+		c = chan__chan_conn((struct chan__chan *)(void *)c);
 	return c ? atomic_load(&c->pending) : 0;
 }
 
@@ -475,7 +630,12 @@ chan_conn_events(const chan_conn *c)
 {
 	if (!c)
 		return 0;
-	return CHAN_EVENT_READ | (atomic_load(&c->pending) ? CHAN_EVENT_WRITE : 0u);
+	if (CHAN__IS_CHANNEL(c))
+		c = chan__chan_conn((struct chan__chan *)(void *)c);
+	/* c->outlen is a racy peek: an outbox filled by a receive is written
+	 * by the next send or flush. */
+	return CHAN_EVENT_READ |
+	       (atomic_load(&c->pending) || c->outlen ? CHAN_EVENT_WRITE : 0u);
 }
 
 /* ---- receiving (SPEC.md §10.3-§10.5) ---- */
@@ -552,7 +712,8 @@ recv_part(chan_conn *c, size_t want, const struct chan__deadline *d)
 static int
 header_done(chan_conn *c)
 {
-	int r = chan__header_read(c->rbuf, &c->limits, &c->rh, &c->rframe_err);
+	int r = chan__header_read(c->rbuf, &c->limits, atomic_load(&c->accept), &c->rh,
+				  &c->rframe_err);
 
 	if (r < 0)
 		return recv_fatal(c, r); /* BAD_MAGIC, UNSUPPORTED_VERSION, PAYLOAD_TOO_LARGE */
@@ -563,15 +724,24 @@ header_done(chan_conn *c)
 CHAN_EXPORT int
 chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
 {
-	struct chan__deadline d;
-	chan_msg *msg = NULL;
-	bool large;
-	int r;
+	struct chan__chan *ch;
 
 	if (!c || !ret_msg)
 		return CHAN_E_INVALID_ARGUMENT;
-	chan__deadline_start(&d, timeout_ms);
-	if ((r = chan__lock(&c->recv_lock, &d)) < 0)
+	c = resolve(c, &ch);
+	return chan__recv(c, ch, timeout_ms, ret_msg);
+}
+
+int
+chan__read_frame(chan_conn *c, const struct chan__deadline *d, struct chan_header *ret_header,
+		 chan_msg **ret_msg)
+{
+	chan_msg *msg = NULL;
+	unsigned accept;
+	bool large;
+	int r;
+
+	if ((r = chan__lock(&c->recv_lock, d)) < 0)
 		return r;
 	if (c->recv_err) {
 		r = c->recv_err;
@@ -584,7 +754,7 @@ chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
 		ssize_t n;
 
 		if (c->rgot == CHAN_HEADER_SIZE && !c->rsize && (r = header_done(c)) < 0)
-			goto out;
+			goto out; /* fatal */
 		want = (c->rsize ? c->rsize : CHAN_HEADER_SIZE) - c->rgot;
 		if (!want)
 			break;
@@ -600,7 +770,7 @@ chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
 		}
 		if (want > c->rcap - c->rgot)
 			want = c->rcap - c->rgot;
-		if ((n = recv_part(c, want, &d)) < 0) {
+		if ((n = recv_part(c, want, d)) < 0) {
 			r = (int)n;
 			goto out;
 		}
@@ -608,6 +778,8 @@ chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
 	}
 
 	/* A whole frame.  Header errors of frame scope come first (§9.3). */
+	*ret_header = c->rh;
+	accept = atomic_load(&c->accept);
 	if ((r = c->rframe_err) < 0) {
 		frame_done(c);
 		goto out;
@@ -617,7 +789,10 @@ chan_conn_recv(chan_conn *c, int timeout_ms, chan_msg **ret_msg)
 	 * the next one is read into a new buffer). */
 	large = c->rh.payload_length > KEEP_BUFFER;
 	r = chan__decode_payload(c->rbuf + CHAN_HEADER_SIZE, &c->rh, c->nfds,
-				 large ? CHAN_DECODE_BORROW : 0, &c->limits, &c->allocator, &msg);
+				 (large ? CHAN_DECODE_BORROW : 0) |
+					 (accept & CHAN__ACCEPT_CHANNELS ? CHAN_DECODE_REVISION_1_1
+									 : 0),
+				 &c->limits, &c->allocator, &msg);
 	/* On NO_MEMORY the frame and its descriptors stay here, so the next
 	 * call decodes it again (NO_MEMORY is a local error: nothing is lost). */
 	if (r == CHAN_E_NO_MEMORY)

@@ -43,6 +43,14 @@ chan_msg_free(chan_msg *msg)
 
 	if (!msg)
 		return NULL;
+	for (chan_value *ch = msg->channels_head; ch; ch = ch->u.ch.next) {
+		if (ch->u.ch.rec) {
+			void *rec = ch->u.ch.rec;
+
+			ch->u.ch.rec = NULL;
+			chan__chan_release(rec);
+		}
+	}
 	for (chan_value *h = msg->handles_head; h; h = h->u.h.next) {
 		if (h->u.h.fd >= 0 && !h->borrowed) {
 			int saved = errno;
@@ -141,6 +149,98 @@ chan__msg_add_handle(chan_msg *msg, chan_value *v)
 	else
 		msg->handles_head = v;
 	msg->handles_tail = v;
+}
+
+void
+chan__msg_add_channel(chan_msg *msg, chan_value *v)
+{
+	v->u.ch.next = NULL;
+	if (msg->channels_tail)
+		msg->channels_tail->u.ch.next = v;
+	else
+		msg->channels_head = v;
+	msg->channels_tail = v;
+}
+
+chan_value *
+chan__channel_new(chan_msg *msg, const char *caller, uint32_t id, void *rec)
+{
+	chan_value *v;
+
+	if (!msg || msg->error)
+		return NULL;
+	if (!rec && (id == 0 || id > 0x7fffffffu)) {
+		poison(msg, CHAN_E_INVALID_ARGUMENT, "%s: %u is not a channel id (1..2^31-1)",
+		       caller, id);
+		return NULL;
+	}
+	if (!(v = new_value(msg, CHAN_CHANNEL)))
+		return NULL;
+	v->u.ch.id = id;
+	v->u.ch.rec = rec;
+	chan__msg_add_channel(msg, v);
+	return v;
+}
+
+CHAN_EXPORT chan_value *
+chan_channel_ref(chan_msg *msg, uint32_t id)
+{
+	return chan__channel_new(msg, "chan_channel_ref", id, NULL);
+}
+
+CHAN_EXPORT uint32_t
+chan_value_channel_id(const chan_value *v)
+{
+	return v && v->type == CHAN_CHANNEL ? v->u.ch.id : 0;
+}
+
+chan_value *
+chan__msg_channels(const chan_msg *msg)
+{
+	return msg->channels_head;
+}
+
+chan_value *
+chan__channel_next(const chan_value *v)
+{
+	return v->u.ch.next;
+}
+
+void *
+chan__channel_rec(const chan_value *v)
+{
+	return v->u.ch.rec;
+}
+
+void
+chan__channel_set(chan_value *v, uint32_t id, void *rec)
+{
+	v->u.ch.id = id;
+	v->u.ch.rec = rec;
+}
+
+static int
+walk_channels(const chan_value *v, int (*fn)(chan_value *, void *), void *ctx,
+	      uint32_t depth)
+{
+	int r = 0;
+
+	if (depth > CHAN_HARD_MAX_DEPTH)
+		return CHAN_E_DEPTH_EXCEEDED;
+	if (v->type == CHAN_CHANNEL)
+		return fn((chan_value *)v, ctx);
+	if (v->type == CHAN_LIST || v->type == CHAN_MAP)
+		for (uint32_t i = 0; i < v->u.c.count && r == 0; i++)
+			r = walk_channels(v->u.c.items[i], fn, ctx, depth + 1);
+	return r;
+}
+
+int
+chan__msg_walk_channels(const chan_msg *msg, int (*fn)(chan_value *, void *), void *ctx)
+{
+	if (!msg->channels_head || !msg->root)
+		return 0;
+	return walk_channels(msg->root, fn, ctx, 1);
 }
 
 CHAN_EXPORT chan_value *
@@ -765,6 +865,7 @@ chan_type_name(enum chan_type type)
 		[CHAN_NULL] = "null",	[CHAN_BOOL] = "bool",   [CHAN_INT] = "int",
 		[CHAN_FLOAT] = "float", [CHAN_STRING] = "string", [CHAN_BYTES] = "bytes",
 		[CHAN_LIST] = "list",	[CHAN_MAP] = "map",	    [CHAN_HANDLE] = "handle",
+		[CHAN_CHANNEL] = "channel",
 	};
 
 	return (unsigned)type < sizeof(names) / sizeof(names[0]) ? names[type] : NULL;

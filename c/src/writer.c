@@ -971,6 +971,12 @@ chan__writer_pieces(const chan_writer *w, struct iovec *iov, size_t max)
 	return n;
 }
 
+int
+chan__writer_fail(chan_writer *w, int err, const char *what)
+{
+	return w->error ? w->error : poison(w, err, "%s", what);
+}
+
 const struct chan__wire_handle *
 chan__writer_handles(const chan_writer *w, size_t *ret_count)
 {

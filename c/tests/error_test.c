@@ -13,7 +13,7 @@ static void
 test_error_registry_matches_enum(void)
 {
 	FILE *f = fopen(CHAN_SOURCE_DIR "/spec/errors.tsv", "r");
-	char line[1024];
+	char line[2048];
 	int rows = 0, max_code = 0;
 	static const char *const scopes[] = {"", "fatal", "frame", "local"};
 
@@ -41,7 +41,7 @@ test_error_registry_matches_enum(void)
 		rows++;
 	}
 	fclose(f);
-	CU_ASSERT_EQUAL(rows, 35);
+	CU_ASSERT_EQUAL(rows, 40);
 	CU_ASSERT_EQUAL(rows, max_code);
 	/* Nothing in the enum beyond the registry. */
 	CU_ASSERT_PTR_NULL(chan_errname(-(max_code + 1)));
@@ -86,13 +86,19 @@ test_limits_registry_matches_header(void)
 		} else if (!strcmp(name, "max_depth")) {
 			CU_ASSERT_EQUAL(dflt, CHAN_DEFAULT_MAX_DEPTH);
 			CU_ASSERT_EQUAL(hard, CHAN_HARD_MAX_DEPTH);
+		} else if (!strcmp(name, "max_channels")) {
+			CU_ASSERT_EQUAL(dflt, CHAN_DEFAULT_MAX_CHANNELS);
+			CU_ASSERT_EQUAL(hard, CHAN_HARD_MAX_CHANNELS);
+		} else if (!strcmp(name, "max_queued_bytes")) {
+			CU_ASSERT_EQUAL(dflt, CHAN_DEFAULT_MAX_QUEUED_BYTES);
+			CU_ASSERT_EQUAL(hard, CHAN_HARD_MAX_QUEUED_BYTES);
 		} else {
 			CU_FAIL("unknown limit in spec/limits.tsv");
 		}
 		seen++;
 	}
 	fclose(f);
-	CU_ASSERT_EQUAL(seen, 3);
+	CU_ASSERT_EQUAL(seen, 5);
 }
 
 CU_TestInfo error_tests[] = {
