@@ -12,7 +12,10 @@ Python values map to the data model (§4.1) as follows:
   str -> string, bytes/bytearray/memoryview -> bytes (decoded as bytes),
   list/tuple -> list (decoded as list), dict (str keys) -> map (insertion order),
   Connection -> handle kind conn, Fd or any object with fileno() -> handle kind fd,
-  Handle -> a handle with no descriptor (detached encode/decode, for tools).
+  Handle -> a handle with no descriptor (detached encode/decode, for tools),
+  Channel -> a channel handle by its id (revision 1.1, SPEC.md §18.2; only where
+  the feature ``channels`` is accepted: a decode option, or a connection that
+  agreed on it, where live channel endpoints take its place).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import fcntl
 import math
 import os
 import struct
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ._errors import ChanError, error, system_error
 
@@ -32,6 +35,16 @@ HEADER_SIZE = 16
 KIND_FD = 1
 KIND_CONN = 2
 KIND_NAMES = {KIND_FD: "fd", KIND_CONN: "conn"}
+#: Not a wire kind: what channel handles (Channel, channel endpoints) carry as
+#: ``_chan_kind`` so that the encoder and the text form recognise them.
+KIND_CHANNEL = -1
+MAX_CHANNEL_ID = 0x7FFFFFFF  # SPEC.md §18.1: ids 1 .. 2^31-1
+
+# Revision 1.1 limits (SPEC.md §18.6, spec/limits.tsv)
+DEFAULT_MAX_CHANNELS = 1048576
+HARD_MAX_CHANNELS = 2147483647
+DEFAULT_MAX_QUEUED_BYTES = 67108864
+HARD_MAX_QUEUED_BYTES = 4294967295
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 HARD_MAX_PAYLOAD = 1024 * 1024 * 1024
@@ -101,6 +114,34 @@ class Handle:
 
     def __hash__(self) -> int:
         return hash((self.kind, self.index))
+
+
+class Channel:
+    """A channel handle with no endpoint behind it: the data model's ``channel``
+    value (SPEC.md §4.1, §18.2), an id in 1 .. 2^31-1.
+
+    What a buffer decode with ``channels=True`` and the text form (``{"$channel":ID}``)
+    return, and what :func:`encode` accepts.  A connection never sends one (it sends
+    the live endpoints of :meth:`Connection.open_channel` instead) and never returns
+    one (it returns live endpoints).
+    """
+
+    __slots__ = ("id",)
+    _chan_kind = KIND_CHANNEL
+
+    def __init__(self, id: int) -> None:
+        if type(id) is not int or not 1 <= id <= MAX_CHANNEL_ID:
+            raise error("INVALID_ARGUMENT", f"a channel id is an int in 1..{MAX_CHANNEL_ID}, not {id!r}")
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"Channel({self.id})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Channel and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(("channel", self.id))
 
 
 class Fd:
@@ -242,12 +283,31 @@ def _key_prefix(k: Any) -> bytes:
 class _Enc:
     """Encoder state: the handle table being built (wire order)."""
 
-    __slots__ = ("objs", "kinds", "allow_detached")
+    __slots__ = ("objs", "kinds", "allow_detached", "chan_id")
 
-    def __init__(self, allow_detached: bool) -> None:
+    def __init__(self, allow_detached: bool, chan_id: Optional[Callable[[Any], int]]) -> None:
         self.objs: List[Any] = []
         self.kinds: List[int] = []
         self.allow_detached = allow_detached
+        self.chan_id = chan_id
+
+
+def _buffer_chan_id(obj: Any) -> int:
+    """The id of a channel handle in a frame built in memory: Channel objects only
+    (a live endpoint is sent by its connection, SPEC.md §18.7)."""
+    if type(obj) is Channel:
+        cid: int = obj.id
+        return cid
+    raise error("CHANNEL_NOT_TRANSFERABLE", "a channel endpoint is sent only by send() on its own connection")
+
+
+def _enc_channel(obj: Any, enc: _Enc) -> bytes:
+    """Value.channel_value (field 10): Channel{uint64 id = 1} (SPEC.md §18.2)."""
+    if enc.chan_id is None:
+        raise error("UNSUPPORTED_FEATURE", "channel handles need the feature 'channels' (SPEC.md §16.1 rule 2)")
+    cid = enc.chan_id(obj)
+    body = b"\x08" + _varint(cid)
+    return b"\x52" + _VARINT1[len(body)] + body
 
 
 def _enc_handle(obj: Any, kind: int, enc: _Enc) -> bytes:
@@ -344,6 +404,8 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
     if kind is not None:
         if t is Handle:
             kind = obj.kind
+        elif kind == KIND_CHANNEL:
+            return _enc_channel(obj, enc)
         return _enc_handle(obj, kind, enc)
     # Less common types, by their abstract type.
     if isinstance(obj, bool):
@@ -366,14 +428,18 @@ def _enc_value(obj: Any, depth: int, enc: _Enc) -> bytes:
                 "str, bytes, list, dict, Connection, Fd and file objects)")
 
 
-def encode_payload(obj: Any, *, allow_detached: bool = True) -> Tuple[bytes, List[Any], List[int]]:
+def encode_payload(obj: Any, *, allow_detached: bool = True,
+                   chan_id: Optional[Callable[[Any], int]] = _buffer_chan_id
+                   ) -> Tuple[bytes, List[Any], List[int]]:
     """Encode obj as one canonical Value.
 
     Returns (payload, handle objects in wire order, their kinds).  The payload does
     not include the frame header.  Local errors: INVALID_ARGUMENT, INVALID_UTF8,
-    DEPTH_EXCEEDED, HANDLE_LIMIT_EXCEEDED, PAYLOAD_TOO_LARGE.
+    DEPTH_EXCEEDED, HANDLE_LIMIT_EXCEEDED, PAYLOAD_TOO_LARGE.  ``chan_id`` gives the
+    id written for each channel handle met, in walk order (None: channel handles
+    are UNSUPPORTED_FEATURE); the default takes :class:`Channel` objects only.
     """
-    enc = _Enc(allow_detached)
+    enc = _Enc(allow_detached, chan_id)
     try:
         payload = _enc_value(obj, 1, enc)
     except RecursionError:
@@ -387,9 +453,10 @@ def encode_payload(obj: Any, *, allow_detached: bool = True) -> Tuple[bytes, Lis
     return payload, enc.objs, enc.kinds
 
 
-def header(handle_count: int, payload_length: int) -> bytes:
-    """The 16-byte header of a v1 frame (flags and channel zero)."""
-    return _HEADER.pack(MAGIC, VERSION, 0, handle_count, 0, payload_length)
+def header(handle_count: int, payload_length: int, flags: int = 0, channel: int = 0) -> bytes:
+    """The 16-byte header of a v1 frame (flags and channel zero unless a feature
+    in use defines them, SPEC.md §17.1, §18.1)."""
+    return _HEADER.pack(MAGIC, VERSION, flags, handle_count, channel, payload_length)
 
 
 def handle_fd(obj: Any) -> int:
@@ -423,13 +490,14 @@ def _err(name: str, what: str) -> ChanError:
 
 # Field tables: field number -> wire type, per message.
 _VALUE_WT = (None, 2, 0, 0, 1, 2, 2, 2, 2, 2)
+_VALUE_WT11 = (None, 2, 0, 0, 1, 2, 2, 2, 2, 2, 2)  # where 'channels' is accepted: field 10
 _WT_INVALID = (False, False, False, True, True, False, True, True)
 
 
 class _Dec:
-    __slots__ = ("buf", "hc", "prev", "refs", "dup", "maxd", "handles")
+    __slots__ = ("buf", "hc", "prev", "refs", "dup", "maxd", "handles", "vwt", "chans")
 
-    def __init__(self, buf: bytes, hc: int, maxd: int) -> None:
+    def __init__(self, buf: bytes, hc: int, maxd: int, channels: bool = False) -> None:
         self.buf = buf
         self.hc = hc
         self.prev = -1
@@ -438,6 +506,9 @@ class _Dec:
         self.maxd = maxd
         # (container, key, Handle) for every handle met, in index order.
         self.handles: List[Tuple[Any, Any, Handle]] = []
+        self.vwt: Tuple[Optional[int], ...] = _VALUE_WT11 if channels else _VALUE_WT
+        # (container, key, Channel) for every channel handle met, in walk order.
+        self.chans: List[Tuple[Any, Any, Channel]] = []
 
 
 def _read_varint(buf: bytes, pos: int, end: int) -> Tuple[int, int, bool]:
@@ -513,6 +584,7 @@ _NULL_WT: Tuple[Optional[int], ...] = (None,)
 _LIST_WT: Tuple[Optional[int], ...] = (None, 2)
 _ENTRY_WT: Tuple[Optional[int], ...] = (None, 2, 2)
 _HANDLE_WT: Tuple[Optional[int], ...] = (None, 0, 0)
+_CHANNEL_WT: Tuple[Optional[int], ...] = (None, 0)
 
 
 def _dec_value(st: _Dec, pos: int, end: int, depth: int) -> Any:
@@ -566,16 +638,19 @@ def _dec_value(st: _Dec, pos: int, end: int, depth: int) -> Any:
         if obj != obj and buf[p:p + 8] != _CANONICAL_NAN:
             raise _err("NONCANONICAL", f"NaN at offset {p} is not 0x7FF8000000000000")
         p += 8
+    elif tag == 0x52 and st.vwt is _VALUE_WT11:
+        a, p = _read_len(buf, p, end)
+        obj = _dec_channel(st, a, p)
     else:
         # Not a one-byte tag of a Value member: steps 1-4 name the error.
         if tag >= 0x80:
             tag, p = _read_tag(buf, pos, end)
-        _check_field(tag, pos, _VALUE_WT, "Value")
+        _check_field(tag, pos, st.vwt, "Value")
         raise AssertionError("unreachable: _check_field accepted a tag the fast path rejected")
     if p < end:
         # Steps 1-4 for the next tag, then step 5: a second member.
         t, q = _read_tag(buf, p, end)
-        _check_field(t, p, _VALUE_WT, "Value")
+        _check_field(t, p, st.vwt, "Value")
         raise _err("NONCANONICAL", f"second member in a Value at offset {p}")
     return obj
 
@@ -611,6 +686,8 @@ def _dec_list(st: _Dec, pos: int, end: int, depth: int) -> List[Any]:
         item = _dec_value(st, a, pos, d1)
         if type(item) is Handle:
             st.handles.append((out, len(out), item))
+        elif type(item) is Channel:
+            st.chans.append((out, len(out), item))
         out.append(item)
     return out
 
@@ -676,6 +753,8 @@ def _dec_map(st: _Dec, pos: int, end: int, depth: int) -> Dict[str, Any]:
             st.dup = True
         elif type(value) is Handle:
             st.handles.append((out, key, value))
+        elif type(value) is Channel:
+            st.chans.append((out, key, value))
         out[key] = value
     return out
 
@@ -751,6 +830,29 @@ def _dec_handle(st: _Dec, pos: int, end: int) -> Handle:
     return Handle(kind, index)
 
 
+def _dec_channel(st: _Dec, pos: int, end: int) -> Channel:
+    """A Channel body (SPEC.md §18.2 rule 2, §7.3 steps 1-8)."""
+    buf = st.buf
+    cid = 0
+    last = 0
+    while pos < end:
+        tag, p = _read_tag(buf, pos, end)
+        fn = _check_field(tag, pos, _CHANNEL_WT, "Channel")
+        if fn <= last:
+            raise _err("NONCANONICAL", f"Channel field {fn} repeated at offset {pos}")
+        last = fn
+        v, p = _read_value_varint(buf, p, end)
+        if v == 0:
+            raise _err("NONCANONICAL", f"Channel.id 0 present at offset {pos}")
+        cid = v
+        pos = p
+    if cid == 0 or cid > MAX_CHANNEL_ID:
+        raise _err("UNKNOWN_CHANNEL", f"channel id {cid} is not in 1..{MAX_CHANNEL_ID}")
+    ch = object.__new__(Channel)
+    ch.id = cid
+    return ch
+
+
 class Header(NamedTuple):
     version: int
     flags: int
@@ -775,7 +877,10 @@ def parse_header(buf: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
 
 
 def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LIMITS,
-                   detached: bool = False, header_checked: Optional[Header] = None
+                   detached: bool = False, header_checked: Optional[Header] = None,
+                   channels: bool = False, check_reserved: bool = True,
+                   post_walk: Optional[Callable[[Any], None]] = None,
+                   chan_slots: Optional[List[Tuple[Any, Any, Channel]]] = None,
                    ) -> Tuple[Any, int, List[Tuple[Any, Any, Handle]]]:
     """Validate the frame at the start of buf and build its value (SPEC.md §7.3).
 
@@ -784,6 +889,13 @@ def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LI
     as :class:`Handle` placeholders, with the slots (container, key, handle) in wire
     order that the descriptor layer (``_handles.attach``) fills.  Returns (value,
     frame size, slots).
+
+    Revision 1.1: ``channels`` makes ``Value.channel_value`` a known field (SPEC.md
+    §18.2 rule 2); channel handles come back as :class:`Channel` and, when
+    ``chan_slots`` is given, their (container, key, Channel) are appended to it in
+    walk order.  ``check_reserved=False``: the caller has checked flags and channel
+    (a connection, §17.1, §18.4).  ``post_walk(value)`` runs after the walk and
+    before UNREFERENCED_HANDLE (a control frame's checks, §9.3).
     """
     if not isinstance(buf, bytes):
         buf = bytes(buf)
@@ -791,10 +903,11 @@ def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LI
     plen = h.payload_length
     if len(buf) - HEADER_SIZE < plen:
         raise _err("TRUNCATED", f"payload has {len(buf) - HEADER_SIZE} of {plen} bytes")
-    if h.flags:
-        raise _err("RESERVED_FIELD_NONZERO", f"flags = {h.flags:#x}")
-    if h.channel:
-        raise _err("RESERVED_FIELD_NONZERO", f"channel = {h.channel}")
+    if check_reserved:
+        if h.flags:
+            raise _err("RESERVED_FIELD_NONZERO", f"flags = {h.flags:#x}")
+        if h.channel:
+            raise _err("RESERVED_FIELD_NONZERO", f"channel = {h.channel}")
     hc = h.handle_count
     assert limits.max_handles is not None and limits.max_depth is not None  # resolved limits
     if hc > limits.max_handles:
@@ -806,17 +919,23 @@ def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LI
         raise _err("TOO_FEW_HANDLES", f"{fd_count} descriptors arrived, the header declares {hc}")
     elif fd_count > hc:
         raise _err("TOO_MANY_HANDLES", f"{fd_count} descriptors arrived, the header declares {hc}")
-    st = _Dec(buf, hc, limits.max_depth)
+    st = _Dec(buf, hc, limits.max_depth, channels)
     try:
         value = _dec_value(st, HEADER_SIZE, HEADER_SIZE + plen, 1)
     except RecursionError:  # cannot happen within max_depth 32, kept as a guard
         raise _err("DEPTH_EXCEEDED", "values nest too deeply") from None
     if type(value) is Handle:
         st.handles.append((None, None, value))
+    elif type(value) is Channel:
+        st.chans.append((None, None, value))
+    if post_walk is not None:
+        post_walk(value)
     if st.refs < hc:
         raise _err("UNREFERENCED_HANDLE", f"{hc - st.refs} of {hc} handle table entries are never referenced")
     if st.dup:
         raise _err("DUPLICATE_KEY", "a map holds the same key twice")
+    if chan_slots is not None:
+        chan_slots.extend(st.chans)
     return value, HEADER_SIZE + plen, st.handles
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import select
 import _socket
 import socket
@@ -18,12 +19,14 @@ import threading
 import time
 import weakref
 from array import array
-from typing import Any, List, NamedTuple, Optional, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from . import _codec
-from ._codec import HEADER_SIZE, KIND_CONN, Header, Limits, encode_payload, handle_fd, parse_header
-from ._handles import close_all, decode_frame, fds_from_ancillary, verify_conn
-from ._errors import ChanError, error, system_error
+from ._codec import (HEADER_SIZE, KIND_CONN, MAX_CHANNEL_ID, Channel, Header, Limits, decode_payload, encode_payload,
+                     handle_fd, parse_header)
+from ._handles import close_all, decode_frame, fds_from_ancillary, release_value, verify_conn
+from ._errors import ChanError, error, error_for_code, system_error
 
 # Room for the most descriptors one frame may carry (SPEC.md §10.4).
 # msg_controllen is CMSG_LEN, not CMSG_SPACE: no descriptor can land in padding (§10.4 rule 3).
@@ -133,7 +136,8 @@ class Connection:
     _chan_kind = KIND_CONN
     __slots__ = ("_sock", "_fd", "_limits", "_send_lock", "_recv_lock", "_fatal", "_pending", "_hdr", "_head",
                  "_parts", "_have", "_ffds", "_ident", "_peer_ino", "_peer_known", "_pipe_peer", "_send_fatal",
-                 "_created", "_fresh", "__weakref__")
+                 "_created", "_fresh", "_rev11", "_x", "_implemented", "_max_channels", "_max_queued",
+                 "__weakref__")
     # The slots' types (annotations only: __slots__ holds the storage).
     _sock: Any
     _fd: int
@@ -154,14 +158,24 @@ class Connection:
     _pipe_peer: Optional["weakref.ref[Connection]"]
     _created: int
     _fresh: Optional[int]
+    _rev11: bool
+    _x: Optional["_Ext"]
+    _implemented: Tuple[str, ...]
+    _max_channels: int
+    _max_queued: int
 
     def __init__(self, *_a: Any, **_k: Any) -> None:
         raise TypeError("use chan.Pipe(), chan.Client(), Listener.accept() or Connection.from_fd()")
 
     @classmethod
-    def _from_socket(cls, sock: Any) -> "Connection":
+    def _from_socket(cls, sock: Any, rev11: Optional[bool] = None) -> "Connection":
         """Wrap a connected AF_UNIX stream socket object (socket.socket or _socket.socket)."""
         self = object.__new__(cls)
+        self._rev11 = _revision11(None) if rev11 is None else rev11
+        self._x = None
+        self._implemented = FEATURES
+        self._max_channels = _codec.DEFAULT_MAX_CHANNELS
+        self._max_queued = _codec.DEFAULT_MAX_QUEUED_BYTES
         self._sock = sock
         self._fd = sock.fileno()
         self._limits = _codec.DEFAULT_LIMITS
@@ -188,15 +202,22 @@ class Connection:
         return self
 
     @classmethod
-    def from_fd(cls, fd: int) -> "Connection":
+    def from_fd(cls, fd: int, revision: Optional[str] = None) -> "Connection":
         """Wrap an AF_UNIX SOCK_STREAM socket.  Takes fd on success only; anything
-        else is WRONG_HANDLE_KIND (local scope, SPEC.md §4.2 rule 3)."""
+        else is WRONG_HANDLE_KIND (local scope, SPEC.md §4.2 rule 3).  ``revision``:
+        see :func:`set_default_revision`."""
+        rev11 = _revision11(revision)
         try:
             sock = verify_conn(fd)
         except ChanError as exc:
             exc.scope = "local"
             raise
-        return cls._from_socket(sock)
+        return cls._from_socket(sock, rev11)
+
+    def _child(self, sock: Any) -> "Connection":
+        """A connection received in a message: knows nothing of its peer (SPEC.md
+        §16.1 rule 3), same revision as this one."""
+        return Connection._from_socket(sock, self._rev11)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -295,9 +316,13 @@ class Connection:
         (WOULD_BLOCK); otherwise TIMEOUT if not even the first byte could be
         written in time (nothing was sent).  Once the first byte is out, the frame
         is committed: an unwritten rest is kept and written by the next send or
-        :meth:`flush`.
+        :meth:`flush`.  Revision 1.1: obj may hold channel endpoints of this
+        connection (:meth:`open_channel`) once the feature ``channels`` is usable.
         """
-        payload, objs, kinds = encode_payload(obj, allow_detached=False)
+        if self._x is not None:
+            self._send_x(obj, timeout, None, 0)
+            return
+        payload, objs, kinds = encode_payload(obj, allow_detached=False, chan_id=None)
         if objs:
             fds = [handle_fd(o) for o in objs]
             self._check_self_send(objs, kinds, fds)
@@ -307,37 +332,44 @@ class Connection:
         frame = _HEADER_PACK(_codec.MAGIC, 1, 0, len(objs), 0, len(payload)) + payload
         deadline = None if timeout is None else _deadline(timeout)
         with self._send_lock:
-            sock = self._sock
-            if self._fatal is not None:
-                self._raise_fatal()
-            if self._send_fatal is not None:
-                f = self._send_fatal
-                raise type(f)(f.args[0] if f.args else None, scope=f.scope)
-            if self._fd < 0:
-                raise error("INVALID_ARGUMENT", "connection is closed")
+            self._check_sendable()
             if self._pending:
                 self._flush(deadline, timeout)
-            try:
-                if deadline is None:
-                    n = sock.sendmsg((frame,), anc, _MSG_NOSIGNAL)
-                else:
-                    while True:
-                        _wait(self._fd, _POLLOUT, deadline, timeout)
-                        try:
-                            n = sock.sendmsg((frame,), anc, _MSG_NOSIGNAL | _MSG_DONTWAIT)
-                            break
-                        except BlockingIOError:
-                            continue
-            except ChanError:
-                raise
-            except (BrokenPipeError, ConnectionResetError):
-                raise self._send_failed() from None
-            except OSError as exc:
-                raise system_error(exc, "sendmsg") from None  # ETOOMANYREFS, EINVAL: SPEC.md §10.2 rule 8
+            n = self._sendmsg(frame, anc, deadline, timeout)
             if n < len(frame):
                 # The descriptors went with the first byte; the rest is plain bytes.
                 self._pending = frame[n:]
                 self._flush(deadline, timeout, committed=True)
+
+    def _check_sendable(self) -> None:
+        if self._fatal is not None:
+            self._raise_fatal()
+        if self._send_fatal is not None:
+            f = self._send_fatal
+            raise type(f)(f.args[0] if f.args else None, scope=f.scope)
+        if self._fd < 0:
+            raise error("INVALID_ARGUMENT", "connection is closed")
+
+    def _sendmsg(self, frame: bytes, anc: Any, deadline: Optional[float], timeout: Optional[float]) -> int:
+        """The first sendmsg of a frame: nothing written on error (not committed)."""
+        sock = self._sock
+        try:
+            if deadline is None:
+                n: int = sock.sendmsg((frame,), anc, _MSG_NOSIGNAL)
+                return n
+            while True:
+                _wait(self._fd, _POLLOUT, deadline, timeout)
+                try:
+                    n = sock.sendmsg((frame,), anc, _MSG_NOSIGNAL | _MSG_DONTWAIT)
+                    return n
+                except BlockingIOError:
+                    continue
+        except ChanError:
+            raise
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._send_failed() from None
+        except OSError as exc:
+            raise system_error(exc, "sendmsg") from None  # ETOOMANYREFS, EINVAL: SPEC.md §10.2 rule 8
 
     def _flush(self, deadline: Optional[float], timeout: Optional[float], committed: bool = False) -> None:
         sock = self._sock
@@ -366,11 +398,22 @@ class Connection:
             self._pending = self._pending[n:]
 
     def flush(self, timeout: Optional[float] = None) -> None:
-        """Write the rest of a committed frame (see :meth:`send`)."""
+        """Write the rest of a committed frame (see :meth:`send`), and the control
+        frames this side owes its peer (a HELLO answer, a channel close)."""
         deadline = _deadline(timeout)
         with self._send_lock:
-            if self._pending:
-                self._flush(deadline, timeout)
+            self._flush_owed(deadline, timeout)
+
+    def _flush_owed(self, deadline: Optional[float], timeout: Optional[float]) -> None:
+        """Under the send lock: the committed rest, then the owed control frames
+        (written as committed frames: each is whole, nothing else comes between)."""
+        if self._pending:
+            self._flush(deadline, timeout)
+        x = self._x
+        if x is not None and x.owed:
+            self._pending = b"".join(x.owed)
+            x.owed = []
+            self._flush(deadline, timeout)
 
     @property
     def pending(self) -> bool:
@@ -409,6 +452,8 @@ class Connection:
         """True if recv() would not block (data, end of stream or an error is there)."""
         if self._fatal is not None:
             return True
+        if self._x is not None and self._x.main_q:
+            return True
         fd = self.fileno()
         p = select.poll()
         p.register(fd, select.POLLIN)
@@ -417,7 +462,11 @@ class Connection:
 
     def _fail(self, exc: ChanError) -> ChanError:
         """A fatal error (SPEC.md §9.2): close the frame's descriptors and the
-        connection; every later receive or send reports the same error."""
+        connection; every later receive or send reports the same error.  Revision
+        1.1: an error the peer caused is first explained with an epitaph when the
+        peer announced ``epitaph`` (§17.3 rule 2)."""
+        if self._x is not None and exc.name in _PEER_CAUSED:
+            self._auto_epitaph(exc)
         self._fatal = exc
         self.close()
         return exc
@@ -444,46 +493,59 @@ class Connection:
         kept across timeouts: nothing is lost.  Frame-scope errors reject one
         frame (its descriptors closed) and the next recv reads the next frame;
         fatal errors close the connection and stick.  CONNECTION_CLOSED: the peer
-        closed at a frame boundary.
+        closed at a frame boundary.  Revision 1.1: control frames are consumed
+        here (a HELLO is answered), frames of channels are queued for their
+        endpoints, and an epitaph is raised as its code (``from_peer``).
         """
-        if timeout is not None:
-            deadline = _deadline(timeout)
-            with self._recv_lock:
-                return self._recv_locked(deadline, timeout)
+        deadline = None if timeout is None else _deadline(timeout)
         with self._recv_lock:
-            if self._fatal is not None or self._fd < 0 or self._hdr or self._head is not None:
-                return self._recv_locked(None, None)
-            # Fast path: a whole header, then a whole payload, no surprises.
-            sock = self._sock
+            if self._x is None:
+                r = self._recv_plain(deadline, timeout)
+                if r is not _NOTHING:
+                    return r
+            return self._recv_x(None, deadline, timeout)
+
+    def _recv_plain(self, deadline: Optional[float], timeout: Optional[float]) -> Any:
+        """Receive on a connection with no revision 1.1 state (the 1.0 path)."""
+        if timeout is not None or self._fatal is not None or self._fd < 0 or self._hdr or self._head is not None:
+            return self._deliver(*self._read_raw(deadline, timeout))
+        # Fast path: a whole header, then a whole payload, no surprises.
+        sock = self._sock
+        try:
+            data, anc, mflags, _a = sock.recvmsg(HEADER_SIZE, _ANCBUF, _MSG_CMSG_CLOEXEC)
+        except OSError:
+            return self._deliver(*self._read_raw(None, None))  # the general path reads again and names it
+        if mflags & _MSG_CTRUNC or len(data) != HEADER_SIZE:
+            if self._absorb(data, anc, mflags):
+                return self._deliver(*self._take_frame())
+            return self._deliver(*self._read_raw(None, None))
+        fds = fds_from_ancillary(anc) if anc else []
+        try:
+            head = parse_header(data, self._limits)
+        except ChanError as exc:
+            close_all(fds)
+            raise self._fail(exc) from None
+        plen = head.payload_length
+        if plen:
             try:
-                data, anc, mflags, _a = sock.recvmsg(HEADER_SIZE, _ANCBUF, _MSG_CMSG_CLOEXEC)
+                payload, anc, mflags, _a = sock.recvmsg(plen, _ANCBUF, _MSG_CMSG_CLOEXEC)
             except OSError:
-                return self._recv_locked(None, None)  # the general path reads again and names it
-            if mflags & _MSG_CTRUNC or len(data) != HEADER_SIZE:
-                if self._absorb(data, anc, mflags):
-                    return self._finish()
-                return self._recv_locked(None, None)
-            fds = fds_from_ancillary(anc) if anc else []
-            try:
-                head = parse_header(data, self._limits)
-            except ChanError as exc:
-                close_all(fds)
-                raise self._fail(exc) from None
-            plen = head.payload_length
-            if plen:
-                try:
-                    payload, anc, mflags, _a = sock.recvmsg(plen, _ANCBUF, _MSG_CMSG_CLOEXEC)
-                except OSError:
-                    payload, anc, mflags = None, [], 0
-                if payload is None or anc or mflags & _MSG_CTRUNC or len(payload) != plen:
-                    self._hdr, self._head, self._ffds = data, head, fds
-                    if payload is not None and self._absorb(payload, anc, mflags):
-                        return self._finish()
-                    return self._recv_locked(None, None)
-                data += payload
-            return decode_frame(data, fds, limits=self._limits, header_checked=head,
-                                self_ino=self._identity() if fds else None,
-                                conn_factory=Connection._from_socket)[0]
+                payload, anc, mflags = None, [], 0
+            if payload is None or anc or mflags & _MSG_CTRUNC or len(payload) != plen:
+                self._hdr, self._head, self._ffds = data, head, fds
+                if payload is not None and self._absorb(payload, anc, mflags):
+                    return self._deliver(*self._take_frame())
+                return self._deliver(*self._read_raw(None, None))
+            data += payload
+        return self._deliver(head, data, fds)
+
+    def _deliver(self, head: Header, frame: bytes, fds: List[int]) -> Any:
+        """A whole frame read by the 1.0 path: decoded as 1.0 unless it may be a
+        HELLO (revision 1.1, SPEC.md §16.2 rule 2) or 1.1 state exists."""
+        if self._x is None and (not (head.flags or head.channel) or not self._rev11):
+            return decode_frame(frame, fds, limits=self._limits, header_checked=head,
+                                self_ino=self._identity() if fds else None, conn_factory=self._child)[0]
+        return self._dispatch(head, frame, fds, None)
 
     def _absorb(self, data: bytes, anc: List[Any], mflags: int) -> bool:
         """Take the result of one read into the frame in progress (SPEC.md §10.3-10.5).
@@ -521,8 +583,8 @@ class Connection:
         self._have += len(data)
         return self._have == head.payload_length
 
-    def _finish(self) -> Any:
-        """Decode the buffered frame (frame-scope errors only) and reset the state."""
+    def _take_frame(self) -> Tuple[Header, bytes, List[int]]:
+        """The buffered whole frame (header, bytes, descriptors); resets the state."""
         head = self._head
         assert head is not None
         frame = self._hdr + b"".join(self._parts)
@@ -532,11 +594,10 @@ class Connection:
         self._parts = []
         self._have = 0
         self._ffds = []
-        return decode_frame(frame, ffds, limits=self._limits, header_checked=head,
-                            self_ino=self._identity() if ffds else None,
-                            conn_factory=Connection._from_socket)[0]
+        return head, frame, ffds
 
-    def _recv_locked(self, deadline: Optional[float], timeout: Optional[float]) -> Any:
+    def _read_raw(self, deadline: Optional[float], timeout: Optional[float]) -> Tuple[Header, bytes, List[int]]:
+        """Read one whole frame (fatal and transport errors raised here)."""
         if self._fatal is not None:
             self._raise_fatal()
         if self._fd < 0:
@@ -547,7 +608,7 @@ class Connection:
             head = self._head
             want = HEADER_SIZE - len(self._hdr) if head is None else head.payload_length - self._have
             if not want:  # a header with payload_length 0, buffered earlier
-                return self._finish()
+                return self._take_frame()
             if deadline is not None:
                 _wait(self._fd, _POLLIN, deadline, timeout)
             try:
@@ -559,22 +620,952 @@ class Connection:
             except OSError as exc:
                 raise system_error(exc, "recvmsg") from None
             if self._absorb(data, anc, mflags):
-                return self._finish()
+                return self._take_frame()
+
+    # -- revision 1.1: features, control frames, epitaphs, channels (SPEC.md §16-§18)
+
+    @property
+    def revision(self) -> str:
+        """``"1.1"`` (the default) or ``"1.0"``: the revision of SPEC.md this
+        connection implements (SPEC.md §16: a 1.0 connection never answers a HELLO,
+        rejects every non-zero flags and channel with RESERVED_FIELD_NONZERO and
+        treats Value field 10 as UNKNOWN_FIELD)."""
+        return "1.1" if self._rev11 else "1.0"
+
+    @property
+    def features(self) -> Tuple[str, ...]:
+        """The features this side implements and announces in its HELLO."""
+        return self._implemented
+
+    def set_features(self, features: Sequence[str]) -> None:
+        """Implement (and announce) only these features (names of spec/features.tsv),
+        before any HELLO was sent or received on this connection; for tests and
+        for peers that want less."""
+        if self._x is not None:
+            raise error("INVALID_ARGUMENT", "features are set before any HELLO")
+        feats = tuple(f for f in FEATURES if f in features)
+        if len(feats) != len(set(features)):
+            raise error("INVALID_ARGUMENT", f"features are names of {FEATURES}, not {features!r}")
+        self._implemented = feats
+
+    @property
+    def peer_features(self) -> Optional[FrozenSet[str]]:
+        """The features the peer's HELLO announced (None: no HELLO received yet)."""
+        return self._x.peer_features if self._x is not None else None
+
+    @property
+    def usable_features(self) -> FrozenSet[str]:
+        """The features this side may use when sending (SPEC.md §16.1 rule 4)."""
+        return frozenset(f for f in self._implemented if self._usable(f))
+
+    def _usable(self, name: str) -> bool:
+        x = self._x
+        if x is None or name not in self._implemented:
+            return False
+        return (name in x.required or name in x.peer_required
+                or (x.peer_features is not None and name in x.peer_features))
+
+    @property
+    def epitaph(self) -> Optional[ChanError]:
+        """The error of the epitaph the peer sent (``from_peer``, ``peer_message``),
+        or None (SPEC.md §17.3 rule 3)."""
+        return self._x.epitaph if self._x is not None else None
+
+    @property
+    def channel_limits(self) -> Tuple[int, int]:
+        """(max_channels, max_queued_bytes) in force (SPEC.md §18.6)."""
+        return self._max_channels, self._max_queued
+
+    def set_channel_limits(self, max_channels: Optional[int] = None, max_queued_bytes: Optional[int] = None) -> None:
+        """Set the channel limits of SPEC.md §18.6 (None: the default); above the
+        hard maximum: INVALID_ARGUMENT."""
+        out = []
+        for value, default, hard, what in (
+                (max_channels, _codec.DEFAULT_MAX_CHANNELS, _codec.HARD_MAX_CHANNELS, "max_channels"),
+                (max_queued_bytes, _codec.DEFAULT_MAX_QUEUED_BYTES, _codec.HARD_MAX_QUEUED_BYTES, "max_queued_bytes")):
+            if value is None:
+                value = default
+            if type(value) is not int or value < 0 or value > hard:
+                raise error("INVALID_ARGUMENT", f"{what} must be an int in 0..{hard}, not {value!r}")
+            out.append(value)
+        self._max_channels, self._max_queued = out
+
+    def _ext(self) -> "_Ext":
+        if self._x is None:
+            self._x = _Ext(self._recv_lock)
+        return self._x
+
+    def _hello_frame(self, require: Sequence[str] = ()) -> bytes:
+        msg: Dict[str, Any] = {"op": "hello", "features": {f: {} for f in self._implemented}}
+        if require:
+            msg["require"] = list(require)
+        payload = encode_payload(msg)[0]
+        return _codec.header(0, len(payload), CONTROL, 0) + payload
+
+    def hello(self, require: Sequence[str] = (), timeout: Optional[float] = None) -> None:
+        """Send this side's HELLO (SPEC.md §16.2): only when the application knows
+        the peer implements revision 1.1 (a 1.0 peer rejects it).  Features listed
+        in ``require`` are usable at once; a peer that lacks one fails the
+        connection with UNSUPPORTED_FEATURE (and an epitaph).  A HELLO is sent at
+        most once per connection: a second call (or one after the automatic
+        answer to the peer's HELLO) sends nothing.  1.0 mode: UNSUPPORTED_FEATURE."""
+        if not self._rev11:
+            raise error("UNSUPPORTED_FEATURE", "a revision 1.0 connection has no HELLO", scope="local")
+        req = list(require)
+        for name in req:
+            if type(name) is not str or not _FEATURE_NAME.match(name):
+                raise error("INVALID_ARGUMENT", f"{name!r} is not a feature name (SPEC.md §16.3)")
+        deadline = _deadline(timeout)
+        x = self._ext()
+        with self._send_lock:
+            self._check_sendable()
+            if x.hello_sent:
+                return
+            frame = self._hello_frame(req)
+            self._flush_owed(deadline, timeout)
+            n = self._sendmsg(frame, (), deadline, timeout)
+            x.hello_sent = True
+            x.required = frozenset(req)
+            if n < len(frame):
+                self._pending = frame[n:]
+                self._flush(deadline, timeout, committed=True)
+
+    def send_epitaph(self, code: Any, message: Optional[str] = None, timeout: Optional[float] = None) -> None:
+        """Send an epitaph (SPEC.md §17.3): the last frame of this side, saying why
+        it stops; then sending is shut down (later sends: CONNECTION_CLOSED) while
+        receiving goes on.  ``code``: a registry code (1..255), a ChanError class or
+        instance.  The peer must have announced ``epitaph``, else
+        UNSUPPORTED_FEATURE (nothing sent)."""
+        if isinstance(code, ChanError) or (isinstance(code, type) and issubclass(code, ChanError)):
+            code = code.code
+        if type(code) is not int or not 1 <= code <= 255:
+            raise error("INVALID_ARGUMENT", f"an epitaph's code is a registry code 1..255, not {code!r}")
+        if message is not None and type(message) is not str:
+            raise error("INVALID_ARGUMENT", "an epitaph's message is a str")
+        if not self._usable("epitaph"):
+            raise error("UNSUPPORTED_FEATURE", "the peer has not announced 'epitaph'", scope="local")
+        frame = self._epitaph_frame(code, message)
+        deadline = _deadline(timeout)
+        with self._send_lock:
+            self._check_sendable()
+            self._flush_owed(deadline, timeout)
+            n = self._sendmsg(frame, (), deadline, timeout)
+            if n < len(frame):
+                self._pending = frame[n:]
+                self._flush(None, None, committed=True)
+            self._send_fatal = error("CONNECTION_CLOSED", "this side sent an epitaph")
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _epitaph_frame(code: int, message: Optional[str]) -> bytes:
+        msg: Dict[str, Any] = {"op": "epitaph", "code": code}
+        if message is not None:
+            msg["message"] = message
+        payload = encode_payload(msg)[0]
+        return _codec.header(0, len(payload), CONTROL, 0) + payload
+
+    def _auto_epitaph(self, exc: ChanError) -> None:
+        """SPEC.md §17.3 rule 2: an epitaph for a fatal error the peer caused, when it
+        announced ``epitaph`` and no committed frame of ours is unfinished; written
+        without blocking, dropped when it does not fit."""
+        x = self._x
+        if x is None or self._fd < 0 or x.peer_features is None or "epitaph" not in x.peer_features \
+                or "epitaph" not in self._implemented:
+            return
+        if not self._send_lock.acquire(blocking=False):
+            return
+        try:
+            if self._pending or self._send_fatal is not None:
+                return
+            msg = str(exc)
+            data = b"".join(x.owed) + self._epitaph_frame(exc.code, msg[:1000])
+            x.owed = []
+            try:
+                self._sock.send(data, _MSG_NOSIGNAL | _MSG_DONTWAIT)
+            except OSError:
+                pass
+        finally:
+            self._send_lock.release()
+
+    def _queue_control(self, frame: bytes) -> None:
+        """A control frame this side owes the peer (a HELLO answer, a close): written
+        before any later frame; tried now without blocking."""
+        x = self._ext()
+        x.owed.append(frame)
+        self._try_flush_owed()
+
+    def _try_flush_owed(self) -> None:
+        x = self._x
+        if x is None or not x.owed or not self._send_lock.acquire(blocking=False):
+            return
+        try:
+            if self._pending or self._fd < 0 or self._send_fatal is not None or self._fatal is not None:
+                return
+            while x.owed and not self._pending:
+                f = x.owed[0]
+                try:
+                    n = self._sock.send(f, _MSG_NOSIGNAL | _MSG_DONTWAIT)
+                except BlockingIOError:
+                    return
+                except (BrokenPipeError, ConnectionResetError):
+                    x.owed = []
+                    self._send_failed()
+                    return
+                except OSError:
+                    return
+                del x.owed[0]
+                if n < len(f):
+                    self._pending = f[n:]
+        finally:
+            self._send_lock.release()
+
+    # -- revision 1.1 receiving
+
+    def _recv_x(self, st: Optional["_ChanState"], deadline: Optional[float], timeout: Optional[float]) -> Any:
+        """Receive for the main stream (st None) or a channel endpoint, with the
+        receive lock held: take what is queued for it, else read frames (one
+        reader at a time; the others wait) and dispatch them."""
+        x = self._x
+        if x is None:
+            raise error("INVALID_ARGUMENT", "no channel is open on this connection")
+        cond = x.cond
+        while True:
+            r = self._take(st)
+            if r is not _NOTHING:
+                return r
+            if self._fatal is not None:
+                self._raise_fatal()
+            if self._fd < 0:
+                raise error("INVALID_ARGUMENT", "connection is closed")
+            if x.pumping:
+                if deadline is None:
+                    cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        if timeout == 0:
+                            raise error("WOULD_BLOCK", "the operation cannot proceed now")
+                        raise error("TIMEOUT", f"not done within {timeout} s")
+                    cond.wait(left)
+                continue
+            x.pumping = True
+            self._recv_lock.release()
+            try:
+                raw = self._read_raw(deadline, timeout)
+            except BaseException:
+                self._recv_lock.acquire()
+                x.pumping = False
+                cond.notify_all()
+                raise
+            self._recv_lock.acquire()
+            x.pumping = False
+            try:
+                r = self._dispatch(raw[0], raw[1], raw[2], st)
+            finally:
+                cond.notify_all()
+                self._try_flush_owed()
+            if r is not _NOTHING:
+                return r
+
+    def _take(self, st: Optional["_ChanState"]) -> Any:
+        """The next queued value of the main stream or an endpoint (errors raised);
+        _NOTHING when there is none."""
+        x = self._x
+        assert x is not None
+        if st is None:
+            if not x.main_q:
+                return _NOTHING
+            is_err, obj, cost = x.main_q.popleft()
+            x.main_qbytes -= cost
+            x.queued -= cost
+        else:
+            if not st.q:
+                if st.note is not None:
+                    e, st.note = st.note, None
+                    raise e
+                if st.end_recv or st.closed:
+                    raise error("CHANNEL_CLOSED", "the channel is closed")
+                if st.mine and not st.sent:
+                    raise error("INVALID_ARGUMENT", "this channel's handle has not been sent yet (SPEC.md §18.3)")
+                return _NOTHING
+            is_err, obj, cost = st.q.popleft()
+            st.qbytes -= cost
+            x.queued -= cost
+            if not st.q:
+                x.queued_states.discard(st)
+        if is_err:
+            raise obj
+        return obj
+
+    def _route(self, target: Optional["_ChanState"], item: Any, is_err: bool, cost: int,
+               reader: Optional["_ChanState"]) -> Any:
+        """Give a frame's value (or its frame-scope error) to its endpoint: returned
+        (raised) when that is the reader, else queued (SPEC.md §18.6 rule 2)."""
+        if target is reader:
+            if is_err:
+                raise item
+            return item
+        self._enqueue(target, is_err, item, cost)
+        return _NOTHING
+
+    def _enqueue(self, target: Optional["_ChanState"], is_err: bool, item: Any, cost: int) -> None:
+        x = self._x
+        assert x is not None
+        if target is not None and target.closed:
+            if not is_err:
+                release_value(item)
+            return
+        if target is None:
+            x.main_q.append((is_err, item, cost))
+            x.main_qbytes += cost
+        else:
+            target.q.append((is_err, item, cost))
+            target.qbytes += cost
+            x.queued_states.add(target)
+        x.queued += cost
+        if x.queued <= self._max_queued:
+            return
+        # SPEC.md §18.6 rule 3: reset the endpoint with the most queued bytes.
+        big = max(x.queued_states, key=lambda s: s.qbytes) if x.queued_states else None
+        if big is None or big.qbytes < x.main_qbytes:
+            q, x.main_q = x.main_q, deque()
+            x.queued -= x.main_qbytes
+            x.main_qbytes = 0
+            for e, v, _c in q:
+                if not e:
+                    release_value(v)
+            raise self._fail(error("CHANNEL_LIMIT_EXCEEDED", "the main stream's queue exceeds max_queued_bytes",
+                                   scope="fatal"))
+        self._reset(big)
+
+    def _drop_queue(self, st: "_ChanState") -> None:
+        x = self._x
+        assert x is not None
+        q, st.q = st.q, deque()
+        x.queued -= st.qbytes
+        st.qbytes = 0
+        x.queued_states.discard(st)
+        for e, v, _c in q:
+            if not e:
+                release_value(v)
+
+    def _reset(self, st: "_ChanState") -> None:
+        self._drop_queue(st)
+        st.note = error("CHANNEL_LIMIT_EXCEEDED", "the channel was reset: its queue exceeded max_queued_bytes")
+        was_open = self._unregister_open(st)
+        st.closed = True
+        if was_open:
+            self._queue_control(_close_frame(st.out_wire, _CHANNEL_LIMIT_EXCEEDED_CODE))
+
+    def _unregister_open(self, st: "_ChanState") -> bool:
+        """Remove an open channel from the table; False if it was not open."""
+        x = self._x
+        assert x is not None
+        with x.lock:
+            if x.table.get(st.in_wire) is st:
+                del x.table[st.in_wire]
+                x.open_count -= 1
+                return True
+        return False
+
+    def _decode(self, head: Header, frame: bytes, fds: List[int], check_reserved: bool, channels: bool,
+                chan_slots: Optional[List[Any]] = None, post_walk: Any = None) -> Any:
+        return decode_frame(frame, fds, limits=self._limits, header_checked=head,
+                            self_ino=self._identity() if fds else None, conn_factory=self._child,
+                            channels=channels, check_reserved=check_reserved, post_walk=post_walk,
+                            chan_slots=chan_slots)[0]
+
+    def _dispatch(self, head: Header, frame: bytes, fds: List[int], reader: Optional["_ChanState"]) -> Any:
+        """Check one whole frame as revision 1.1 says (SPEC.md §9.3, §16.2, §17, §18)
+        and give it to its endpoint; with the receive lock held."""
+        x = self._x
+        flags = head.flags
+        wire = head.channel
+        cost = HEADER_SIZE + head.payload_length + 64
+        if x is None or x.peer_features is None:
+            # Nothing agreed: only a HELLO is more than a 1.0 frame (§16.2 rule 2).
+            if (flags or wire) and self._rev11 and self._try_hello(head, frame, fds):
+                return _NOTHING
+            try:
+                value = self._decode(head, frame, fds, True, False)
+            except ChanError as exc:
+                if exc.scope == "fatal":
+                    raise
+                return self._route(None, exc, True, _ERR_COST, reader)
+            return self._route(None, value, False, cost, reader)
+        # Agreed: the flag checks of §17.1 rule 1, then the channel checks of §18.4.
+        chans_ok = "channels" in self._implemented
+        why = None
+        if flags & _CRITICAL_RESERVED:
+            why = f"flags {flags:#04x}: a critical reserved bit"
+        elif flags & END and not wire:
+            why = "END on channel 0"
+        elif flags & END and not chans_ok:
+            why = "END, and 'channels' is not implemented"
+        elif wire and not chans_ok:
+            why = f"channel {wire:#x}, and 'channels' is not implemented"
+        if why is not None:
+            close_all(fds)
+            return self._route(None, error("RESERVED_FIELD_NONZERO", why), True, _ERR_COST, reader)
+        target: Optional[_ChanState] = None
+        if wire:
+            target = x.table.get(wire)
+            if target is None or target.end_recv:
+                cid = wire & MAX_CHANNEL_ID
+                if cid == 0:
+                    unknown = "channel 0x80000000"
+                elif wire & 0x80000000:
+                    unknown = f"channel {cid} of this side was never opened" if cid >= x.next_id else ""
+                else:
+                    unknown = f"channel {cid} of the peer was never opened" if cid > x.peer_max else ""
+                if unknown:
+                    close_all(fds)
+                    return self._route(None, error("UNKNOWN_CHANNEL", unknown), True, _ERR_COST, reader)
+                self._discard(head, frame, fds)  # §18.4 rule 2: closed by this side
+                return _NOTHING
+        control = flags & CONTROL
+        slots: List[Any] = []
+        try:
+            value = self._decode(head, frame, fds, False, chans_ok, slots,
+                                 (lambda v: _check_control(v, head)) if control else None)
+            if slots and not control:
+                value = self._open_received(value, slots)
+        except ChanError as exc:
+            if slots:
+                self._refuse(slots, exc.code)
+            if exc.scope == "fatal":
+                raise
+            return self._route(target, exc, True, _ERR_COST, reader)
+        if control:
+            if slots:
+                self._refuse(slots, None)
+            try:
+                return self._control(value, head, target)
+            except ChanError as exc:
+                if exc.scope == "fatal" or exc.from_peer:
+                    raise
+                return self._route(target, exc, True, _ERR_COST, reader)
+        r = self._route(target, value, False, cost, reader)
+        if flags & END and target is not None:
+            self._end_received(target, None)
+        return r
+
+    def _try_hello(self, head: Header, frame: bytes, fds: List[int]) -> bool:
+        """A well-formed HELLO before agreement (SPEC.md §16.2 rules 1, 2, 5):
+        consumed, answered; anything else is not a HELLO."""
+        if head.flags & 0x0F != CONTROL or head.channel or head.handle_count or fds:
+            return False
+        try:
+            value = decode_payload(frame, 0, limits=self._limits, header_checked=head, check_reserved=False)[0]
+        except ChanError:
+            return False
+        parsed = _parse_hello(value)
+        if parsed is None:
+            return False
+        self._hello_received(*parsed)
+        return True
+
+    def _hello_received(self, features: FrozenSet[str], require: List[str]) -> None:
+        x = self._ext()
+        x.peer_features = features
+        x.peer_required = frozenset(require)
+        if not x.hello_sent:  # §16.2 rule 4: answer before any other frame
+            x.hello_sent = True
+            x.owed.insert(0, self._hello_frame())
+            self._try_flush_owed()
+        unmet = [r for r in require if r not in self._implemented]
+        if unmet:
+            raise self._fail(error("UNSUPPORTED_FEATURE", f"the peer requires {', '.join(unmet)}", scope="fatal"))
+
+    def _control(self, value: Dict[str, Any], head: Header, target: Optional["_ChanState"]) -> Any:
+        """A control frame that passed every check (SPEC.md §17.2): consumed."""
+        op = value["op"]
+        wire = head.channel
+        if op == "hello":
+            if wire:
+                raise error("UNSUPPORTED_FEATURE", "a HELLO on a channel")
+            if _parse_hello(value) is None:
+                raise error("UNSUPPORTED_FEATURE", "a HELLO that is not well-formed")
+            return _NOTHING  # §16.2 rule 5: a second HELLO is ignored
+        if op == "epitaph":
+            if wire:
+                raise error("UNSUPPORTED_FEATURE", "an epitaph on a channel")
+            self._epitaph_received(value)
+        if op == "close":
+            if not wire or not head.flags & END or target is None:
+                raise error("UNSUPPORTED_FEATURE", "close is sent on a channel, with END")
+            code = value.get("code")
+            self._end_received(target, code if type(code) is int and 1 <= code <= 255 else None)
+            return _NOTHING
+        if value.get("critical") is True:
+            raise error("UNSUPPORTED_FEATURE", f"unknown critical control operation {op!r}")
+        return _NOTHING  # unknown operations are ignored
+
+    def _epitaph_received(self, value: Dict[str, Any]) -> None:
+        """SPEC.md §17.3 rule 3: raise the epitaph's code; the connection is over."""
+        x = self._x
+        assert x is not None
+        code = value.get("code")
+        msg = value.get("message")
+        msg = msg if type(msg) is str else None
+        text = "the peer's epitaph" + (f": {msg}" if msg else "")
+        if type(code) is int and 1 <= code <= 255:
+            exc = error_for_code(code, text, scope="fatal")
+        else:
+            exc = error("CONNECTION_CLOSED", text)
+        exc.from_peer = True
+        exc.peer_message = msg
+        x.epitaph = exc
+        self._fatal = error("CONNECTION_CLOSED", "the peer sent an epitaph and closed the connection")
+        self.close()
+        raise exc
+
+    def _end_received(self, st: "_ChanState", code: Optional[int]) -> None:
+        """END from the peer (SPEC.md §18.5 rule 2)."""
+        if st.end_recv or st.closed:
+            return
+        self._unregister_open(st)
+        st.end_recv = True
+        if code is not None:
+            e = error_for_code(code, "the peer closed the channel with this code", scope="local")
+            e.from_peer = True
+            st.note = e
+
+    def _open_received(self, value: Any, slots: List[Any]) -> Any:
+        """Item 14 of SPEC.md §9.3 and §18.3 rule 2: open the channels a frame
+        names, in walk order, or reject the frame."""
+        x = self._x
+        assert x is not None
+        running = x.peer_max
+        try:
+            for n, (_c, _k, ch) in enumerate(slots, 1):
+                if ch.id <= running:
+                    raise error("UNKNOWN_CHANNEL", f"channel {ch.id} is not above the peer's previous id {running}")
+                running = ch.id
+                if x.open_count + n > self._max_channels:
+                    raise error("CHANNEL_LIMIT_EXCEEDED", f"more than max_channels = {self._max_channels} open")
+        except ChanError:
+            release_value(value)
+            raise
+        with x.lock:
+            for c, k, ch in slots:
+                st = _ChanState(False)
+                st.id = ch.id
+                st.in_wire = ch.id
+                st.out_wire = ch.id | 0x80000000
+                st.sent = True
+                x.table[st.in_wire] = st
+                x.open_count += 1
+                ep = ChannelEndpoint._make(self, st)
+                if c is None:
+                    value = ep
+                else:
+                    c[k] = ep
+            x.peer_max = running
+        return value
+
+    def _refuse(self, slots: List[Any], code: Optional[int]) -> None:
+        """Close the channels a rejected or discarded frame opened (SPEC.md §18.3
+        rule 2, §18.4 rule 2): only ids above every id the peer opened before."""
+        x = self._x
+        assert x is not None
+        for _c, _k, ch in slots:
+            if ch.id > x.peer_max:
+                x.peer_max = ch.id
+                if self._fd >= 0 and self._fatal is None:
+                    self._queue_control(_close_frame(ch.id | 0x80000000, code))
+
+    def _discard(self, head: Header, frame: bytes, fds: List[int]) -> None:
+        """A frame on a channel this side closed: its descriptors and channel
+        handles are closed, no error (SPEC.md §18.4 rule 2)."""
+        slots: List[Any] = []
+        try:
+            value = self._decode(head, frame, fds, False, True, slots)
+        except ChanError:
+            return
+        release_value(value)
+        if slots and not head.flags & CONTROL:
+            self._refuse(slots, None)
+
+    # -- revision 1.1 channels: opening, sending, closing
+
+    def open_channel(self) -> "ChannelEndpoint":
+        """A new channel endpoint of this connection (SPEC.md §18.3).  Put it in a
+        message sent on this connection (once) to open the channel: its id is
+        allocated when that message is sent, so ids go out in increasing order.
+        The peer receives an endpoint too; both then send and receive on it like
+        on a connection.  Needs the feature ``channels`` when it is sent."""
+        if not self._rev11:
+            raise error("UNSUPPORTED_FEATURE", "a revision 1.0 connection has no channels", scope="local")
+        if "channels" not in self._implemented:
+            raise error("UNSUPPORTED_FEATURE", "'channels' is not implemented on this connection", scope="local")
+        return ChannelEndpoint._make(self, _ChanState(True))
+
+    def _chan_id_for(self, new: List["_ChanState"]) -> Callable[[Any], int]:
+        x0 = self._x
+        assert x0 is not None
+        x: _Ext = x0
+
+        def cid(o: Any) -> int:
+            if type(o) is Channel:
+                raise error("INVALID_ARGUMENT", "a detached chan.Channel cannot be sent; use open_channel()")
+            if type(o) is not ChannelEndpoint or o._conn is not self:
+                raise error("CHANNEL_NOT_TRANSFERABLE", "a channel endpoint can be sent only on its own connection")
+            s = o._st
+            if not s.mine:
+                raise error("CHANNEL_NOT_TRANSFERABLE", "a channel the peer opened cannot be sent")
+            if s.sent or any(s is t for t in new):
+                raise error("CHANNEL_NOT_TRANSFERABLE", "a channel's handle is sent once")
+            if s.closed:
+                raise error("CHANNEL_CLOSED", "the channel was closed before its handle was sent")
+            i = x.next_id + len(new)
+            if i > MAX_CHANNEL_ID:
+                raise error("CHANNEL_LIMIT_EXCEEDED", "every channel id of this connection was used")
+            if x.open_count + len(new) + 1 > self._max_channels:
+                raise error("CHANNEL_LIMIT_EXCEEDED", f"more than max_channels = {self._max_channels} open")
+            new.append(s)
+            return i
+        return cid
+
+    def _send_x(self, obj: Any, timeout: Optional[float], st: Optional["_ChanState"], flags: int) -> None:
+        """Send with revision 1.1 state: channel handles get their ids here, under
+        the send lock, in walk and stream order (SPEC.md §18.3 rule 1)."""
+        x = self._x
+        assert x is not None
+        deadline = None if timeout is None else _deadline(timeout)
+        with self._send_lock:
+            self._check_sendable()
+            if st is not None:
+                if st.closed or st.end_recv:
+                    raise error("CHANNEL_CLOSED", "the channel is closed")
+                if not st.sent:
+                    raise error("INVALID_ARGUMENT", "send the channel's handle before sending on it (SPEC.md §18.3)")
+            new: List[_ChanState] = []
+            chan_id = self._chan_id_for(new) if self._usable("channels") else None
+            payload, objs, kinds = encode_payload(obj, allow_detached=False, chan_id=chan_id)
+            if objs:
+                fds = [handle_fd(o) for o in objs]
+                self._check_self_send(objs, kinds, fds)
+                anc: Any = [(_SOL_SOCKET, _SCM_RIGHTS, array("i", fds).tobytes())]
+            else:
+                anc = ()
+            frame = _HEADER_PACK(_codec.MAGIC, 1, flags, len(objs), st.out_wire if st is not None else 0,
+                                 len(payload)) + payload
+            self._flush_owed(deadline, timeout)
+            if new:  # registered before the frame can be answered
+                with x.lock:
+                    for i, s in enumerate(new):
+                        s.id = x.next_id + i
+                        s.out_wire = s.id
+                        s.in_wire = s.id | 0x80000000
+                        s.sent = True
+                        x.table[s.in_wire] = s
+                    x.open_count += len(new)
+                    x.next_id += len(new)
+            try:
+                n = self._sendmsg(frame, anc, deadline, timeout)
+            except BaseException:
+                if new:  # not committed: as if never sent
+                    with x.lock:
+                        for s in new:
+                            del x.table[s.in_wire]
+                            s.sent = False
+                            s.id = s.in_wire = s.out_wire = 0
+                        x.open_count -= len(new)
+                        x.next_id -= len(new)
+                raise
+            if st is not None and flags & END:
+                self._end_sent(st)
+            if n < len(frame):
+                self._pending = frame[n:]
+                self._flush(deadline, timeout, committed=True)
+
+    def _end_sent(self, st: "_ChanState") -> None:
+        self._unregister_open(st)
+        st.closed = True
+        self._drop_queue(st)
+
+    def _close_channel(self, st: "_ChanState", code: Optional[int], blocking: bool) -> None:
+        """Release an endpoint (SPEC.md §18.5 rules 1, 3): send close when the
+        channel has seen no END either way."""
+        if st.closed:
+            return
+        x = self._x
+        st.closed = True
+        if x is None:
+            return
+        was_open = self._unregister_open(st)
+        self._drop_queue(st)
+        if not was_open or self._fd < 0 or self._fatal is not None or self._send_fatal is not None:
+            return
+        frame = _close_frame(st.out_wire, code)
+        if not blocking:
+            self._queue_control(frame)
+            return
+        try:
+            with self._send_lock:
+                self._check_sendable()
+                self._flush_owed(None, None)
+                n = self._sendmsg(frame, (), None, None)
+                if n < len(frame):
+                    self._pending = frame[n:]
+                    self._flush(None, None, committed=True)
+        except ChanError:
+            pass
+
+    def _send_x_chan(self, obj: Any, timeout: Optional[float], st: "_ChanState", flags: int) -> None:
+        if self._x is None:
+            self._take_unsent(st)
+        self._send_x(obj, timeout, st, flags)
+
+    def _recv_chan(self, st: "_ChanState", timeout: Optional[float]) -> Any:
+        deadline = None if timeout is None else _deadline(timeout)
+        with self._recv_lock:
+            if self._x is None:
+                self._take_unsent(st)
+            return self._recv_x(st, deadline, timeout)
+
+    @staticmethod
+    def _take_unsent(st: "_ChanState") -> None:
+        if st.closed:
+            raise error("CHANNEL_CLOSED", "the channel is closed")
+        raise error("INVALID_ARGUMENT", "this channel's handle has not been sent yet (SPEC.md §18.3)")
 
 
-def Pipe(duplex: bool = True) -> Tuple[Connection, Connection]:
+
+# -- revision 1.1 (SPEC.md §16-§18) ------------------------------------------
+
+CONTROL = 0x01  # flags bit 0 (SPEC.md §17.1)
+END = 0x02      # flags bit 1, feature channels (§18.5)
+_CRITICAL_RESERVED = 0x0C
+#: The features of spec/features.tsv this binding implements, in registry order.
+FEATURES: Tuple[str, ...] = ("epitaph", "channels")
+_FEATURE_NAME = re.compile(r"[a-z0-9_]{1,32}\Z")
+_PEER_CAUSED = frozenset(("BAD_MAGIC", "UNSUPPORTED_VERSION", "PAYLOAD_TOO_LARGE", "HANDLES_TRUNCATED",
+                          "MISATTACHED_HANDLES", "UNSUPPORTED_FEATURE", "CHANNEL_LIMIT_EXCEEDED"))
+_CHANNEL_LIMIT_EXCEEDED_CODE = 39
+_ERR_COST = HEADER_SIZE + 64  # a queued frame-scope error: a frame with no payload kept
+_NOTHING: Any = object()
+_DEFAULT_REVISION = ["1.1"]
+
+
+def _revision11(revision: Optional[str]) -> bool:
+    if revision is None:
+        revision = _DEFAULT_REVISION[0]
+    if revision not in ("1.0", "1.1"):
+        raise error("INVALID_ARGUMENT", f"revision is '1.0' or '1.1', not {revision!r}")
+    return revision == "1.1"
+
+
+def set_default_revision(revision: str) -> None:
+    """The revision of SPEC.md new connections implement when none is given:
+    ``"1.1"`` (the default) or ``"1.0"`` (compatibility testing: exactly the 1.0
+    behaviour).  Connections received in a message take the receiving one's."""
+    _revision11(revision)
+    _DEFAULT_REVISION[0] = revision
+
+
+def default_revision() -> str:
+    return _DEFAULT_REVISION[0]
+
+
+def _parse_hello(v: Any) -> Optional[Tuple[FrozenSet[str], List[str]]]:
+    """(announced features, required names) of a well-formed HELLO map (SPEC.md
+    §16.2 rules 1, 5), else None.  A feature whose parameters are not a map is
+    treated as not announced (§17.2 rule 4: wrong type = absent)."""
+    if type(v) is not dict or not v:
+        return None
+    first = next(iter(v.items()))
+    if first != ("op", "hello"):
+        return None
+    feats = v.get("features")
+    if type(feats) is not dict:
+        return None
+    req = v.get("require", [])
+    if type(req) is not list or any(type(r) is not str for r in req):
+        return None
+    return frozenset(k for k, p in feats.items() if type(p) is dict), req
+
+
+def _check_control(v: Any, head: Header) -> None:
+    """SPEC.md §17.1 rule 1 (CONTROL with END on an operation other than close)
+    and §17.2 rules 1-2, after the payload walk (§9.3)."""
+    is_op = type(v) is dict and bool(v) and next(iter(v)) == "op" and type(v["op"]) is str
+    if is_op and head.flags & END and v["op"] != "close":
+        raise error("RESERVED_FIELD_NONZERO", f"CONTROL with END on operation {v['op']!r}")
+    if not is_op:
+        raise error("UNSUPPORTED_FEATURE", "a control message is a map whose first entry is \"op\": a string")
+    if head.handle_count:
+        raise error("UNSUPPORTED_FEATURE", "a control frame carries no handles")
+
+
+def _close_frame(wire: int, code: Optional[int]) -> bytes:
+    msg: Dict[str, Any] = {"op": "close"}
+    if code is not None:
+        msg["code"] = code
+    payload = encode_payload(msg)[0]
+    return _codec.header(0, len(payload), CONTROL | END, wire) + payload
+
+
+class _Ext:
+    """A connection's revision 1.1 state, made by the first HELLO sent or received."""
+
+    __slots__ = ("cond", "lock", "pumping", "hello_sent", "required", "peer_features", "peer_required", "owed",
+                 "epitaph", "table", "next_id", "peer_max", "open_count", "queued", "main_q", "main_qbytes",
+                 "queued_states")
+
+    def __init__(self, recv_lock: threading.Lock) -> None:
+        self.cond = threading.Condition(recv_lock)
+        self.lock = threading.RLock()
+        self.pumping = False
+        self.hello_sent = False
+        self.required: FrozenSet[str] = frozenset()
+        self.peer_features: Optional[FrozenSet[str]] = None
+        self.peer_required: FrozenSet[str] = frozenset()
+        self.owed: List[bytes] = []
+        self.epitaph: Optional[ChanError] = None
+        # open channels by the header channel value of the frames that arrive on them
+        self.table: Dict[int, _ChanState] = {}
+        self.next_id = 1   # this side's next channel id (§18.1 rule 1)
+        self.peer_max = 0  # the highest id the peer opened
+        self.open_count = 0
+        self.queued = 0    # bytes queued on the connection (§18.6 rule 2)
+        self.main_q: Deque[Tuple[bool, Any, int]] = deque()
+        self.main_qbytes = 0
+        self.queued_states: Set[_ChanState] = set()
+
+
+class _ChanState:
+    """One channel endpoint's state, held by the connection's table while open
+    and by the endpoint object for as long as it lives."""
+
+    __slots__ = ("mine", "id", "in_wire", "out_wire", "sent", "closed", "end_recv", "note", "q", "qbytes")
+
+    def __init__(self, mine: bool) -> None:
+        self.mine = mine      # opened by this side
+        self.id = 0           # 0: not allocated yet (a handle not sent)
+        self.in_wire = 0      # the header channel of frames that arrive on it
+        self.out_wire = 0     # the header channel of frames sent on it
+        self.sent = False     # its handle went out (or came in)
+        self.closed = False   # this side closed it (END or close sent, reset, released)
+        self.end_recv = False  # the peer closed it
+        self.note: Optional[ChanError] = None  # reported once, before CHANNEL_CLOSED
+        self.q: Deque[Tuple[bool, Any, int]] = deque()
+        self.qbytes = 0
+
+
+class ChannelEndpoint:
+    """One endpoint of a logical channel (SPEC.md §18): frames multiplexed over a
+    connection, no descriptor of its own.
+
+    Made by :meth:`Connection.open_channel` (then put in a message sent on that
+    connection, once, to open it) or received in a message.  ``send``/``recv``
+    work as on a connection; ``send(obj, last=True)`` closes this side with its
+    last frame (END); ``close()`` sends a close when the channel saw no END either
+    way, and so does dropping the endpoint.  A channel endpoint cannot be sent on
+    another connection, a second time, or as a conn/fd
+    (CHANNEL_NOT_TRANSFERABLE).
+    """
+
+    __slots__ = ("_conn", "_st", "__weakref__")
+    _chan_kind = _codec.KIND_CHANNEL
+    _conn: Connection
+    _st: _ChanState
+
+    def __init__(self, *_a: Any, **_k: Any) -> None:
+        raise TypeError("use Connection.open_channel(), or receive a channel in a message")
+
+    @classmethod
+    def _make(cls, conn: Connection, st: _ChanState) -> "ChannelEndpoint":
+        self = object.__new__(cls)
+        self._conn = conn
+        self._st = st
+        return self
+
+    @property
+    def id(self) -> Optional[int]:
+        """The channel's id (SPEC.md §18.1); None until its handle is sent."""
+        return self._st.id or None
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    @property
+    def opened_here(self) -> bool:
+        """True for a channel this side opened, False for one received."""
+        return self._st.mine
+
+    @property
+    def closed(self) -> bool:
+        """True once this side closed it or the peer did (END received)."""
+        return self._st.closed or self._st.end_recv
+
+    def send(self, obj: Any, timeout: Optional[float] = None, *, last: bool = False) -> None:
+        """Send obj as one frame on the channel; ``last=True`` sets END: this side's
+        last frame (SPEC.md §18.5 rule 1).  CHANNEL_CLOSED once either side closed it."""
+        self._conn._send_x_chan(obj, timeout, self._st, END if last else 0)
+
+    def recv(self, timeout: Optional[float] = None) -> Any:
+        """The next value sent on the channel (timeouts as Connection.recv); after
+        the peer's END: its close code once (if any), then CHANNEL_CLOSED."""
+        return self._conn._recv_chan(self._st, timeout)
+
+    def close(self, code: Any = None) -> None:
+        """Close this side (SPEC.md §18.5): sends ``close`` (with ``code``, a
+        registry code or ChanError, if given) unless END was already sent or
+        received.  Idempotent."""
+        if isinstance(code, ChanError) or (isinstance(code, type) and issubclass(code, ChanError)):
+            code = code.code
+        if code is not None and (type(code) is not int or not 1 <= code <= 255):
+            raise error("INVALID_ARGUMENT", f"a close code is a registry code 1..255, not {code!r}")
+        self._conn._close_channel(self._st, code, True)
+
+    def _release(self) -> None:
+        self._conn._close_channel(self._st, None, False)
+
+    def fileno(self) -> int:
+        raise error("CHANNEL_NOT_TRANSFERABLE", "a channel endpoint has no descriptor (SPEC.md §18.7)")
+
+    def __enter__(self) -> "ChannelEndpoint":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._release()
+        except Exception:
+            pass
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a channel endpoint cannot be pickled")
+
+    def __repr__(self) -> str:
+        st = self._st
+        state = "closed" if self.closed else ("open" if st.sent else "not sent")
+        return f"<chan.ChannelEndpoint id={st.id or '-'} {'opened here' if st.mine else 'received'} {state}>"
+
+
+def Pipe(duplex: bool = True, revision: Optional[str] = None) -> Tuple[Connection, Connection]:
     """Two connected endpoints (socketpair), like ``multiprocessing.Pipe``.
 
     chan connections are always duplex; ``duplex=False`` is accepted for
-    familiarity and changes nothing."""
+    familiarity and changes nothing.  ``revision``: see :func:`set_default_revision`
+    (both ends)."""
+    rev11 = _revision11(revision)
     try:
         # _socket objects: the same calls as socket.socket without its Python-level
         # wrapper; created close-on-exec (SOCK_CLOEXEC) like every socket of Python's.
         a, b = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except OSError as exc:
         raise system_error(exc, "socketpair") from None
-    ca = Connection._from_socket(a)
-    cb = Connection._from_socket(b)
+    ca = Connection._from_socket(a, rev11)
+    cb = Connection._from_socket(b, rev11)
     # Each end knows its peer without asking sock_diag (SPEC.md §10.6).
     ca._pipe_peer = weakref.ref(cb)
     cb._pipe_peer = weakref.ref(ca)
@@ -628,8 +1619,9 @@ class Listener:
             raise error("INVALID_ARGUMENT", "listener is closed")
         return self._sock.fileno()
 
-    def accept(self, timeout: Optional[float] = None) -> Connection:
+    def accept(self, timeout: Optional[float] = None, revision: Optional[str] = None) -> Connection:
         """The next incoming connection; TIMEOUT / WOULD_BLOCK as for recv."""
+        rev11 = _revision11(revision)
         deadline = _deadline(timeout)
         fd = self.fileno()
         assert self._sock is not None
@@ -639,7 +1631,7 @@ class Listener:
             s, _ = self._sock.accept()  # accept4(SOCK_CLOEXEC)
         except OSError as exc:
             raise system_error(exc, "accept") from None
-        return Connection._from_socket(s)
+        return Connection._from_socket(s, rev11)
 
     def close(self) -> None:
         s, self._sock = self._sock, None
@@ -676,8 +1668,9 @@ class Listener:
         return f"<chan.Listener {self.address!r}{' closed' if self._sock is None else ''}>"
 
 
-def Client(path: str) -> Connection:
+def Client(path: str, revision: Optional[str] = None) -> Connection:
     """Connect to a listener at path ("@name" for an abstract name)."""
+    rev11 = _revision11(revision)
     addr = _sockaddr(path)
     try:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -688,4 +1681,4 @@ def Client(path: str) -> Connection:
     except OSError as exc:
         s.close()
         raise system_error(exc, f"connect to {path!r}") from None
-    return Connection._from_socket(s)
+    return Connection._from_socket(s, rev11)

@@ -51,7 +51,36 @@ REGISTRY: Tuple[Tuple[int, str, str, str], ...] = (
     (33, "INVALID_TEXT", "12.4", "local"),
     (34, "NOT_FOUND", "11.3", "local"),
     (35, "WRONG_TYPE", "11.3", "local"),
+    (36, "UNSUPPORTED_FEATURE", "16.2", "frame"),
+    (37, "CHANNEL_CLOSED", "18.5", "local"),
+    (38, "UNKNOWN_CHANNEL", "18.4", "frame"),
+    (39, "CHANNEL_LIMIT_EXCEEDED", "18.6", "frame"),
+    (40, "CHANNEL_NOT_TRANSFERABLE", "18.7", "local"),
 )
+
+#: The registry's ``receive`` and ``send`` columns (SPEC.md §9.1, §9.4): what an
+#: error means when a receive (or decode) reports it, and when an encode or send
+#: does.  ``-``: never raised there.  Exposed as ``cls.on_receive`` / ``cls.on_send``.
+PATHS: Dict[str, Tuple[str, str]] = {
+    "BAD_MAGIC": ("fatal", "-"), "UNSUPPORTED_VERSION": ("fatal", "-"),
+    "PAYLOAD_TOO_LARGE": ("fatal", "local"), "TRUNCATED": ("fatal", "-"),
+    "RESERVED_FIELD_NONZERO": ("frame", "-"), "HANDLE_LIMIT_EXCEEDED": ("frame", "local"),
+    "TOO_FEW_HANDLES": ("frame", "-"), "TOO_MANY_HANDLES": ("frame", "-"), "MALFORMED": ("frame", "-"),
+    "UNKNOWN_FIELD": ("frame", "-"), "NONCANONICAL": ("frame", "-"), "EMPTY_VALUE": ("frame", "local"),
+    "DEPTH_EXCEEDED": ("frame", "local"), "INVALID_UTF8": ("frame", "local"),
+    "DUPLICATE_KEY": ("frame", "local"), "UNKNOWN_HANDLE_KIND": ("frame", "local"),
+    "WRONG_HANDLE_KIND": ("frame", "local"), "HANDLE_INDEX_OUT_OF_RANGE": ("frame", "-"),
+    "HANDLE_INDEX_OUT_OF_ORDER": ("frame", "-"), "UNREFERENCED_HANDLE": ("frame", "-"),
+    "HANDLES_TRUNCATED": ("fatal", "-"), "MISATTACHED_HANDLES": ("fatal", "-"),
+    "SELF_SEND": ("frame", "local"), "CONNECTION_CLOSED": ("fatal", "sticky"),
+    "TIMEOUT": ("local", "local"), "WOULD_BLOCK": ("local", "local"), "NO_MEMORY": ("local", "local"),
+    "SYSTEM": ("local", "local/sticky"), "INVALID_ARGUMENT": ("local", "local"),
+    "BUFFER_TOO_SMALL": ("-", "local"), "INVALID_KEY": ("frame", "local"), "INVALID_JSON": ("-", "-"),
+    "INVALID_TEXT": ("-", "-"), "NOT_FOUND": ("-", "-"), "WRONG_TYPE": ("-", "-"),
+    "UNSUPPORTED_FEATURE": ("frame/fatal", "local"), "CHANNEL_CLOSED": ("local", "local"),
+    "UNKNOWN_CHANNEL": ("frame", "-"), "CHANNEL_LIMIT_EXCEEDED": ("frame/fatal", "local"),
+    "CHANNEL_NOT_TRANSFERABLE": ("-", "local"),
+}
 
 
 class ChanError(Exception):
@@ -69,6 +98,12 @@ class ChanError(Exception):
     code: int = 0
     scope: str = "local"
     section: str = ""
+    on_receive: str = "-"
+    on_send: str = "-"
+    #: True when the error is the code of an epitaph the peer sent (SPEC.md §17.3 rule 3).
+    from_peer: bool = False
+    #: The epitaph's message, when the peer sent one (``from_peer`` errors only).
+    peer_message: Optional[str] = None
 
     def __init__(self, message: Optional[str] = None, *, scope: Optional[str] = None) -> None:
         super().__init__(message or self.name)
@@ -132,6 +167,8 @@ for _code, _name, _section, _scope in REGISTRY:
             "code": _code,
             "scope": _scope,
             "section": _section,
+            "on_receive": PATHS[_name][0],
+            "on_send": PATHS[_name][1],
             "__doc__": f"{_name} (code {_code}, scope {_scope}, SPEC.md §{_section}).",
             "__module__": "chan",
         },
@@ -139,6 +176,30 @@ for _code, _name, _section, _scope in REGISTRY:
     BY_NAME[_name] = _cls
     BY_CODE[_code] = _cls
     globals()[_cls.__name__] = _cls
+
+
+class UnknownError(FatalError):
+    """An error code this binding cannot name (SPEC.md §14.2 item 1): the code of an
+    epitaph from a peer of a later revision.  ``code`` is that code; ``name`` is
+    ``"UNKNOWN"``.  Never success, never another error."""
+
+    name = "UNKNOWN"
+
+    def __init__(self, code: int, message: Optional[str] = None, *, scope: Optional[str] = None) -> None:
+        self.code = code
+        super().__init__(message or f"UNKNOWN: error code {code}", scope=scope)
+
+
+UnknownError.__module__ = "chan"
+
+
+def error_for_code(code: int, message: Optional[str] = None, *, scope: Optional[str] = None) -> ChanError:
+    """A new exception for a registry code; an :class:`UnknownError` for a code the
+    registry does not have."""
+    cls = BY_CODE.get(code)
+    if cls is None:
+        return UnknownError(code, message, scope=scope)
+    return cls(message, scope=scope)
 
 
 def error(name: str, message: Optional[str] = None, *, scope: Optional[str] = None) -> ChanError:
@@ -193,3 +254,8 @@ InvalidJson: Type[LocalError] = BY_NAME["INVALID_JSON"]  # type: ignore[assignme
 InvalidText: Type[LocalError] = BY_NAME["INVALID_TEXT"]  # type: ignore[assignment]
 NotFound: Type[LocalError] = BY_NAME["NOT_FOUND"]  # type: ignore[assignment]
 WrongType: Type[LocalError] = BY_NAME["WRONG_TYPE"]  # type: ignore[assignment]
+UnsupportedFeature: Type[FrameError] = BY_NAME["UNSUPPORTED_FEATURE"]  # type: ignore[assignment]
+ChannelClosed: Type[LocalError] = BY_NAME["CHANNEL_CLOSED"]  # type: ignore[assignment]
+UnknownChannel: Type[FrameError] = BY_NAME["UNKNOWN_CHANNEL"]  # type: ignore[assignment]
+ChannelLimitExceeded: Type[FrameError] = BY_NAME["CHANNEL_LIMIT_EXCEEDED"]  # type: ignore[assignment]
+ChannelNotTransferable: Type[LocalError] = BY_NAME["CHANNEL_NOT_TRANSFERABLE"]  # type: ignore[assignment]

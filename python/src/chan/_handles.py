@@ -18,7 +18,7 @@ import socket
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._codec import (DEFAULT_LIMITS, KIND_CONN, Fd, Handle, Header, Limits, _err, decode_payload)
+from ._codec import (DEFAULT_LIMITS, KIND_CONN, Channel, Fd, Handle, Header, Limits, _err, decode_payload)
 from ._errors import error
 
 _SOL_SOCKET = int(socket.SOL_SOCKET)
@@ -106,7 +106,9 @@ def attach(value: Any, slots: List[Tuple[Any, Any, Handle]], fds: List[int], *,
 def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Limits = DEFAULT_LIMITS,
                  detached: bool = False, header_checked: Optional[Header] = None,
                  self_ino: Optional[Tuple[int, int]] = None,
-                 conn_factory: ConnFactory) -> Tuple[Any, int]:
+                 conn_factory: ConnFactory, channels: bool = False, check_reserved: bool = True,
+                 post_walk: Optional[Callable[[Any], None]] = None,
+                 chan_slots: Optional[List[Tuple[Any, Any, Channel]]] = None) -> Tuple[Any, int]:
     """Decode the frame at the start of buf with its descriptors.  Returns (value,
     frame size).
 
@@ -118,13 +120,35 @@ def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Lim
     fd_list = list(fds) if fds else []  # ours from here on: closed on any error
     try:
         value, size, slots = decode_payload(buf, len(fd_list), limits=limits, detached=detached,
-                                            header_checked=header_checked)
+                                            header_checked=header_checked, channels=channels,
+                                            check_reserved=check_reserved, post_walk=post_walk,
+                                            chan_slots=chan_slots)
     except BaseException:
         close_all(fd_list)
         raise
     if detached or not slots:
         return value, size
     return attach(value, slots, fd_list, self_ino=self_ino, conn_factory=conn_factory), size
+
+
+def release_value(value: Any) -> None:
+    """Close every handle object a received value holds (Fd, Connection, channel
+    endpoint): what releasing a rejected, discarded or reset frame's value means
+    (SPEC.md §4.3 rule 3, §18.4 rule 2, §18.6 rule 3).  Iterative: a value is at
+    most max_depth deep, but this never recurses anyway."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is list:
+            stack.extend(v)
+        elif t is dict:
+            stack.extend(v.values())
+        elif hasattr(t, "_chan_kind") and t is not Handle and t is not Channel:
+            try:
+                v.close()
+            except Exception:
+                pass
 
 
 def fds_from_ancillary(ancdata: List[Tuple[int, int, bytes]]) -> List[int]:
