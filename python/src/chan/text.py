@@ -4,6 +4,8 @@
 indentation, like ``jq .``); ``loads(text)`` parses it back.  Handles render as
 ``{"$fd":INDEX}`` / ``{"$conn":INDEX}`` with their table index (the k-th handle
 met depth-first has index k) and parse back as :class:`chan.Handle` objects.
+Channel handles (revision 1.1, SPEC.md §18.2 rule 3) render as ``{"$channel":ID}``
+and parse back as :class:`chan.Channel` objects.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import math
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from ._codec import HARD_MAX_DEPTH, HARD_MAX_HANDLES, KIND_CONN, KIND_FD, Handle
+from ._codec import HARD_MAX_DEPTH, HARD_MAX_HANDLES, KIND_CHANNEL, KIND_CONN, KIND_FD, MAX_CHANNEL_ID, Channel, Handle
 from ._errors import error
 
 _MAX_SAFE = (1 << 53) - 1
 _INT_RE = re.compile(r"-?(0|[1-9][0-9]*)\Z")
-_MARKERS = ("$int", "$float", "$bytes", "$fd", "$conn")
+_MARKERS = ("$int", "$float", "$bytes", "$fd", "$conn", "$channel")
 
 
 def _float_text(x: float) -> str:
@@ -107,6 +109,11 @@ class _Render:
         kind = getattr(v, "_chan_kind", None)
         if kind is None and hasattr(v, "fileno"):
             kind = KIND_FD
+        if kind == KIND_CHANNEL:
+            cid = v.id
+            if type(cid) is not int:
+                raise error("INVALID_ARGUMENT", "a channel endpoint whose handle was not sent has no id")
+            return self.obj([('"$channel"', str(cid))], ind)
         if kind is not None:
             i = self.handles
             self.handles += 1
@@ -266,6 +273,11 @@ def _marker(key: str, arg: Any) -> Any:
             if raw is not None and base64.b64encode(raw).decode("ascii") == arg:
                 return raw
         raise error("INVALID_TEXT", f"bad $bytes {arg!r}")
+    if key == "$channel":
+        # SPEC.md §18.2 rule 3: a bare JSON int (as $fd: -0 is 0, floats are not ids)
+        if type(arg) is int and 1 <= arg <= MAX_CHANNEL_ID:
+            return Channel(arg)
+        raise error("INVALID_TEXT", f"bad $channel {arg!r}: an id is an int in 1..{MAX_CHANNEL_ID}")
     # $fd / $conn
     if type(arg) is int and arg >= 0:
         return Handle(KIND_FD if key == "$fd" else KIND_CONN, arg)
