@@ -2,9 +2,9 @@
 #
 #   make bench            build with -O2 (no sanitizers) and run every
 #                         comparison: codec vs protobuf-c/msgpack-c/pickle,
-#                         transport vs raw sendmsg/recvmsg and Python's
-#                         multiprocessing, scaling curves, callgrind
-#                         instruction counts.  Prints a table, rewrites
+#                         transport vs raw sendmsg/recvmsg, sd-bus peer to
+#                         peer and Python's multiprocessing, scaling curves,
+#                         callgrind instruction counts.  Prints a table, rewrites
 #                         BENCHMARKS.md and bench/scaling.png.  < 5 minutes.
 #   make bench-callgrind  only the callgrind instruction counts of the codec
 #   make bench-render     BENCHMARKS.md and the plot again from the last run
@@ -23,9 +23,14 @@ BENCH_DIR    := $(BUILD)/bench
 BENCH_OPT    := -O2 -g
 BENCH_PY     := /usr/bin/python3
 BENCH_CFLAGS  = $(CSTD) $(WARN) $(BENCH_OPT) $(SANFLAGS) -Ic/include -Ic/src -Ibench \
-	-I$(BENCH_DIR)/gen $(shell pkg-config --cflags libprotobuf-c msgpack 2>/dev/null)
+	-I$(BENCH_DIR)/gen $(shell pkg-config --cflags libprotobuf-c msgpack 2>/dev/null) \
+	$(BENCH_SDBUS_CFLAGS)
 BENCH_LIBS    = $(shell pkg-config --libs libprotobuf-c msgpack 2>/dev/null || \
 	echo -lprotobuf-c -lmsgpackc) -lpthread
+# sd-bus, the peer-to-peer D-Bus baseline of transport_bench (issue 15;
+# libsystemd-dev is in debian/control's Build-Depends)
+BENCH_SDBUS_CFLAGS = $(shell pkg-config --cflags libsystemd 2>/dev/null)
+BENCH_SDBUS_LIBS   = $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 
 # (bench.mk sorts before c/c.mk: do not rely on its variables)
 BENCH_LIB_SRCS := $(sort $(wildcard c/src/*.c))
@@ -61,7 +66,7 @@ $(BENCH_DIR)/codec_bench: $(BENCH_DIR)/obj/codec_bench.o $(BENCH_DIR)/obj/typed.
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BENCH_LIBS)
 
 $(BENCH_DIR)/transport_bench: $(BENCH_DIR)/obj/transport_bench.o $(BENCH_COMMON) $(BENCH_LIBCHAN)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BENCH_LIBS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BENCH_LIBS) $(BENCH_SDBUS_LIBS)
 
 # chancodec proxy's cost to a conversation (issue 16)
 $(BENCH_DIR)/proxy_rtt: $(BENCH_DIR)/obj/proxy_rtt.o $(BENCH_LIBCHAN)

@@ -24,6 +24,21 @@
  *             same size) and the same descriptors with blocking
  *             sendmsg/recvmsg (MSG_CMSG_CLOEXEC), no encoding, no checks;
  *             the receiver reads exactly one frame and closes the fds
+ *   sd-bus    the peer chan's reply_to idiom is compared with (issue 15):
+ *             systemd's sd-bus, peer to peer on a socketpair of its own
+ *             (no dbus-daemon: sd_bus_set_server on the child's end, a
+ *             plain client on the parent's, SASL EXTERNAL once per run,
+ *             unix fds negotiated).  Round trips only, no "data":
+ *             rtt-plain is a method call Ping(x seq) answered by a method
+ *             return (x seq, b true); rtt-fd1 the same with the
+ *             descriptors as an "ah" argument (sd_bus_message_append dups
+ *             each, as chan_handle_copy does); rtt-reply_to a Ping(x seq,
+ *             h reply_to) sent without expecting a reply, answered by
+ *             writing a reply of chan's reply frame's size (seq in its
+ *             first 8 bytes) on the received socket, as raw does.  The
+ *             server takes messages from sd_bus_process (no vtable) and
+ *             answers with sd_bus_reply_method_return; the client uses
+ *             sd_bus_call.
  *
  * Exchanges:
  *   rtt       request -> reply on the same connection (or through a fresh
@@ -46,16 +61,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <systemd/sd-bus.h>
 #include <unistd.h>
 
 #include "bench.h"
 #include "chan.h"
 
-enum impl { IMPL_CHAN, IMPL_CHAN_PRE, IMPL_RAW, IMPL_CHAN_WRITE };
-static const char *const IMPL_NAMES[] = {"chan", "chan-pre", "raw", "chan-write"};
+enum impl { IMPL_CHAN, IMPL_CHAN_PRE, IMPL_RAW, IMPL_CHAN_WRITE, IMPL_SDBUS };
+static const char *const IMPL_NAMES[] = {"chan", "chan-pre", "raw", "chan-write", "sd-bus"};
+#define MAX_IMPLS 5
 enum kind { K_RTT = 1, K_ONEWAY = 2, K_EXIT = 3 };
 
 #define MAX_FDS 253
@@ -73,6 +92,7 @@ struct spec {
 static chan_conn *cconn;  /* chan data connection */
 static int rawfd = -1;    /* raw data socket */
 static int ctlfd = -1;    /* control socket: specs and acks */
+static sd_bus *sdbus;     /* sd-bus peer-to-peer connection (server in the child) */
 static int pool[MAX_FDS]; /* descriptors to send (parent) */
 static uint8_t *data;     /* MAX_SIZE bytes of payload */
 static uint8_t *rawbuf;   /* raw receive/send buffer */
@@ -285,6 +305,239 @@ check_request(chan_msg *req, const struct spec *s)
 	return seq;
 }
 
+/* ---- sd-bus ----
+ * The peer chan's reply_to idiom is compared with (issue 15 target 2): a
+ * D-Bus method call on a peer-to-peer connection, no daemon. */
+
+#define SDBUS_PATH   "/chan/bench"
+#define SDBUS_IFACE  "chan.Bench"
+#define SDBUS_MEMBER "Ping"
+
+static void
+sdbus_fail(const char *file, int line, const char *what, int r)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(-r));
+	bench_fail(file, line, msg);
+}
+
+/* sd-bus calls return -errno on failure */
+#define SDBUS_CHECK(call)                                                      \
+	do {                                                                   \
+		int sdbus_r_ = (call);                                         \
+		if (sdbus_r_ < 0)                                              \
+			sdbus_fail(__FILE__, __LINE__, #call, sdbus_r_);       \
+	} while (0)
+
+/* A peer-to-peer connection on fd (taken over: the bus closes it). */
+static sd_bus *
+sdbus_open(int fd, int is_server)
+{
+	sd_bus *bus = NULL;
+
+	SDBUS_CHECK(sd_bus_new(&bus));
+	SDBUS_CHECK(sd_bus_set_fd(bus, fd, fd));
+	if (is_server) {
+		sd_id128_t id;
+
+		SDBUS_CHECK(sd_id128_randomize(&id));
+		SDBUS_CHECK(sd_bus_set_server(bus, 1, id));
+	}
+	SDBUS_CHECK(sd_bus_negotiate_fds(bus, 1));
+	SDBUS_CHECK(sd_bus_start(bus));
+	return bus;
+}
+
+/* Ping(x seq [, ah fds] [, h reply_to]); with a reply_to no reply on the
+ * bus is expected.  Every descriptor is dup'ed into the message (the
+ * sender keeps its own, as with chan_handle_copy). */
+static sd_bus_message *
+sdbus_request(sd_bus *bus, uint64_t seq, const struct spec *s, const int *fds, int reply_fd)
+{
+	sd_bus_message *m = NULL;
+
+	SDBUS_CHECK(sd_bus_message_new_method_call(bus, &m, NULL, SDBUS_PATH, SDBUS_IFACE,
+						   SDBUS_MEMBER));
+	SDBUS_CHECK(sd_bus_message_append(m, "x", (int64_t)seq));
+	if (s->nfds) {
+		SDBUS_CHECK(sd_bus_message_open_container(m, 'a', "h"));
+		for (uint32_t k = 0; k < s->nfds; k++)
+			SDBUS_CHECK(sd_bus_message_append_basic(m, 'h', &fds[k]));
+		SDBUS_CHECK(sd_bus_message_close_container(m));
+	}
+	if (reply_fd >= 0) {
+		SDBUS_CHECK(sd_bus_message_append(m, "h", reply_fd));
+		SDBUS_CHECK(sd_bus_message_set_expect_reply(m, 0));
+	}
+	return m;
+}
+
+/* The next message on the bus, waiting for it. */
+static sd_bus_message *
+sdbus_next(sd_bus *bus)
+{
+	for (;;) {
+		sd_bus_message *m = NULL;
+		int r = sd_bus_process(bus, &m);
+
+		SDBUS_CHECK(r);
+		if (m)
+			return m;
+		if (r == 0)
+			SDBUS_CHECK(sd_bus_wait(bus, UINT64_MAX));
+	}
+}
+
+/* The server's side of one request: checks it like check_request (seq,
+ * descriptor count), answers on the bus or through the reply_to socket,
+ * and frees it (which closes the descriptors it brought). */
+static void
+sdbus_serve_one(sd_bus *bus, const struct spec *s)
+{
+	sd_bus_message *req = sdbus_next(bus);
+	int64_t seq = -1;
+
+	BENCH_CHECK(sd_bus_message_is_method_call(req, SDBUS_IFACE, SDBUS_MEMBER) > 0);
+	SDBUS_CHECK(sd_bus_message_read(req, "x", &seq));
+	if (s->nfds) {
+		uint32_t n = 0;
+		int fd = -1, r;
+
+		SDBUS_CHECK(sd_bus_message_enter_container(req, 'a', "h"));
+		while ((r = sd_bus_message_read_basic(req, 'h', &fd)) > 0)
+			n++;
+		SDBUS_CHECK(r);
+		BENCH_CHECK(n == s->nfds && fd >= 0);
+		SDBUS_CHECK(sd_bus_message_exit_container(req));
+	}
+	if (s->reply_to) {
+		int out = -1;
+
+		SDBUS_CHECK(sd_bus_message_read(req, "h", &out));
+		BENCH_CHECK(out >= 0 && s->rep_len >= sizeof(seq));
+		memcpy(rawbuf + s->req_len, &seq, sizeof(seq));
+		raw_send(out, rawbuf + s->req_len, s->rep_len, NULL, 0);
+	} else {
+		SDBUS_CHECK(sd_bus_reply_method_return(req, "xb", seq, 1));
+	}
+	sd_bus_message_unref(req);
+}
+
+/* The client's side of one round trip. */
+static void
+sdbus_call_one(sd_bus *bus, uint64_t seq, const struct spec *s)
+{
+	sd_bus_message *req, *rep = NULL;
+	int sv[2] = {-1, -1};
+	int64_t got = -1;
+
+	if (s->reply_to)
+		BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	req = sdbus_request(bus, seq, s, pool, sv[1]);
+	if (s->reply_to) {
+		int fds[1];
+
+		SDBUS_CHECK(sd_bus_send(bus, req, NULL));
+		SDBUS_CHECK(sd_bus_flush(bus)); /* a no-op unless queued (first call: auth) */
+		sd_bus_message_unref(req);      /* closes its dup of sv[1] */
+		close(sv[1]);
+		BENCH_CHECK(raw_recv(sv[0], rawbuf, s->rep_len, fds) == 0);
+		memcpy(&got, rawbuf, sizeof(got));
+		close(sv[0]);
+	} else {
+		sd_bus_error err = SD_BUS_ERROR_NULL;
+		int ok = 0, r = sd_bus_call(bus, req, 0, &err, &rep);
+
+		if (r < 0)
+			fprintf(stderr, "sd_bus_call: %s\n", err.message ? err.message : "");
+		SDBUS_CHECK(r);
+		SDBUS_CHECK(sd_bus_message_read(rep, "xb", &got, &ok));
+		BENCH_CHECK(ok);
+		sd_bus_error_free(&err);
+		sd_bus_message_unref(rep);
+		sd_bus_message_unref(req);
+	}
+	BENCH_CHECK(got == (int64_t)seq);
+}
+
+/* The bytes sd-bus puts on the wire for a spec's request and reply: one
+ * exchange between two buses on a socketpair in this process, the socket's
+ * queue read with FIONREAD (the reply_to reply is the rep_len bytes the
+ * server writes).  Also checks that unix fds are negotiated. */
+static void
+sdbus_wire_sizes(const struct spec *s, uint64_t *req_len, uint64_t *rep_len)
+{
+	sd_bus *cli, *srv;
+	sd_bus_message *req;
+	int q[2], n = 0;
+
+	BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, q) == 0);
+	cli = sdbus_open(q[0], 0);
+	srv = sdbus_open(q[1], 1);
+	for (int k = 0; k < 100 && !(sd_bus_is_ready(cli) > 0 && sd_bus_is_ready(srv) > 0); k++) {
+		SDBUS_CHECK(sd_bus_process(cli, NULL));
+		SDBUS_CHECK(sd_bus_process(srv, NULL));
+	}
+	BENCH_CHECK(sd_bus_is_ready(cli) > 0 && sd_bus_is_ready(srv) > 0);
+	BENCH_CHECK(sd_bus_can_send(cli, SD_BUS_TYPE_UNIX_FD) > 0);
+	BENCH_CHECK(sd_bus_can_send(srv, SD_BUS_TYPE_UNIX_FD) > 0);
+	uint64_t cookie = 0;
+
+	req = sdbus_request(cli, 0, s, pool, s->reply_to ? pool[0] : -1);
+	/* a cookie: with NULL sd_bus_send marks the call "no reply expected" */
+	SDBUS_CHECK(sd_bus_send(cli, req, &cookie));
+	SDBUS_CHECK(sd_bus_flush(cli));
+	sd_bus_message_unref(req);
+	BENCH_CHECK(ioctl(q[1], FIONREAD, &n) == 0 && n > 0);
+	*req_len = (uint64_t)n;
+	if (s->reply_to) {
+		*rep_len = s->rep_len;
+	} else {
+		sd_bus_message *m = sdbus_next(srv);
+
+		SDBUS_CHECK(sd_bus_reply_method_return(m, "xb", (int64_t)0, 1));
+		SDBUS_CHECK(sd_bus_flush(srv));
+		sd_bus_message_unref(m);
+		BENCH_CHECK(ioctl(q[0], FIONREAD, &n) == 0 && n > 0);
+		*rep_len = (uint64_t)n;
+	}
+	sd_bus_flush_close_unref(cli); /* closes q[0] */
+	sd_bus_flush_close_unref(srv); /* closes q[1] */
+}
+
+/* Descriptors open in this process; every one it opened itself must be
+ * close-on-exec (those inherited at start, stdio and whatever the caller
+ * left open, are not ours to judge). */
+#define CENSUS_MAX 4096
+static uint8_t inherited[CENSUS_MAX];
+
+static int
+fd_census(int at_start)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	BENCH_CHECK(d);
+	while ((e = readdir(d))) {
+		int fd;
+
+		if (e->d_name[0] == '.')
+			continue;
+		fd = atoi(e->d_name);
+		if (fd == dirfd(d))
+			continue;
+		n++;
+		if (at_start && fd < CENSUS_MAX)
+			inherited[fd] = 1;
+		else if (fd >= CENSUS_MAX || !inherited[fd])
+			BENCH_CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	}
+	closedir(d);
+	return n;
+}
+
 /* ---- the server (child) ---- */
 
 static void
@@ -294,7 +547,9 @@ serve_rtt(const struct spec *s)
 	int fds[MAX_FDS + 1];
 
 	for (uint64_t i = 0; i < s->iters; i++) {
-		if (s->impl == IMPL_RAW) {
+		if (s->impl == IMPL_SDBUS) {
+			sdbus_serve_one(sdbus, s);
+		} else if (s->impl == IMPL_RAW) {
 			size_t n = raw_recv(rawfd, rawbuf, s->req_len, fds);
 			int out = rawfd;
 
@@ -362,6 +617,8 @@ server(int cpu)
 	struct spec s;
 	struct chan_limits lim = {.max_payload = 2 * MAX_SIZE, .max_handles = MAX_FDS};
 
+	int nfds_open = fd_census(0);
+
 	bench_pin(cpu);
 	BENCH_CHECK(chan_conn_set_limits(cconn, &lim) == 0);
 	for (;;) {
@@ -373,6 +630,8 @@ server(int cpu)
 			serve_rtt(&s);
 		else
 			serve_oneway(&s);
+		if (bench_opt.smoke) /* every descriptor received was closed */
+			BENCH_CHECK(fd_census(0) == nfds_open);
 	}
 }
 
@@ -392,7 +651,9 @@ client_rtt(struct run *r)
 	int fds[MAX_FDS + 1];
 
 	for (uint64_t i = 0; i < s->iters; i++) {
-		if (s->impl == IMPL_RAW) {
+		if (s->impl == IMPL_SDBUS) {
+			sdbus_call_one(sdbus, i, s);
+		} else if (s->impl == IMPL_RAW) {
 			int sv[2] = {-1, -1}, in = rawfd;
 			size_t n;
 
@@ -514,6 +775,11 @@ run_init(struct run *r, enum kind kind, enum impl impl, uint64_t size, uint32_t 
 	BENCH_CHECK(chan_encoded_size(rep, &len) == 0);
 	r->s.rep_len = len;
 	chan_msg_free(rep);
+	if (impl == IMPL_SDBUS) {
+		/* round trips only; the reply_to reply is chan's reply's size */
+		BENCH_CHECK(kind == K_RTT && size == 0);
+		sdbus_wire_sizes(&r->s, &r->s.req_len, &r->s.rep_len);
+	}
 	if (impl == IMPL_RAW) {
 		r->raw_req = malloc(r->s.req_len);
 		BENCH_CHECK(r->raw_req);
@@ -587,13 +853,14 @@ static void
 measure(const char *group, const char *cas, enum kind kind, const enum impl *impls,
 	size_t nimpl, uint64_t size, uint32_t nfds, int reply_to, int reps, double run_ms)
 {
-	struct run runs[4];
-	uint64_t iters[4];
-	double *ns[4];
+	struct run runs[MAX_IMPLS];
+	uint64_t iters[MAX_IMPLS];
+	double *ns[MAX_IMPLS];
 	double saved_ms = bench_opt.run_ms;
 
 	if (bench_opt.only && !strstr(cas, bench_opt.only))
 		return;
+	BENCH_CHECK(nimpl <= MAX_IMPLS);
 	bench_opt.run_ms = run_ms;
 	if (bench_opt.impl) { /* profiling one implementation */
 		for (size_t k = 0; k < nimpl; k++) {
@@ -635,16 +902,19 @@ measure(const char *group, const char *cas, enum kind kind, const enum impl *imp
 static void
 main_cases(void)
 {
-	static const enum impl cr[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_RAW};
 	static const enum impl cpr[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_CHAN_PRE, IMPL_RAW};
+	/* the round trips sd-bus is compared in (issue 15 target 2) */
+	static const enum impl crs[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_RAW, IMPL_SDBUS};
+	static const enum impl cprs[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_CHAN_PRE, IMPL_RAW,
+					 IMPL_SDBUS};
 	/* More, shorter runs than the codec: a cross-CPU wake-up on a shared
 	 * VM is bursty, and the median of many short runs holds better. */
 	int reps = bench_opt.smoke ? 1 : bench_opt.reps * 5 / 3;
 	double ms = bench_opt.run_ms * 0.6;
 
-	measure("transport", "rtt-plain", K_RTT, cpr, 4, 0, 0, 0, reps, ms);
-	measure("transport", "rtt-fd1", K_RTT, cpr, 4, 0, 1, 0, reps, ms);
-	measure("transport", "rtt-reply_to", K_RTT, cr, 3, 0, 0, 1, reps, ms);
+	measure("transport", "rtt-plain", K_RTT, cprs, 5, 0, 0, 0, reps, ms);
+	measure("transport", "rtt-fd1", K_RTT, cprs, 5, 0, 1, 0, reps, ms);
+	measure("transport", "rtt-reply_to", K_RTT, crs, 4, 0, 0, 1, reps, ms);
 	measure("transport", "oneway-fd1", K_ONEWAY, cpr, 4, 0, 1, 0, reps, ms);
 	measure("transport", "oneway-fd253", K_ONEWAY, cpr, 4, 0, 253, 0, reps, ms);
 	measure("transport", "stream-1MiB", K_ONEWAY, cpr, 4, 1u << 20, 0, 0, reps, ms);
@@ -685,13 +955,14 @@ static void
 run_mode(const char *label, int server_cpu, int do_main, int do_scale)
 {
 	chan_conn *a = NULL, *b = NULL;
-	int raw[2], ctl[2], status = 0;
+	int raw[2], ctl[2], bus[2], status = 0, nfds_open = fd_census(0);
 	struct spec quit = {.kind = K_EXIT};
 	pid_t pid;
 
 	BENCH_CHECK(chan_conn_pair(&a, &b) == 0);
 	BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, raw) == 0);
 	BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) == 0);
+	BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, bus) == 0);
 	fflush(stdout);
 	pid = fork();
 	BENCH_CHECK(pid >= 0);
@@ -699,19 +970,25 @@ run_mode(const char *label, int server_cpu, int do_main, int do_scale)
 		chan_conn_free(a);
 		close(raw[0]);
 		close(ctl[0]);
+		close(bus[0]);
 		cconn = b;
 		rawfd = raw[1];
 		ctlfd = ctl[1];
+		/* sd-bus objects must not cross a fork: each side makes its own */
+		sdbus = sdbus_open(bus[1], 1);
 		server(server_cpu);
+		sdbus = sd_bus_flush_close_unref(sdbus);
 		chan_conn_free(b);
 		_exit(0);
 	}
 	chan_conn_free(b);
 	close(raw[1]);
 	close(ctl[1]);
+	close(bus[1]);
 	cconn = a;
 	rawfd = raw[0];
 	ctlfd = ctl[0];
+	sdbus = sdbus_open(bus[0], 0);
 	pin_label = label;
 	bench_pin(0);
 	{
@@ -726,9 +1003,11 @@ run_mode(const char *label, int server_cpu, int do_main, int do_scale)
 	ctl_write(&quit, sizeof(quit));
 	BENCH_CHECK(waitpid(pid, &status, 0) == pid);
 	BENCH_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	sdbus = sd_bus_flush_close_unref(sdbus);
 	chan_conn_free(a);
 	close(raw[0]);
 	close(ctl[0]);
+	BENCH_CHECK(fd_census(0) == nfds_open); /* nothing leaked */
 	bench_pin(-1);
 }
 
@@ -801,6 +1080,7 @@ main(int argc, char **argv)
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 		BENCH_CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
 	}
+	fd_census(1);
 	nofile_limit = rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : rl.rlim_cur;
 	BENCH_CHECK(nofile_limit >= 2 * MAX_FDS + 64);
 	data = malloc(MAX_SIZE);
