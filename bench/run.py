@@ -16,7 +16,7 @@ the table, writes BENCHMARKS.md and the scaling plot.
 Sources of figures (all print bench/bench.h result lines):
   DIR/codec_bench               chan vs protobuf-c vs msgpack-c
   bench/py_codec.py             pickle
-  DIR/transport_bench           chan vs raw sendmsg/recvmsg, scaling
+  DIR/transport_bench           chan vs raw sendmsg/recvmsg and sd-bus, scaling
   bench/py_mp.py                multiprocessing Queue + Pipe reply_to
   valgrind --tool=callgrind DIR/codec_bench callgrind
   python/bench.py --json        the Python binding's own benchmark, if present
@@ -361,9 +361,15 @@ def transport_value(r, case):
                            fmt_rate(1e9 / r["min"], "/s"))
 
 
+# The round trips sd-bus (peer to peer, no daemon) is measured in (issue 15).
+SDBUS_CASES = ("rtt-plain", "rtt-fd1", "rtt-reply_to")
+SDBUS_TARGET = 0.85  # issue 15 target 2: reply_to round trip <= 0.85x sd-bus
+
+
 def transport_table(res, pins):
     headers = ["case", "pin", "chan", "chan-write", "chan-pre", "raw", "chan/raw",
-               "chan-write/raw", "chan-pre/raw", "python-mp", "python-mp/chan"]
+               "chan-write/raw", "chan-pre/raw", "sd-bus", "chan/sd-bus", "chan-write/sd-bus",
+               "sd-bus/raw", "python-mp", "python-mp/chan"]
     rows = []
     for case, _ in TRANSPORT_CASES:
         for pin in pins:
@@ -373,6 +379,7 @@ def transport_table(res, pins):
             cp = res.get("transport", case, "chan-pre", op, pin)
             raw = res.get("transport", case, "raw", op, pin)
             mp = res.get("transport", case, "python-mp", op, pin)
+            sd = res.get("transport", case, "sd-bus", op, pin)
             if not (c or cp):
                 continue
             rows.append([case, pin, transport_value(c, case), transport_value(cw, case),
@@ -380,6 +387,10 @@ def transport_table(res, pins):
                          fmt_ratio(rratio(c, raw)),
                          fmt_ratio(rratio(cw, raw)),
                          fmt_ratio(rratio(cp, raw)),
+                         transport_value(sd, case),
+                         fmt_ratio(rratio(c, sd)),
+                         fmt_ratio(rratio(cw, sd)),
+                         fmt_ratio(rratio(sd, raw)),
                          transport_value(mp, case),
                          fmt_ratio(rratio(mp, c))])
     return headers, rows
@@ -483,6 +494,12 @@ def targets(res, cg, pins, pybench):
             c = res.get("transport", "rtt-reply_to", impl, "rtt", pin)
             add("reply_to round trip vs raw (%s)" % impl, pin,
                 rratio(c, res.get("transport", "rtt-reply_to", "raw", "rtt", pin)), 1.3, 1.1)
+    # issue 15 target 2: chan's reply_to idiom against the D-Bus one
+    for impl in ("chan", "chan-write"):
+        for pin in pins:
+            add("reply_to round trip vs sd-bus peer-to-peer (%s)" % impl, pin,
+                rratio(res.get("transport", "rtt-reply_to", impl, "rtt", pin),
+                       res.get("transport", "rtt-reply_to", "sd-bus", "rtt", pin)), SDBUS_TARGET)
     for pin in pins:
         add("request + 1 fd round trip vs raw (chan-write)", "rtt-fd1 %s" % pin,
             rratio(res.get("transport", "rtt-fd1", "chan-write", "rtt", pin),
@@ -705,6 +722,8 @@ def render(a, saved):
             impls = ["chan", "chan-write", "raw"] + ([] if case == "rtt-reply_to" else ["chan-pre"])
             if case == "rtt-reply_to":
                 impls.append("python-mp")
+            if case in SDBUS_CASES:
+                impls.append("sd-bus")
             expect += [("transport", case, i, op, pin) for i in impls]
     missing = [k for k in expect if k not in res.by]
     if missing or not pins:
@@ -725,7 +744,7 @@ def render(a, saved):
     sections.append(("Encoded sizes", codec_sizes(res)))
     if cg:
         sections.append(("Codec instructions per message (callgrind Ir)", callgrind_table(cg)))
-    sections.append(("Transport between two processes (ratio = chan time / raw time)",
+    sections.append(("Transport between two processes (ratio = time / time: chan/raw, chan/sd-bus, ...)",
                      transport_table(res, pins)))
     for title, h, r in scale_table(res, pins):
         sections.append(("Scaling: " + title, (h, r)))
