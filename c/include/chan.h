@@ -721,8 +721,11 @@ CHAN_EXPORT int chan_conn_set_channel_limits(chan_conn *c, uint32_t max_channels
  *     Ask again after every call on c: the answer changes when a send
  *     commits a frame or a flush finishes one.
  *  2. Readable: call chan_conn_recv(c, 0, &msg) until it returns
- *     CHAN_E_WOULD_BLOCK.  Each call reads at most what one frame needs and
- *     never blocks; a partial frame (a peer that stalls mid-frame) stays
+ *     CHAN_E_WOULD_BLOCK.  Each call reads the rest of one frame and at
+ *     most 4 KiB of the frames after it (SPEC.md §10.3), which the next
+ *     calls return without reading: so always call until WOULD_BLOCK, and
+ *     never wait for readability while a call has not said WOULD_BLOCK.
+ *     A call never blocks; a partial frame (a peer that stalls mid-frame) stays
  *     buffered inside c, so a slow peer delays nobody else.  A frame-scope
  *     error rejects one frame (keep reading); a fatal one (and
  *     CHAN_E_CONNECTION_CLOSED) means: stop watching c and free it.

@@ -151,7 +151,7 @@ chan_map_move_conn(chan_value *map, const char *key, chan_conn **ret_conn)
 static bool
 conn_idle(chan_conn *c)
 {
-	return c->fd >= 0 && !atomic_load(&c->pending) && !c->rgot && !c->nfds;
+	return c->fd >= 0 && !atomic_load(&c->pending) && !c->rgot && !c->nfds && !c->npfds;
 }
 
 CHAN_EXPORT chan_value *
@@ -170,7 +170,8 @@ chan_handle_move_conn(chan_msg *msg, chan_conn **conn)
 	}
 	if (!c || !conn_idle(c)) {
 		chan__poison(msg, CHAN_E_INVALID_ARGUMENT, "chan_handle_move_conn: %s",
-			     c ? "the connection is mid-frame (a frame partly sent or received)"
+			     c ? "the connection is mid-frame (a frame partly sent or received, "
+				 "or bytes of later frames already read)"
 			       : "the connection is NULL");
 		return NULL;
 	}
@@ -224,7 +225,8 @@ chan_conn_free(chan_conn *c)
 		close(c->fd);
 	c->fd = -1;
 	chan__close_fds(c->fds, c->nfds);
-	c->nfds = 0;
+	chan__close_fds(c->pfds, c->npfds);
+	c->nfds = c->npfds = 0;
 	chan__free(&c->allocator, c->sbuf);
 	chan__free(&c->allocator, c->rbuf);
 	c->sbuf = c->rbuf = NULL;
@@ -273,7 +275,7 @@ chan_conn_set_allocator(chan_conn *c, const struct chan_allocator *a)
 		return CHAN_E_INVALID_ARGUMENT;
 	pthread_mutex_lock(&c->send_lock);
 	pthread_mutex_lock(&c->recv_lock);
-	if (atomic_load(&c->pending) || c->rgot || c->nfds) {
+	if (atomic_load(&c->pending) || c->rgot || c->nfds || c->npfds) {
 		r = CHAN_E_INVALID_ARGUMENT; /* buffers in use came from the old one */
 	} else {
 		/* The idle buffers go back to the allocator they came from. */

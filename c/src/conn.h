@@ -76,6 +76,13 @@ struct chan_conn {
 	int rframe_err;        /* its frame-scope error, reported after the payload */
 	int fds[CHAN_HARD_MAX_HANDLES]; /* descriptors of the frame being read */
 	size_t nfds;
+	/* rbuf may hold bytes of later frames (a read covers the rest of the
+	 * current frame and reads ahead, SPEC.md §10.3): rgot counts every
+	 * byte in rbuf.  Descriptors a read returned for a later frame wait
+	 * here until that frame, which starts at rbuf + pfds_at, is current. */
+	int pfds[CHAN_HARD_MAX_HANDLES];
+	size_t npfds;
+	size_t pfds_at;
 	int recv_err; /* sticky */
 
 	/* ---- revision 1.1 (channel.c): features, control frames, channels.

@@ -18,9 +18,11 @@
  * Receiving a frame: the header is read and checked once (chan__header_read),
  * the payload is read into the same buffer, the codec validates it
  * (chan__decode_payload), and handles.c gives the frame's descriptors to the
- * message in one pass (kinds and the self-send rule).  Descriptors are
- * accepted only with the read that returns a frame's first byte, and no read
- * crosses a frame boundary (SPEC.md §10.3).
+ * message in one pass (kinds and the self-send rule).  A read takes the rest
+ * of the current frame and reads ahead into the next ones (one recvmsg per
+ * small frame); the descriptors a read returns belong to the last frame
+ * whose first byte it returned, and a read that returns descriptors with no
+ * frame's first byte is fatal (SPEC.md §10.3).
  */
 #include <errno.h>
 #include <poll.h>
@@ -44,6 +46,14 @@
  * regrowths, whose copies move about 1 MiB. */
 #define GROW_MIN (64u * 1024u)
 #define GROW_FACTOR 16u
+/* How far a read of a small frame reads ahead into the frames after it. */
+#define READ_AHEAD 4096u
+
+static inline uint32_t
+le32u(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 /* ---- deadlines ---- */
 
@@ -644,34 +654,73 @@ static int
 recv_fatal(chan_conn *c, int err)
 {
 	chan__close_fds(c->fds, c->nfds);
-	c->nfds = 0;
+	chan__close_fds(c->pfds, c->npfds);
+	c->nfds = c->npfds = 0;
 	c->recv_err = err;
 	return err;
 }
 
-/* The frame is over (delivered or rejected): ready for the next one. */
+/* The frame is over (delivered or rejected): ready for the next one, whose
+ * first bytes may already be here. */
 static void
 frame_done(chan_conn *c)
 {
+	size_t extra = c->rgot > c->rsize ? c->rgot - c->rsize : 0;
+
 	chan__close_fds(c->fds, c->nfds); /* only those not handed over */
 	c->nfds = 0;
-	trim(c, &c->rbuf, &c->rcap, c->rsize, &c->rbuf_idle);
-	c->rgot = c->rsize = 0;
+	if (extra) {
+		memmove(c->rbuf, c->rbuf + c->rsize, extra);
+		if (c->npfds) {
+			c->pfds_at -= c->rsize;
+			if (!c->pfds_at) { /* the next frame's descriptors */
+				memcpy(c->fds, c->pfds, c->npfds * sizeof(int));
+				c->nfds = c->npfds;
+				c->npfds = 0;
+			}
+		}
+	} else {
+		trim(c, &c->rbuf, &c->rcap, c->rsize, &c->rbuf_idle);
+	}
+	c->rgot = extra;
+	c->rsize = 0;
 }
 
 /*
- * One recvmsg of at most want bytes into the frame buffer.  Returns the
- * byte count, or an error.  Descriptors are accepted only with the read that
- * returns the frame's first byte; anything else about them is fatal.
+ * Where the last frame that starts in rbuf[from, to) starts, or SIZE_MAX if
+ * none does.  Frames are found from the current one's length and each
+ * later header's: the current frame starts at 0.
+ */
+static size_t
+last_start(const chan_conn *c, size_t from, size_t to)
+{
+	size_t pos = 0, last = SIZE_MAX;
+
+	for (;;) {
+		if (pos >= to)
+			return last;
+		if (pos >= from)
+			last = pos;
+		if (to - pos < CHAN_HEADER_SIZE)
+			return last; /* no later start can be known yet */
+		pos += CHAN_HEADER_SIZE + (size_t)le32u(c->rbuf + pos + 12);
+	}
+}
+
+/*
+ * One recvmsg of at most want bytes into rbuf after the bytes it holds.
+ * Returns the byte count, or an error.  The descriptors a read returns
+ * belong to the last frame whose first byte that read returned (SPEC.md
+ * §10.3: a read stops after the segment that carries descriptors, and a
+ * sender starts every frame with descriptors in a sendmsg of its own); a
+ * read that returns descriptors and no frame's first byte is fatal.
  */
 static ssize_t
 recv_part(chan_conn *c, size_t want, const struct chan__deadline *d)
 {
-	int first = c->rgot == 0;
-
 	for (;;) {
 		int got[CHAN_HARD_MAX_HANDLES];
-		size_t ngot = 0;
+		size_t ngot = 0, at;
 		ssize_t n = chan_sock_recv(c->fd, c->rbuf + c->rgot, want, got,
 					   CHAN_HARD_MAX_HANDLES, CHAN__DONTWAIT(d), &ngot);
 		int r;
@@ -691,17 +740,23 @@ recv_part(chan_conn *c, size_t want, const struct chan__deadline *d)
 			n = 0;
 			ngot = 0;
 		}
-		if (ngot && !first) {
+		if (n == 0)
+			return recv_fatal(c, c->rgot ? CHAN_E_TRUNCATED : CHAN_E_CONNECTION_CLOSED);
+		if (!ngot)
+			return n;
+		at = last_start(c, c->rgot, c->rgot + (size_t)n);
+		if (at == SIZE_MAX || (at == 0 && c->nfds) || (at && c->npfds)) {
 			chan__close_fds(got, ngot);
 			return recv_fatal(c, CHAN_E_MISATTACHED_HANDLES);
 		}
-		if (ngot) {
+		if (at == 0) {
 			memcpy(c->fds, got, ngot * sizeof(int));
 			c->nfds = ngot;
+		} else {
+			memcpy(c->pfds, got, ngot * sizeof(int));
+			c->npfds = ngot;
+			c->pfds_at = at;
 		}
-		if (n == 0)
-			return recv_fatal(c, first ? CHAN_E_CONNECTION_CLOSED
-						   : CHAN_E_TRUNCATED);
 		return n;
 	}
 }
@@ -747,25 +802,32 @@ chan__read_frame(chan_conn *c, const struct chan__deadline *d, struct chan_heade
 		r = c->recv_err;
 		goto out;
 	}
-	if ((r = grow(c, &c->rbuf, &c->rcap, CHAN_HEADER_SIZE, c->rgot)) < 0)
+	if ((r = grow(c, &c->rbuf, &c->rcap, READ_AHEAD, c->rgot)) < 0)
 		goto out;
 	for (;;) {
 		size_t want;
 		ssize_t n;
 
-		if (c->rgot == CHAN_HEADER_SIZE && !c->rsize && (r = header_done(c)) < 0)
+		if (c->rgot >= CHAN_HEADER_SIZE && !c->rsize && (r = header_done(c)) < 0)
 			goto out; /* fatal */
-		want = (c->rsize ? c->rsize : CHAN_HEADER_SIZE) - c->rgot;
-		if (!want)
+		if (c->rsize && c->rgot >= c->rsize)
 			break;
+		want = (c->rsize ? c->rsize : CHAN_HEADER_SIZE) - c->rgot;
+		/* A small frame is read whole with the header, and what
+		 * follows it with it (one recvmsg per frame, not two); a
+		 * large one exactly, so that its buffer can go to the
+		 * message. */
+		if (!c->rsize || c->rh.payload_length <= KEEP_BUFFER)
+			want += READ_AHEAD;
 		/* The buffer grows as bytes arrive, never from the declared
 		 * length alone: a peer that announces 16 MiB and sends
 		 * nothing costs 64 KiB here, not 16 MiB. */
 		if (c->rgot == c->rcap) {
-			size_t step = c->rcap < GROW_MIN ? GROW_MIN : c->rcap * (GROW_FACTOR - 1);
+			size_t to = c->rcap < GROW_MIN ? GROW_MIN : c->rcap * GROW_FACTOR;
 
-			if ((r = grow(c, &c->rbuf, &c->rcap,
-				      c->rgot + (want < step ? want : step), c->rgot)) < 0)
+			if (to > c->rgot + want)
+				to = c->rgot + want;
+			if ((r = grow(c, &c->rbuf, &c->rcap, to, c->rgot)) < 0)
 				goto out; /* local; the next call tries again */
 		}
 		if (want > c->rcap - c->rgot)
@@ -787,7 +849,7 @@ chan__read_frame(chan_conn *c, const struct chan__deadline *d, struct chan_heade
 	/* A large frame's bytes values are not copied: the message borrows
 	 * them and takes the receive buffer (one copy fewer per large frame;
 	 * the next one is read into a new buffer). */
-	large = c->rh.payload_length > KEEP_BUFFER;
+	large = c->rh.payload_length > KEEP_BUFFER && c->rgot == c->rsize;
 	r = chan__decode_payload(c->rbuf + CHAN_HEADER_SIZE, &c->rh, c->nfds,
 				 (large ? CHAN_DECODE_BORROW : 0) |
 					 (accept & CHAN__ACCEPT_CHANNELS ? CHAN_DECODE_REVISION_1_1
