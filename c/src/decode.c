@@ -244,23 +244,39 @@ dec_node(struct dec *d, unsigned type)
 	return v;
 }
 
-/* A Value that is a one-byte int or bool (the commonest list item and map
- * value), built without the general walk.  NULL: take the general path. */
+/* A Value that is an int or a bool (the commonest list items and map
+ * values) in canonical form, built without the general walk.  NULL: take
+ * the general path, which also names any error. */
 static inline chan_value *
 dec_small_scalar(struct dec *d, const uint8_t *p, uint64_t len)
 {
 	chan_value *v;
+	uint64_t x;
 
-	if (len != 2 || p[1] >= 0x80 ||
-	    (p[0] != (CHAN_INT << 3 | WT_VARINT) &&
-	     (p[0] != (CHAN_BOOL << 3 | WT_VARINT) || p[1] > 1)))
+	if (len < 2 || len > 11)
 		return NULL;
-	if (!(v = dec_node(d, p[0] >> 3)))
+	if (p[0] == (CHAN_INT << 3 | WT_VARINT)) {
+		/* p[1..len): a minimal varint that fills the Value exactly */
+		uint8_t lastb = p[len - 1];
+
+		if ((lastb & 0x80) || (len > 2 && lastb == 0) || (len == 11 && lastb > 1))
+			return NULL;
+		x = lastb;
+		for (uint64_t i = len - 2; i >= 1; i--) {
+			if (!(p[i] & 0x80))
+				return NULL;
+			x = x << 7 | (p[i] & 0x7f);
+		}
+		if (!(v = dec_node(d, CHAN_INT)))
+			return NULL;
+		v->u.i = zigzag_decode(x);
+		return v;
+	}
+	if (len != 2 || p[0] != (CHAN_BOOL << 3 | WT_VARINT) || p[1] > 1)
 		return NULL;
-	if (v->type == CHAN_INT)
-		v->u.i = zigzag_decode(p[1]);
-	else
-		v->u.b = p[1];
+	if (!(v = dec_node(d, CHAN_BOOL)))
+		return NULL;
+	v->u.b = p[1];
 	return v;
 }
 
