@@ -2,7 +2,7 @@
 # form (issue 7, fuzz/README.md).
 #
 #   make fuzz FUZZ_SECONDS=N   run every target N seconds (default 60) on its
-#                              corpus in build/fuzz/corpus/<target>, seeded
+#                              corpus in $(BUILD)/fuzz/corpus/<target>, seeded
 #                              from fuzz/corpus, the conformance vectors,
 #                              generated frames and fuzz/regressions
 #   make fuzz-smoke            every regression input once, then a few
@@ -11,12 +11,12 @@
 #   make fuzz-build            only build the targets
 #
 # The targets are always built with clang -fsanitize=fuzzer,address,undefined
-# into build/fuzz, whatever SANITIZE says; the library is compiled from
+# into $(BUILD)/fuzz (build/fuzz by default), whatever SANITIZE says; the library is compiled from
 # c/src for them with coverage instrumentation.
 
 
 FUZZ_CC      ?= clang
-FUZZ_DIR     := build/fuzz
+FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 3
 FUZZ_TARGETS := decode_fuzz stream_fuzz textform_fuzz
@@ -39,13 +39,17 @@ $(FUZZ_DIR)/obj/lib/%.o: c/src/%.c c/include/chan.h $(wildcard c/src/*.h) $(DEPS
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
-$(FUZZ_DIR)/obj/%.o: fuzz/%.c c/include/chan.h hardening/util.h fuzz/ref.h $(FUZZ_PB_C) $(DEPS_STAMP)
+$(FUZZ_DIR)/obj/%.o: fuzz/%.c c/include/chan.h hardening/util.h fuzz/ref.h fuzz/fzutil.h $(FUZZ_PB_C) $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_JANSSON_CFLAGS) -c $< -o $@
 
+# -Wno-switch: hardening/util.c's hu_value_equal has no case for CHAN_CHANNEL
+# (added to enum chan_type by libchan 0.3); the fuzz targets compare channel
+# values themselves (decode_fuzz.c fz_value_equal).  Remove once util.c
+# handles it.
 $(FUZZ_DIR)/obj/util.o: hardening/util.c hardening/util.h c/include/chan.h $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wno-switch -c $< -o $@
 
 $(FUZZ_DIR)/obj/textform.o: tools/textform.c tools/textform.h c/include/chan.h $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -94,7 +98,7 @@ $(FUZZ_DIR)/seeds.stamp: fuzz/vec2corpus.py $(FUZZ_VECS) $(FUZZ_JSONS) $(FUZZ_DI
 .PHONY: fuzz fuzz-build fuzz-smoke
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%) $(FUZZ_DIR)/seeds.stamp
 
-# Each run appends its final statistics to build/fuzz/stats.log.
+# Each run appends its final statistics to $(FUZZ_DIR)/stats.log.
 fuzz: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts fuzz/regressions/$$t; \

@@ -4,6 +4,18 @@
  * Written as a literal reading of the specification: one function per step
  * of §7.3, recursion for sub-messages (bounded: every nested Value passes
  * the depth check of step 7 first, and max_depth <= 32).
+ *
+ * Revision 1.1 (in->rev11): Value field 10 `channel_value`, a Channel{uint64
+ * id = 1} (§4.4, §18.2 rule 2; §7.3 steps 3, 7, 8), and the header checks of
+ * §9.3's revision note for a receiver that has the peer's HELLO and
+ * implements `channels`: item 6 becomes the flag checks of §17.1 rule 1 then
+ * the channel checks of §18.4.  A buffer decoder knows no connection state,
+ * so of §18.1/§18.4 only `channel` 0x80000000 (§18.1 rule 2: bit 31 with id
+ * 0) is decidable; of §17.1 rule 1, the critical bits and END on channel 0
+ * (`channels` is implemented).  "CONTROL with END on a control message other
+ * than close" needs the payload's operation, which a buffer decoder does not
+ * interpret (control frames are consumed by a connection, §17.2 rule 1):
+ * not checked here.
  */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -11,7 +23,7 @@
 
 #include "ref.h"
 
-enum msgtype { M_VALUE, M_NULL, M_LIST, M_MAP, M_ENTRY, M_HANDLE };
+enum msgtype { M_VALUE, M_NULL, M_LIST, M_MAP, M_ENTRY, M_HANDLE, M_CHANNEL };
 
 /* The schema of SPEC.md §4.4: field number -> wire type (-1: undefined),
  * whether it repeats, and the sub-message type of LEN fields. */
@@ -19,11 +31,11 @@ struct fdef {
 	int wt;
 	bool repeated;
 	int sub; /* enum msgtype for sub-messages, -1 for scalars/bytes */
-	int kind; /* for Value: 1 NULL .. 9 HANDLE */
+	int kind; /* for Value: 1 NULL .. 9 HANDLE, 10 CHANNEL */
 };
 
 static const struct fdef *
-field_def(enum msgtype m, uint64_t number)
+field_def(enum msgtype m, uint64_t number, int rev11)
 {
 	static const struct fdef value_fields[10] = {
 		{-1, 0, -1, 0},	     {2, 0, M_NULL, 1}, {0, 0, -1, 2},
@@ -37,9 +49,16 @@ field_def(enum msgtype m, uint64_t number)
 	static const struct fdef entry_value = {2, 0, M_VALUE, 0};
 	static const struct fdef handle_index = {0, 0, -1, 0};
 	static const struct fdef handle_kind = {0, 0, -1, 0};
+	/* §4.4: Value.channel_value = 10 (Channel), Channel.id = 1 (uint64) */
+	static const struct fdef channel_value = {2, 0, M_CHANNEL, 10};
+	static const struct fdef channel_id = {0, 0, -1, 0};
 
 	switch (m) {
 	case M_VALUE:
+		/* §18.2 rule 2: field 10 is known only where `channels` is
+		 * accepted */
+		if (number == 10 && rev11)
+			return &channel_value;
 		return number >= 1 && number <= 9 ? &value_fields[number] : NULL;
 	case M_NULL:
 		return NULL;
@@ -51,6 +70,8 @@ field_def(enum msgtype m, uint64_t number)
 		return number == 1 ? &entry_key : number == 2 ? &entry_value : NULL;
 	case M_HANDLE:
 		return number == 1 ? &handle_index : number == 2 ? &handle_kind : NULL;
+	case M_CHANNEL:
+		return number == 1 ? &channel_id : NULL;
 	}
 	return NULL;
 }
@@ -71,6 +92,9 @@ struct ref {
 	size_t nmaps, capmaps;
 	uint8_t *kinds;
 	size_t nkinds, capkinds;
+	/* channel handles' ids, walk order (revision 1.1) */
+	struct ref_result *out;
+	size_t nchannels;
 	int oom;
 };
 
@@ -195,7 +219,7 @@ walk(struct ref *r, enum msgtype m, const uint8_t *p, const uint8_t *end, uint32
 {
 	uint64_t prev = 0;
 	int members = 0, has_value = 0;
-	uint64_t index = 0, kind = 0;
+	uint64_t index = 0, kind = 0, chan_id = 0;
 	int e;
 
 	if (m == M_MAP)
@@ -219,7 +243,7 @@ walk(struct ref *r, enum msgtype m, const uint8_t *p, const uint8_t *end, uint32
 		if (number == 0 || wt == 3 || wt == 4 || wt == 6 || wt == 7)
 			return CHAN_E_MALFORMED;
 		/* 3. */
-		d = field_def(m, number);
+		d = field_def(m, number, r->in->rev11);
 		if (!d)
 			return CHAN_E_UNKNOWN_FIELD;
 		/* 4. */
@@ -280,6 +304,7 @@ walk(struct ref *r, enum msgtype m, const uint8_t *p, const uint8_t *end, uint32
 			case 7:
 			case 8:
 			case 9:
+			case 10:
 				if ((e = walk(r, d->sub, data, data + v, depth)) < 0)
 					return e;
 				break;
@@ -312,6 +337,11 @@ walk(struct ref *r, enum msgtype m, const uint8_t *p, const uint8_t *end, uint32
 				index = v;
 			else
 				kind = v;
+		} else if (m == M_CHANNEL) {
+			/* §7.3 step 7, §18.2 rule 2 */
+			if (v == 0)
+				return CHAN_E_NONCANONICAL;
+			chan_id = v;
 		}
 	}
 	/* 8. */
@@ -329,6 +359,14 @@ walk(struct ref *r, enum msgtype m, const uint8_t *p, const uint8_t *end, uint32
 		r->prev_index = (int64_t)index;
 		r->handles_met++;
 		note_kind(r, kind);
+	}
+	if (m == M_CHANNEL) {
+		/* §7.3 step 8: absent (0) or above 2^31-1 */
+		if (chan_id == 0 || chan_id > UINT32_C(0x7fffffff))
+			return CHAN_E_UNKNOWN_CHANNEL;
+		if (r->out && r->nchannels < REF_MAX_CHANNELS)
+			r->out->ids[r->nchannels] = (uint32_t)chan_id;
+		r->nchannels++;
 	}
 	return 0;
 }
@@ -402,6 +440,33 @@ map_has_dup(const uint8_t *p, size_t n, int *oom)
 int
 ref_decode(const struct ref_input *in, size_t *ret_frame_len)
 {
+	return ref_decode_ex(in, ret_frame_len, NULL);
+}
+
+/* §9.3 item 6 (1.0), or what replaces it in revision 1.1 (§9.3's note,
+ * §17.1 rule 1, §18.1 rule 2, §18.4). */
+static int
+reserved_fields(const struct ref_input *in, uint8_t flags, uint32_t channel)
+{
+	if (!in->rev11)
+		return flags != 0 || channel != 0 ? CHAN_E_RESERVED_FIELD_NONZERO : 0;
+	/* §17.1 rule 1, in its order: a critical reserved bit (0x04, 0x08);
+	 * END (0x02) on channel 0; (END without `channels`: implemented);
+	 * (CONTROL with END on an op other than close: see the top).
+	 * Optional bits 0x10-0x80 are ignored. */
+	if (flags & 0x0c)
+		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if ((flags & 0x02) && channel == 0)
+		return CHAN_E_RESERVED_FIELD_NONZERO;
+	/* §18.1 rule 2 */
+	if (channel == UINT32_C(0x80000000))
+		return CHAN_E_UNKNOWN_CHANNEL;
+	return 0;
+}
+
+int
+ref_decode_ex(const struct ref_input *in, size_t *ret_frame_len, struct ref_result *out)
+{
 	const uint8_t *b = in->buf;
 	uint32_t plen, channel;
 	uint16_t count;
@@ -426,8 +491,8 @@ ref_decode(const struct ref_input *in, size_t *ret_frame_len)
 		return CHAN_E_PAYLOAD_TOO_LARGE;
 	if (in->len - 16 < plen)
 		return CHAN_E_TRUNCATED;
-	if (b[5] != 0 || channel != 0)
-		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if ((e = reserved_fields(in, b[5], channel)) < 0)
+		return e;
 	if (count > in->limits.max_handles)
 		return CHAN_E_HANDLE_LIMIT_EXCEEDED;
 	if (!in->detached && in->nfds < count)
@@ -440,6 +505,7 @@ ref_decode(const struct ref_input *in, size_t *ret_frame_len)
 	r.in = in;
 	r.handle_count = count;
 	r.prev_index = -1;
+	r.out = out;
 	e = walk(&r, M_VALUE, b + 16, b + 16 + plen, 1);
 	/* 10-12 */
 	if (!e && r.handles_met < count)
@@ -453,6 +519,12 @@ ref_decode(const struct ref_input *in, size_t *ret_frame_len)
 				e = CHAN_E_WRONG_HANDLE_KIND;
 	if (r.oom)
 		abort(); /* the oracle itself must not guess */
+	if (!e && out) {
+		out->nchannels = r.nchannels;
+		out->nhandles = r.nkinds;
+		for (size_t i = 0; i < r.nkinds && i < CHAN_HARD_MAX_HANDLES; i++)
+			out->kinds[i] = r.kinds[i];
+	}
 	free(r.maps);
 	free(r.kinds);
 	return e;
