@@ -436,7 +436,7 @@ sdbus_call_one(sd_bus *bus, uint64_t seq, const struct spec *s)
 		BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	req = sdbus_request(bus, seq, s, pool, sv[1]);
 	if (s->reply_to) {
-		int fds[1];
+		int fds[MAX_FDS];
 
 		SDBUS_CHECK(sd_bus_send(bus, req, NULL));
 		SDBUS_CHECK(sd_bus_flush(bus)); /* a no-op unless queued (first call: auth) */
