@@ -440,6 +440,71 @@ static void load_vectors(const char *dir)
 /* ------------------------------------------------------------------------ */
 /* kernel objects                                                           */
 
+/* Every object the runner creates for the current case run is tracked by
+ * identity (st_dev, st_ino).  The holdings checks look only at the testee's
+ * descriptors of these identities: a runtime that opens files of its own
+ * (Node reads /proc/sys/vm/overcommit_memory at random moments) is never taken
+ * for a leaking testee.  Where the object has another end, the runner keeps a
+ * copy of that end (`watch`): once the testee has released the object and the
+ * runner holds no copy of the sent end either, the watch sees the hang-up
+ * (POLLHUP on a pipe's read end or a socket, POLLERR on a pipe's write end),
+ * which also proves that no copy is left where /proc/PID/fd cannot see it (in
+ * a socket's queue, in a child process). */
+struct tracked {
+	dev_t dev;
+	ino_t ino;
+	int watch;   /* runner's copy of the other end, or -1 */
+	int sent;    /* passed to the testee (fd 3 or a connection) */
+	char what[24];
+};
+static struct tracked *trk;
+static int ntrk, captrk;
+
+static struct tracked *track_find(dev_t dev, ino_t ino)
+{
+	for (int i = ntrk - 1; i >= 0; i--)
+		if (trk[i].dev == dev && trk[i].ino == ino)
+			return &trk[i];
+	return NULL;
+}
+
+static struct tracked *track_add(dev_t dev, ino_t ino, int other, const char *what)
+{
+	struct tracked *t = track_find(dev, ino);
+	if (t)
+		return t;
+	if (ntrk == captrk) {
+		captrk = captrk ? captrk * 2 : 256;
+		trk = xrealloc(trk, (size_t)captrk * sizeof *trk);
+	}
+	t = &trk[ntrk++];
+	t->dev = dev;
+	t->ino = ino;
+	t->watch = other >= 0 ? fcntl(other, F_DUPFD_CLOEXEC, 0) : -1;
+	t->sent = 0;
+	snprintf(t->what, sizeof t->what, "%s", what);
+	return t;
+}
+
+/* Mark descriptors as passed to the testee (tracking them if new). */
+static void track_sent(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++) {
+		struct stat st;
+		if (fds[i] >= 0 && fstat(fds[i], &st) == 0)
+			track_add(st.st_dev, st.st_ino, -1, "object")->sent = 1;
+	}
+}
+
+/* A new case run: forget the previous one (its objects were checked closed). */
+static void track_reset(void)
+{
+	for (int i = 0; i < ntrk; i++)
+		if (trk[i].watch >= 0)
+			close(trk[i].watch);
+	ntrk = 0;
+}
+
 struct object {
 	int fd;    /* the descriptor sent to the testee */
 	int other; /* the runner's other end (pipe, socketpair) or -1 */
@@ -505,6 +570,7 @@ static int make_object(enum obj o, struct object *ob)
 		return -1;
 	ob->dev = st.st_dev;
 	ob->ino = st.st_ino;
+	track_add(ob->dev, ob->ino, ob->other, obj_names[o]);
 	return 0;
 }
 
@@ -544,6 +610,7 @@ static int same_object(int fd, dev_t dev, ino_t ino)
 static int send_fd_batches(int sock, const int *fds, int n)
 {
 	int off = 0;
+	track_sent(fds, n);
 	while (off < n) {
 		int k = n - off > BATCH ? BATCH : n - off;
 		char byte = 'F';
@@ -642,8 +709,6 @@ bad:
 static char **testee_argv;
 static pid_t tpid = -1;
 static int tin = -1, tout = -1, tsock = -1;
-static int *baseline;
-static int nbaseline;
 
 static int list_fds(pid_t pid, int **ret)
 {
@@ -692,9 +757,6 @@ static void testee_stop(void)
 	if (tsock >= 0)
 		close(tsock);
 	tout = tsock = -1;
-	free(baseline);
-	baseline = NULL;
-	nbaseline = 0;
 }
 
 struct resp {
@@ -895,11 +957,13 @@ static int testee_start(void)
 		return -1;
 	}
 	resp_free(&r);
-	nbaseline = list_fds(tpid, &baseline);
-	if (nbaseline < 0) {
+	int *v;
+	int n = list_fds(tpid, &v);
+	if (n < 0) {
 		fprintf(stderr, "runner: cannot read /proc/%d/fd\n", (int)tpid);
 		return -1;
 	}
+	free(v);
 	return 0;
 }
 
@@ -932,16 +996,9 @@ static int transact(struct buf *req, const int *fds, int nfds, struct resp *r)
 /* ------------------------------------------------------------------------ */
 /* /proc checks                                                             */
 
-static int in_baseline(int fd)
-{
-	for (int i = 0; i < nbaseline; i++)
-		if (baseline[i] == fd)
-			return 1;
-	return 0;
-}
-
-/* The testee must hold, beyond its baseline, exactly the objects in
- * want[0..nwant) (a multiset by inode), each close-on-exec. */
+/* The testee must hold, of the objects of this case run (tracked), exactly
+ * those in want[0..nwant) (a multiset by inode), each close-on-exec.  Its
+ * other descriptors are not the runner's business: they are not counted. */
 struct held {
 	dev_t dev;
 	ino_t ino;
@@ -961,13 +1018,13 @@ static void check_holdings(const struct held *want, int nwant, const char *when)
 	int extra = 0;
 	char extra_desc[256] = "";
 	for (int i = 0; i < n; i++) {
-		if (in_baseline(v[i]))
-			continue;
 		char p[96];
 		struct stat st;
 		snprintf(p, sizeof p, "/proc/%d/fd/%d", (int)tpid, v[i]);
 		if (stat(p, &st))
 			continue; /* closed meanwhile */
+		if (!track_find(st.st_dev, st.st_ino))
+			continue; /* not an object of this case: the testee's own */
 		int found = 0;
 		for (int j = 0; j < nwant && j < MAX_OBJS * 2; j++)
 			if (!used[j] && want[j].dev == st.st_dev && want[j].ino == st.st_ino) {
@@ -985,7 +1042,6 @@ static void check_holdings(const struct held *want, int nwant, const char *when)
 			snprintf(t, sizeof t, " fd %d (%s)", v[i], lnk);
 			if (strlen(extra_desc) + strlen(t) < sizeof extra_desc)
 				strcat(extra_desc, t);
-			continue;
 		}
 		/* close-on-exec, from /proc/PID/fdinfo/N "flags: <octal>" */
 		snprintf(p, sizeof p, "/proc/%d/fdinfo/%d", (int)tpid, v[i]);
@@ -1009,9 +1065,63 @@ static void check_holdings(const struct held *want, int nwant, const char *when)
 		if (!used[j])
 			missing++;
 	if (extra)
-		fail("%s: testee holds %d unexpected descriptor(s):%s", when, extra, extra_desc);
+		fail("%s: testee holds %d unexpected descriptor(s) of this case:%s", when, extra,
+		     extra_desc);
 	else if (missing)
 		fail("%s: testee should hold %d more descriptor(s) of this case", when, missing);
+}
+
+/* Does the runner itself hold the sent end of t (same inode, same access
+ * mode: a pipe's two ends share an inode)?  Then its watch cannot hang up. */
+static int runner_holds(const struct tracked *t, int mode)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return 1;
+	int holds = 0;
+	struct dirent *e;
+	while (!holds && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		int fd = atoi(e->d_name);
+		struct stat st;
+		if (fd == dirfd(d) || fd == t->watch || fstat(fd, &st))
+			continue;
+		if (st.st_dev == t->dev && st.st_ino == t->ino &&
+		    (fcntl(fd, F_GETFL) & O_ACCMODE) == mode)
+			holds = 1;
+	}
+	closedir(d);
+	return holds;
+}
+
+/* Everything of this case run that went to the testee must now be released
+ * everywhere: for each sent object with another end, that end hangs up. */
+static void check_released(const char *when)
+{
+	if (failed)
+		return;
+	for (int i = 0; i < ntrk; i++) {
+		struct tracked *t = &trk[i];
+		if (!t->sent || t->watch < 0)
+			continue;
+		int wmode = fcntl(t->watch, F_GETFL) & O_ACCMODE;
+		struct stat st;
+		int pipe_end = fstat(t->watch, &st) == 0 && S_ISFIFO(st.st_mode);
+		/* the sent end: a pipe's opposite mode; a socket's peer (own inode) */
+		int smode = !pipe_end ? O_RDWR : wmode == O_RDONLY ? O_WRONLY : O_RDONLY;
+		if (runner_holds(t, smode))
+			continue;
+		struct pollfd p = {t->watch, 0, 0};
+		int r;
+		do
+			r = poll(&p, 1, 1000);
+		while (r < 0 && errno == EINTR);
+		if (r <= 0 || !(p.revents & (POLLHUP | POLLERR)))
+			fail("%s: a %s sent to the testee is still open somewhere (its other end "
+			     "sees no hang-up), though the testee holds no descriptor of it",
+			     when, t->what);
+	}
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1097,11 +1207,13 @@ static int simple_request(const char *op)
 	return 0;
 }
 
-/* Release everything; the testee must be back at its baseline. */
+/* Release everything; the testee must hold nothing of this case run. */
 static void reset_and_check(const char *when)
 {
-	if (simple_request("reset") == 0)
+	if (simple_request("reset") == 0) {
 		check_holdings(NULL, 0, when);
+		check_released(when);
+	}
 }
 
 static void run_decode(const struct vcase *c)
@@ -1152,6 +1264,7 @@ static void run_decode(const struct vcase *c)
 		objs_to_held(objs, c->nobjs, h);
 		check_holdings(h, c->nobjs, "after decode");
 	}
+	free_objects(objs, c->nobjs);
 	if (!failed)
 		reset_and_check("after reset");
 out:
@@ -1172,6 +1285,7 @@ static void run_encode(const struct vcase *c)
 	struct resp r;
 	int rc = transact(&req, fds, obj_fds(objs, c->nobjs, fds), &r);
 	free(req.p);
+	free_objects(objs, c->nobjs); /* the testee has its copies; identities stay known */
 	if (rc)
 		goto out;
 	if (c->kind == K_ENCODE_FAILURE) {
@@ -1193,6 +1307,7 @@ static void run_encode(const struct vcase *c)
 		objs_to_held(objs, c->nobjs, h);
 		check_holdings(h, c->nobjs, "after encode");
 	}
+	free_objects(objs, c->nobjs);
 	if (!failed)
 		reset_and_check("after reset");
 out:
@@ -1282,6 +1397,7 @@ static int attach(const struct vcase *c, struct tconn *tc, int keep_copy)
 	}
 	struct stat st;
 	fstat(sv[1], &st);
+	track_add(st.st_dev, st.st_ino, sv[0], "connection");
 	tc->peer = sv[0];
 	tc->dev = st.st_dev;
 	tc->ino = st.st_ino;
@@ -1351,6 +1467,7 @@ static int send_with_fds(int sock, const unsigned char *p, size_t n, const int *
 	struct msghdr mh = {0};
 	mh.msg_iov = &iov;
 	mh.msg_iovlen = 1;
+	track_sent(fds, nfds);
 	if (nfds) {
 		mh.msg_control = u.buf;
 		mh.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
@@ -1828,11 +1945,13 @@ static void run_stream(const struct vcase *c)
 		}
 	}
 out:
+	/* the runner lets go of everything first, so that the hang-ups it then
+	 * expects can only be held back by the testee */
+	tconn_close(&tc);
+	free_objects(objs, c->nobjs);
 	if (!failed && tpid > 0)
 		reset_and_check("after reset");
 	resp_free(&r);
-	tconn_close(&tc);
-	free_objects(objs, c->nobjs);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1936,6 +2055,7 @@ static void after_check(void)
 static void run_case(const struct vcase *c, int stream)
 {
 	char name[600];
+	track_reset();
 	if (c->transport) {
 		failed = 0;
 		failmsg[0] = 0;
@@ -1964,6 +2084,7 @@ static void run_case(const struct vcase *c, int stream)
 	after_check();
 	if (!stream || c->kind == K_DECODE_SUCCESS)
 		return;
+	track_reset();
 	failed = 0;
 	failmsg[0] = 0;
 	run_stream(c);

@@ -2,8 +2,11 @@
 # selftest.sh - the runner must catch deliberately broken testees (issue 4):
 # one that leaks a descriptor, one that accepts out-of-order handle indices,
 # one that returns a different descriptor than it received, one that never
-# reads the descriptors sent on fd 3 (they would stay queued, unseen by /proc); and a failure list
-# entry whose case passes must fail the run.  Env: RUNNER, TESTEE.
+# reads the descriptors sent on fd 3 (they would stay queued, unseen by /proc), one
+# that parks a copy of a sent descriptor in a socket's queue (unseen by /proc: the
+# hang-up check of the object's other end sees it); and a failure list entry whose
+# case passes must fail the run.  Descriptors are checked by identity: a testee that
+# opens files of its own and keeps them must pass.  Env: RUNNER, TESTEE.
 set -u
 : "${RUNNER:?}" "${TESTEE:?}"
 tmp=$(mktemp -d) || exit 1
@@ -28,6 +31,15 @@ expect leak 'handles.table.three' 'handles.table.three' 'unexpected descriptor'
 expect order 'handles.index.*' 'handles.index.repeat' 'expected error HANDLE_INDEX_OUT_OF_ORDER, testee accepted'
 expect swapfd 'handles.fd.memfd' 'handles.fd.memfd' 'is not the object #0 sent'
 expect noread 'handles.table.three' 'handles.table.three' 'without reading the 3 descriptor'
+expect hide 'handles.table.three' 'handles.table.three' 'a pipe_read sent to the testee is still open somewhere'
+
+# a testee that opens /dev/null before every request and keeps it is not leaking
+# anything of the runner's: it passes (the check is by identity, not by count)
+if CHAN_TESTEE_BREAK=opennull "$RUNNER" --only 'handles.*' -- "$TESTEE" >"$tmp/out.null" 2>&1; then
+	echo "selftest: testee keeping descriptors of its own (/dev/null) not flagged"
+else
+	echo "selftest: a testee keeping /dev/null open was flagged:"; sed 's/^/  /' "$tmp/out.null"; bad=1
+fi
 
 # a stale failure list fails the run
 printf 'scalars.null  # pretend it fails\n' >"$tmp/failing.txt"

@@ -6,8 +6,9 @@
  * AF_UNIX socket on fd 3 as one-byte messages carrying SCM_RIGHTS.
  * Values in requests are in the text form of SPEC.md §12 (own small JSON reader).
  *
- * CHAN_TESTEE_BREAK=leak|order|swapfd|noread makes it deliberately wrong, for the
- * runner's self-test (conformance/conformance.mk).
+ * CHAN_TESTEE_BREAK=leak|order|swapfd|noread|hide makes it deliberately wrong, for the
+ * runner's self-test (conformance/conformance.mk); =opennull makes it open /dev/null
+ * before every request and keep it (not wrong: descriptors of its own are its business).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -699,6 +700,30 @@ static void handle(struct req *r, int *fds)
 		}
 		if (!strcmp(break_mode, "leak") && r->nfds > 0)
 			(void)fcntl(fds[0], F_DUPFD_CLOEXEC, 0); /* never closed */
+		if (!strcmp(break_mode, "hide") && r->nfds > 0) {
+			/* a copy of descriptor 0 parked in a socket's queue, where
+			 * /proc/PID/fd does not show it; the socketpair is kept */
+			int sv[2];
+			if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+				char b = 'H';
+				struct iovec iov = {&b, 1};
+				union {
+					char buf[CMSG_SPACE(sizeof(int))];
+					struct cmsghdr align;
+				} u;
+				struct msghdr mh = {0};
+				mh.msg_iov = &iov;
+				mh.msg_iovlen = 1;
+				mh.msg_control = u.buf;
+				mh.msg_controllen = sizeof u.buf;
+				struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+				cm->cmsg_level = SOL_SOCKET;
+				cm->cmsg_type = SCM_RIGHTS;
+				cm->cmsg_len = CMSG_LEN(sizeof(int));
+				memcpy(CMSG_DATA(cm), &fds[0], sizeof(int));
+				(void)sendmsg(sv[0], &mh, 0);
+			}
+		}
 		rc = respond_frame(m);
 		if (rc) {
 			outlen = 0;
@@ -819,6 +844,8 @@ int main(void)
 			got += (size_t)k;
 		}
 		body[n] = 0;
+		if (!strcmp(break_mode, "opennull"))
+			(void)open("/dev/null", O_RDONLY); /* never closed, not close-on-exec */
 		held = chan_msg_free(held);
 		struct req r;
 		parse_req(body, &r);
