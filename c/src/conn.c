@@ -12,6 +12,8 @@
 #include "conn.h"
 #include "platform.h"
 
+static _Atomic uint64_t births;
+
 int
 chan__conn_new(int fd, chan_conn **ret_conn)
 {
@@ -39,12 +41,19 @@ chan__conn_new(int fd, chan_conn **ret_conn)
 	}
 	c->obj = CHAN__OBJ_CONN;
 	c->fd = fd;
+	c->birth = atomic_fetch_add(&births, 1) + 1;
 	atomic_init(&c->id, 0);
 	c->limits = chan__limits(NULL);
 	atomic_init(&c->pending, 0);
 	chan__enc_init(&c->enc, &c->allocator);
 	*ret_conn = c;
 	return 0;
+}
+
+uint64_t
+chan__conn_handle_id(const chan_conn *c)
+{
+	return c->fresh_pair ? CHAN__BIRTH_TAG | c->birth : atomic_load(&c->id);
 }
 
 uint64_t
@@ -95,14 +104,10 @@ chan_conn_pair(chan_conn **ret_a, chan_conn **ret_b)
 		errno = saved;
 		return r;
 	}
-	/* Each end knows the other: the peer self-send check of a pair never
-	 * depends on sock_diag (two fstat now, none later). */
-	if (chan__conn_id(a) && chan__conn_id(b)) {
-		a->peer_id = chan__conn_id(b);
-		a->peer_state = PEER_KNOWN;
-		b->peer_id = chan__conn_id(a);
-		b->peer_state = PEER_KNOWN;
-	}
+	/* Both sockets are new: no system call learns their identities; the
+	 * self-send check tells them apart by birth (chan__conn_handle_id). */
+	b->birth = a->birth;
+	a->fresh_pair = b->fresh_pair = true;
 	*ret_a = a;
 	*ret_b = b;
 	return 0;
@@ -176,7 +181,7 @@ chan_handle_move_conn(chan_msg *msg, chan_conn **conn)
 		return NULL;
 	}
 	v = chan__handle_new(msg, "chan_handle_move_conn", CHAN_KIND_CONN, c->fd, false,
-			     atomic_load(&c->id));
+			     chan__conn_handle_id(c));
 	if (!v)
 		return NULL;
 	c->fd = -1; /* the message owns the socket now */
@@ -201,7 +206,7 @@ chan_handle_borrow_conn(chan_msg *msg, const chan_conn *conn)
 		return NULL;
 	}
 	return chan__handle_new(msg, "chan_handle_borrow_conn", CHAN_KIND_CONN, conn->fd,
-				true, atomic_load(&conn->id));
+				true, chan__conn_handle_id(conn));
 }
 
 void
@@ -322,5 +327,5 @@ chan_writer_handle_borrow_conn(chan_writer *w, const chan_conn *conn)
 					 "chan_writer_handle_borrow_conn: a channel endpoint has no "
 					 "socket of its own (SPEC.md §18.7)");
 	return chan__writer_handle(w, "chan_writer_handle_borrow_conn", CHAN_KIND_CONN,
-				   conn ? conn->fd : -1, conn ? atomic_load(&conn->id) : 0);
+				   conn ? conn->fd : -1, conn ? chan__conn_handle_id(conn) : 0);
 }

@@ -49,7 +49,10 @@ struct chan__chan;
 
 struct chan_conn {
 	uint8_t obj; /* CHAN__OBJ_CONN */
+	bool fresh_pair; /* both ends made by chan_conn_pair: the socket is no
+			  * older than `birth` */
 	int fd;
+	uint64_t birth; /* when this process wrapped the socket (a counter) */
 	_Atomic uint64_t id; /* the socket's identity (inode); 0 until needed */
 	struct chan_allocator allocator; /* buffers and received messages */
 
@@ -118,6 +121,12 @@ struct chan_conn {
 /* A connection on fd, which the caller knows to be a connected AF_UNIX
  * stream socket.  Takes fd on success only. */
 CHAN_HIDDEN int chan__conn_new(int fd, chan_conn **ret_conn);
+/* A conn handle's identity for the self-send check (SPEC.md §10.6): its
+ * socket's inode, or, for an end of a pair this process made, its birth
+ * tagged with this bit (no system call: such a socket is newer than every
+ * connection wrapped before it, so it can be neither of them nor a peer). */
+#define CHAN__BIRTH_TAG (UINT64_C(1) << 63)
+CHAN_HIDDEN uint64_t chan__conn_handle_id(const chan_conn *c);
 /* The socket's identity, looked up once; 0 if it cannot be had. */
 CHAN_HIDDEN uint64_t chan__conn_id(chan_conn *c);
 

@@ -217,6 +217,15 @@ check_self_send(chan_conn *c, const struct chan__wire_handle *table, size_t n)
 
 		if (table[i].kind != CHAN_KIND_CONN)
 			continue;
+		if (id & CHAN__BIRTH_TAG) { /* an end of a pair made here */
+			uint64_t birth = id & ~CHAN__BIRTH_TAG;
+
+			if (c->fresh_pair && birth == c->birth)
+				return CHAN_E_SELF_SEND; /* c itself, or its peer */
+			if (birth > c->birth)
+				continue; /* made after c: neither c nor its peer */
+			id = 0; /* older: ask the kernel */
+		}
 		if (!own && !(own = chan__conn_id(c)))
 			return CHAN_E_SYSTEM;
 		if (!id && chan_plat_socket_id(table[i].fd, &id) < 0)

@@ -429,6 +429,38 @@ test_self_send(void)
 	chan_conn_free(c);
 	chan_conn_free(s);
 	chan_listener_free(l);
+
+	/* A pair's ends are told apart by birth, not by fstat; a connection
+	 * wrapped later around a copy of an end's socket is still caught. */
+	CU_ASSERT_FATAL(chan_conn_pair(&a, &b) == 0);
+	{
+		int fd = fcntl(chan_conn_borrow_fd(a), F_DUPFD_CLOEXEC, 3);
+		chan_msg *m = chan_msg_new(NULL);
+		chan_conn *x, *y, *later;
+
+		CU_ASSERT_FATAL(chan_conn_move_from_fd(fd, &later) == 0); /* a's socket */
+		chan_msg_set_root(m, chan_handle_borrow_conn(m, a));
+		CU_ASSERT_EQUAL(chan_conn_send(later, m, 0), CHAN_E_SELF_SEND);
+		chan_msg_free(m);
+		m = chan_msg_new(NULL);
+		chan_msg_set_root(m, chan_handle_borrow_conn(m, b)); /* a's peer */
+		CU_ASSERT_EQUAL(chan_conn_send(later, m, 0), CHAN_E_SELF_SEND);
+		chan_msg_free(m);
+		/* a newer pair is neither: sent with no identity lookup */
+		CU_ASSERT_FATAL(chan_conn_pair(&x, &y) == 0);
+		m = chan_msg_new(NULL);
+		chan_msg_set_root(m, chan_handle_borrow_conn(m, x));
+		CU_ASSERT_EQUAL(chan_conn_send(a, m, 0), 0);
+		chan_msg_free(m);
+		m = NULL;
+		CU_ASSERT_EQUAL(chan_conn_recv(b, LONG_MS, &m), 0);
+		chan_msg_free(m);
+		chan_conn_free(x);
+		chan_conn_free(y);
+		chan_conn_free(later);
+	}
+	chan_conn_free(a);
+	chan_conn_free(b);
 }
 
 /*
