@@ -707,6 +707,12 @@ bad:
 /* the testee process                                                       */
 
 static char **testee_argv;
+/* The testee's conformance class, from its hello answer (spec/vectors.md §4,
+ * conformance/README.md): transport (the default: descriptors, connections)
+ * or codec (no descriptors: handle tables are given as kinds). */
+enum tclass { C_TRANSPORT, C_CODEC };
+static enum tclass tclass;
+static int tclass_declared;
 static pid_t tpid = -1;
 static int tin = -1, tout = -1, tsock = -1;
 
@@ -762,6 +768,10 @@ static void testee_stop(void)
 struct resp {
 	char status[48];  /* "ok" or "error" */
 	char error[48];   /* NAME */
+	char cls[48];     /* hello: the testee's conformance class, "" if undeclared */
+	long hids[MAX_OBJS]; /* codec class: handle_ids of the returned table */
+	int nhids;
+	int has_hids;
 	struct buf frame; /* decoded hex */
 	int has_frame;
 	int nfds;
@@ -898,6 +908,19 @@ static int testee_read(struct resp *r)
 			r->value = xstrdup(val);
 		} else if (!strcmp(l, "consumed")) {
 			r->consumed = atol(val);
+		} else if (!strcmp(l, "class")) {
+			snprintf(r->cls, sizeof r->cls, "%s", val);
+		} else if (!strcmp(l, "handle_ids")) {
+			r->has_hids = 1;
+			char *s2 = NULL;
+			for (char *t = strtok_r(val, " ", &s2); t; t = strtok_r(NULL, " ", &s2)) {
+				if (r->nhids == MAX_OBJS) {
+					fail("testee: more than %d handle_ids", MAX_OBJS);
+					free(body);
+					return -1;
+				}
+				r->hids[r->nhids++] = strtol(t, NULL, 10);
+			}
 		}
 	}
 	free(body);
@@ -956,7 +979,24 @@ static int testee_start(void)
 		resp_free(&r);
 		return -1;
 	}
+	static int started;
+	enum tclass was = tclass;
+	if (!r.cls[0] || !strcmp(r.cls, "transport")) {
+		tclass = C_TRANSPORT;
+	} else if (!strcmp(r.cls, "codec")) {
+		tclass = C_CODEC;
+	} else {
+		fprintf(stderr, "runner: testee declares unknown class '%s' (codec or transport)\n",
+			r.cls);
+		resp_free(&r);
+		exit(2);
+	}
+	tclass_declared = r.cls[0] != 0;
 	resp_free(&r);
+	if (started++ && tclass != was) {
+		fprintf(stderr, "runner: the restarted testee declares another class\n");
+		exit(2);
+	}
 	int *v;
 	int n = list_fds(tpid, &v);
 	if (n < 0) {
@@ -1313,6 +1353,137 @@ static void run_encode(const struct vcase *c)
 out:
 	resp_free(&r);
 	free_objects(objs, c->nobjs);
+}
+
+/* ---- codec class ------------------------------------------------------- */
+
+/* A codec-class testee has no descriptors.  Instead of objects, a request
+ * carries the case's handle table as kinds (conn for a conn object, fd for any
+ * other) and as ids, one per entry, unique within the run: `handle_kinds` and
+ * `handle_ids`.  A successful response names the table of the value it
+ * returns by those ids, in table order (`handle_ids`), as a transport testee
+ * returns the objects themselves. */
+static long next_hid = 1;
+
+static const char *codec_kind(enum obj o)
+{
+	return o == O_CONN ? "conn" : "fd";
+}
+
+static void add_handle_table(struct buf *req, const struct vcase *c, long *ids)
+{
+	buf_printf(req, "handle_kinds");
+	for (int i = 0; i < c->nobjs; i++)
+		buf_printf(req, " %s", codec_kind(c->objs[i]));
+	buf_printf(req, "\nhandle_ids");
+	for (int i = 0; i < c->nobjs; i++) {
+		ids[i] = next_hid++;
+		buf_printf(req, " %ld", ids[i]);
+	}
+	buf_printf(req, "\n");
+}
+
+/* Why a case does not apply to a codec-class testee, or NULL if it does. */
+static const char *codec_not_applicable(const struct vcase *c)
+{
+	if (c->transport)
+		return "a transport case";
+	if (c->error && !strcmp(c->error, "WRONG_HANDLE_KIND"))
+		for (int i = 0; i < c->nobjs; i++)
+			if (c->objs[i] == O_DGRAM || c->objs[i] == O_SEQPACKET ||
+			    c->objs[i] == O_TCP || c->objs[i] == O_LISTENER)
+				return "its verdict needs a check of a real socket (SPEC.md 4.2 rule 2)";
+	return NULL;
+}
+
+static void check_returned_ids(const char *what, const struct resp *r, const long *ids, int n)
+{
+	if (failed)
+		return;
+	if (r->nfds) {
+		fail("%s: a codec-class testee announced %d descriptors", what, r->nfds);
+		return;
+	}
+	if (!r->has_hids) {
+		fail("%s: response without handle_ids", what);
+		return;
+	}
+	if (r->nhids != n) {
+		fail("%s: testee returned %d handle table entries, expected %d", what, r->nhids, n);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		if (r->hids[i] != ids[i]) {
+			fail("%s: handle table entry %d returned by the testee (id %ld) is not entry "
+			     "#%d sent (id %ld)", what, i, r->hids[i], i, ids[i]);
+			return;
+		}
+}
+
+static void run_decode_codec(const struct vcase *c)
+{
+	long ids[MAX_OBJS];
+	struct buf req = {0};
+	buf_printf(&req, "op decode\nname %s\n", c->name);
+	add_limits(&req, c);
+	add_handle_table(&req, c, ids);
+	buf_printf(&req, "frame ");
+	buf_hex(&req, c->bytes.p, c->bytes.len);
+	buf_printf(&req, "\n");
+	struct resp r;
+	int rc = transact(&req, NULL, 0, &r);
+	free(req.p);
+	if (rc)
+		return;
+	if (c->kind == K_DECODE_FAILURE) {
+		if (strcmp(r.status, "error"))
+			fail("decode: expected error %s, testee accepted the frame", c->error);
+		else if (strcmp(r.error, c->error))
+			fail("decode: expected error %s, got %s", c->error, r.error);
+	} else {
+		const struct buf *want = c->kind == K_SUCCESS ? &c->bytes : &c->canonical;
+		if (strcmp(r.status, "ok"))
+			fail("decode: expected success, got error %s", r.error);
+		else if (!r.has_frame)
+			fail("decode: response without frame");
+		else if (r.frame.len != want->len || memcmp(r.frame.p, want->p, want->len))
+			frame_diff("decode, re-encoded", want, &r.frame);
+		else if (r.value && strcmp(r.value, vtext(c)))
+			fail("decode: value %s, expected %s", r.value, vtext(c));
+		else if (r.consumed >= 0 && (size_t)r.consumed != want->len)
+			fail("decode: consumed %ld bytes, the frame has %zu", r.consumed, want->len);
+		check_returned_ids("decode", &r, ids, c->nobjs);
+	}
+	resp_free(&r);
+}
+
+static void run_encode_codec(const struct vcase *c)
+{
+	long ids[MAX_OBJS];
+	struct buf req = {0};
+	buf_printf(&req, "op encode\nname %s\n", c->name);
+	add_handle_table(&req, c, ids);
+	buf_printf(&req, "value %s\n", vtext(c));
+	struct resp r;
+	int rc = transact(&req, NULL, 0, &r);
+	free(req.p);
+	if (rc)
+		return;
+	if (c->kind == K_ENCODE_FAILURE) {
+		if (strcmp(r.status, "error"))
+			fail("encode: expected error %s, testee encoded the value", c->error);
+		else if (strcmp(r.error, c->error))
+			fail("encode: expected error %s, got %s", c->error, r.error);
+	} else {
+		if (strcmp(r.status, "ok"))
+			fail("encode: expected success, got error %s", r.error);
+		else if (!r.has_frame)
+			fail("encode: response without frame");
+		else if (r.frame.len != c->bytes.len || memcmp(r.frame.p, c->bytes.p, c->bytes.len))
+			frame_diff("encode", &c->bytes, &r.frame);
+		check_returned_ids("encode", &r, ids, c->nobjs);
+	}
+	resp_free(&r);
 }
 
 /* ---- stream helpers ---------------------------------------------------- */
@@ -2005,11 +2176,22 @@ static int expected_to_fail(const char *name)
 	return hit;
 }
 
-static int npass, nfail, nxfail;
+static int npass, nfail, nxfail, nna, nrun;
+
+/* A case that does not apply to the testee's class: neither run nor passed,
+ * and never matched against the failure list. */
+static void report_na(const char *name, const char *why)
+{
+	nna++;
+	if (verbose)
+		printf("N/A %s: not applicable to class codec (%s)\n", name, why);
+	fflush(stdout);
+}
 
 static void report(const char *name, int ok)
 {
 	int xf = expected_to_fail(name);
+	nrun++;
 	if (ok && !xf) {
 		npass++;
 		if (verbose)
@@ -2052,10 +2234,48 @@ static void after_check(void)
 	}
 }
 
+static void run_case_codec(const struct vcase *c, int stream)
+{
+	char name[600];
+	int has_stream = stream && !c->transport && c->kind != K_DECODE_SUCCESS;
+	snprintf(name, sizeof name, "%s@stream", c->name);
+	const char *why = codec_not_applicable(c);
+	if (why) {
+		report_na(c->name, why);
+		if (has_stream)
+			report_na(name, why);
+		return;
+	}
+	failed = 0;
+	failmsg[0] = 0;
+	switch (c->kind) {
+	case K_SUCCESS:
+		run_encode_codec(c);
+		if (!failed)
+			run_decode_codec(c);
+		break;
+	case K_DECODE_SUCCESS:
+	case K_DECODE_FAILURE:
+		run_decode_codec(c);
+		break;
+	case K_ENCODE_FAILURE:
+		run_encode_codec(c);
+		break;
+	}
+	report(c->name, !failed);
+	after_check();
+	if (has_stream)
+		report_na(name, "over a connection");
+}
+
 static void run_case(const struct vcase *c, int stream)
 {
 	char name[600];
 	track_reset();
+	if (tclass == C_CODEC) {
+		run_case_codec(c, stream);
+		return;
+	}
 	if (c->transport) {
 		failed = 0;
 		failmsg[0] = 0;
@@ -2151,6 +2371,13 @@ int main(int argc, char **argv)
 			nfail++;
 			printf("FAIL %s: failure list entry matches no case (remove it)\n", pats[k].pat);
 		}
+	if (tclass == C_CODEC)
+		printf("conformance: class codec (declared by the testee): %d cases apply, %d not "
+		       "applicable to class codec (not run, not counted as passed)\n",
+		       nrun, nna);
+	else
+		printf("conformance: class transport (%s): %d cases apply\n",
+		       tclass_declared ? "declared by the testee" : "no class declared", nrun);
 	if (nxfail)
 		printf("conformance: %d expected failures (listed in %s)\n", nxfail, failing);
 	printf("conformance: %d passed, %d failed\n", npass, nfail);

@@ -6,17 +6,22 @@
 # that parks a copy of a sent descriptor in a socket's queue (unseen by /proc: the
 # hang-up check of the object's other end sees it); and a failure list entry whose
 # case passes must fail the run.  Descriptors are checked by identity: a testee that
-# opens files of its own and keeps them must pass.  Env: RUNNER, TESTEE.
+# opens files of its own and keeps them must pass.  Codec class: a codec-class
+# testee that accepts a conn handle on an fd entry, or returns the handle table in
+# another order, is caught.  Env: RUNNER, TESTEE, PYTESTEE (the Python testee's
+# command line, e.g. "/usr/bin/python3 python/conformance_testee.py").
 set -u
-: "${RUNNER:?}" "${TESTEE:?}"
+: "${RUNNER:?}" "${TESTEE:?}" "${PYTESTEE:?}"
 tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 bad=0
 
-# expect BREAK ONLY CASE TEXT: the run fails and CASE fails with TEXT
+# expect BREAK ONLY CASE TEXT: the run of $cmd (word-split) fails and CASE fails with TEXT
+cmd=$TESTEE
 expect() {
 	out="$tmp/out.$1"
-	CHAN_TESTEE_BREAK=$1 "$RUNNER" --only "$2" -- "$TESTEE" >"$out" 2>&1
+	# shellcheck disable=SC2086
+	CHAN_TESTEE_BREAK=$1 "$RUNNER" --only "$2" -- $cmd >"$out" 2>&1
 	rc=$?
 	if [ "$rc" -ne 1 ]; then
 		echo "selftest: broken testee '$1': runner exit status $rc, expected 1"; bad=1; return
@@ -40,6 +45,18 @@ if CHAN_TESTEE_BREAK=opennull "$RUNNER" --only 'handles.*' -- "$TESTEE" >"$tmp/o
 else
 	echo "selftest: a testee keeping /dev/null open was flagged:"; sed 's/^/  /' "$tmp/out.null"; bad=1
 fi
+
+# codec class: a codec-class testee that lies is caught
+cmd="$PYTESTEE --class codec"
+expect kindlie 'handles.wrong_kind.*' 'handles.wrong_kind.pipe_read' 'expected error WRONG_HANDLE_KIND, testee accepted'
+expect idswap 'handles.table.three' 'handles.table.three' 'is not entry #0 sent'
+# ... and the honest one passes them, with the transport cases not applicable
+# shellcheck disable=SC2086
+if ! "$RUNNER" --only 'handles.*' -- $cmd >"$tmp/out.codec" 2>&1 ||
+   ! grep -q '^conformance: class codec .*[1-9][0-9]* not applicable' "$tmp/out.codec"; then
+	echo "selftest: the codec-class Python testee fails:"; sed 's/^/  /' "$tmp/out.codec"; bad=1
+fi
+cmd=$TESTEE
 
 # a stale failure list fails the run
 printf 'scalars.null  # pretend it fails\n' >"$tmp/failing.txt"

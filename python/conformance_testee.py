@@ -7,6 +7,16 @@
 stdin: requests, stdout: responses (4-byte little-endian length + text lines);
 fd 3: descriptors only.  Everything chan-specific goes through the binding (package
 chan in python/src): decode, encode, connections, the text form reader.
+
+``--class codec`` runs it as a codec-class testee (conformance/README.md): no
+descriptors and no connections; handle tables arrive as kinds and ids
+(``handle_kinds``, ``handle_ids``) and the binding's codec layer (``_codec``, the
+layer below the descriptors) decodes and encodes with :class:`chan.Handle`
+placeholders.  Without it the testee declares class transport.
+
+CHAN_TESTEE_BREAK=kindlie|idswap (codec class) makes it lie, for the runner's
+self-test: kindlie accepts a conn handle on a table entry of kind fd, idswap
+returns the handle table in reverse order.
 """
 
 from __future__ import annotations
@@ -23,7 +33,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "src
 
 import chan  # noqa: E402
 import chan.text  # noqa: E402
-from chan import _handles  # noqa: E402
+from chan import _codec, _handles  # noqa: E402
+from chan._errors import error as chan_error  # noqa: E402
+
+BREAK = os.environ.get("CHAN_TESTEE_BREAK", "")
 
 FDSOCK = socket.socket(fileno=3)
 ANCBUF = socket.CMSG_SPACE(253 * 4)
@@ -88,6 +101,8 @@ def close_quietly(fds: List[int]) -> None:
 
 
 class Testee:
+    cls = "transport"
+
     def __init__(self) -> None:
         self.held: Any = None
         self.conns: Dict[int, chan.Connection] = {}
@@ -152,7 +167,7 @@ class Testee:
     # -- operations -----------------------------------------------------------
 
     def op_hello(self, req: Dict[str, str], fds: List[int]) -> List[str]:
-        return ["ok", "binding python", "chan " + chan.__version__]
+        return ["ok", "binding python", "chan " + chan.__version__, "class " + self.cls]
 
     def op_decode(self, req: Dict[str, str], fds: List[int]) -> List[str]:
         value, consumed = _handles.decode_frame(bytes.fromhex(req.get("frame", "")), fds,
@@ -265,6 +280,76 @@ class Testee:
             write_response(lines)
 
 
+class CodecTestee(Testee):
+    """Class codec: the handle table is a list of kinds (``fd``/``conn``) with ids;
+    no descriptor is ever received or sent, and only hello, decode, encode are asked."""
+
+    cls = "codec"
+
+    @staticmethod
+    def table(req: Dict[str, str]) -> Tuple[List[str], List[str]]:
+        kinds = req.get("handle_kinds", "").split()
+        ids = req.get("handle_ids", "").split()
+        if len(kinds) != len(ids):
+            raise chan.InvalidArgument(f"{len(kinds)} handle_kinds but {len(ids)} handle_ids")
+        return kinds, ids
+
+    @staticmethod
+    def check_kind(kind: int, index: int, kinds: List[str]) -> None:
+        """SPEC.md §4.2 rules 2-3 as far as a table of kinds decides them: a handle
+        of kind conn names an entry that is a conn (an fd handle may name anything)."""
+        if kind == chan.KIND_CONN and kinds[index] != "conn" and BREAK != "kindlie":
+            raise chan_error("WRONG_HANDLE_KIND", f"conn handle {index} names a table entry of kind {kinds[index]}")
+
+    def ok_codec(self, value: Any, ids: List[str], extra: List[str]) -> List[str]:
+        payload, objs, _kinds = _codec.encode_payload(value)
+        frame = _codec.header(len(objs), len(payload)) + payload
+        table = [ids[o.index] for o in objs]  # every object is a Handle placeholder
+        if BREAK == "idswap":
+            table.reverse()
+        return ["ok", "frame " + frame.hex(), "handle_ids " + " ".join(table),
+                "value " + chan.text.dumps(value)] + extra
+
+    def op_decode(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        close_quietly(fds)  # never sent to a codec-class testee
+        kinds, ids = self.table(req)
+        # TOO_FEW / TOO_MANY against the table's length, every index rule, the walk
+        value, consumed, slots = _codec.decode_payload(bytes.fromhex(req.get("frame", "")), len(kinds),
+                                                       limits=self.limits(req).resolved())
+        for _c, _k, hd in sorted(slots, key=lambda s: s[2].index):  # kind checks in index order
+            self.check_kind(hd.kind, hd.index, kinds)
+        self.held = value
+        return self.ok_codec(value, ids, [f"consumed {consumed}"])
+
+    def op_encode(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        close_quietly(fds)
+        kinds, ids = self.table(req)
+        made: Dict[Tuple[int, int], chan.Handle] = {}
+
+        def bind(v: Any) -> Any:
+            t = type(v)
+            if t is list:
+                return [bind(x) for x in v]
+            if t is dict:
+                return {k: bind(x) for k, x in v.items()}
+            if t is chan.Handle:
+                if v.index >= len(kinds):
+                    raise chan.InvalidArgument(f"handle {v.index} but only {len(kinds)} table entries")
+                self.check_kind(v.kind, v.index, kinds)
+                return made.setdefault((v.kind, v.index), chan.Handle(v.kind, v.index))
+            return v
+
+        value = bind(chan.text.loads(req.get("value", ""), check_handles=False))
+        self.held = value
+        return self.ok_codec(value, ids, [])
+
+    def unsupported(self, req: Dict[str, str], fds: List[int]) -> List[str]:
+        close_quietly(fds)
+        return ["error UNSUPPORTED"]
+
+    op_attach = op_recv = op_send = op_close = op_reset = unsupported
+
+
 def walk_handles(v: Any) -> List[Any]:
     """Handle objects of a value in table (depth-first) order."""
     out: List[Any] = []
@@ -282,4 +367,7 @@ def walk_handles(v: Any) -> List[Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(Testee().serve())
+    args = sys.argv[1:]
+    if args not in ([], ["--class", "transport"], ["--class", "codec"]):
+        sys.exit("usage: conformance_testee.py [--class transport|codec]")
+    sys.exit((CodecTestee if args == ["--class", "codec"] else Testee)().serve())
