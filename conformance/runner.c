@@ -6,8 +6,12 @@
  * language) over the testee protocol of spec/vectors.md §4: requests and
  * responses on the testee's stdin/stdout, descriptors over an AF_UNIX socket
  * on the testee's fd 3.  It does not use libchan: it checks bytes against the
- * vectors, descriptors by (st_dev, st_ino), close-on-exec and leaks through
- * /proc/PID/fd and /proc/PID/fdinfo.
+ * vectors, descriptors by (st_dev, st_ino), close-on-exec and leaks of the
+ * case's own objects through /proc/PID/fd and /proc/PID/fdinfo, and the
+ * release of every sent pipe or socket by the hang-up of its other end.
+ * A testee of class codec (declared in its hello answer) gets no descriptors:
+ * handle tables travel as kinds and ids, and the cases that need descriptors
+ * are reported as not applicable (conformance/README.md).
  *
  * Usage: runner [--vectors DIR] [--errors FILE] [--failing FILE] [--only GLOB]
  *               [--no-stream] [--verbose] -- TESTEE [ARG...]
