@@ -29,7 +29,7 @@ tf_seterr(struct tf_error *err, const char *name, const char *fmt, ...)
  * check of a marker's argument (SPEC.md §12.1, §12.3). */
 
 static const char *const markers[] = {"$int", "$float", "$bytes", "$fd",
-				      "$conn"};
+				      "$conn", "$channel"};
 
 static int
 is_marker(const char *key)
@@ -134,6 +134,15 @@ marker_check(const char *key, const struct marg *a, char *why, size_t n)
 			return 0;
 		snprintf(why, n, "\"%s\" takes a handle table index (an integer >= 0 "
 			 "in the int64 range)", key);
+		return -1;
+	}
+	/* SPEC.md §18.2 rule 3: an id under the rules of $fd, so -0 is 0 (not
+	 * an id) and 1.0 is a float */
+	if (!strcmp(key, "$channel")) {
+		if (a->type == MARG_INT && a->i >= 1 && a->i <= INT32_MAX)
+			return 0;
+		snprintf(why, n, "\"$channel\" takes a channel id (an integer from 1 to "
+			 "2147483647)");
 		return -1;
 	}
 	/* A marker's string is read whole: "12\u00003" is not the number 12
@@ -833,7 +842,7 @@ read_marker(struct walk *w, const unsigned char *obj, const unsigned char *key_a
 {
 	const unsigned char *arg_at = w->p;
 	struct marg a = {.type = MARG_OTHER};
-	char key[8], why[200];
+	char key[16], why[200];
 	json_t *m, *v;
 	size_t old;
 
@@ -902,7 +911,8 @@ check_key(struct walk *w, json_t *obj, const unsigned char *key_at, int flags)
 			      "key that starts with '$' is written with one more '$')", k);
 		else
 			wfail(w, key_at, TF_INVALID_TEXT,
-			      "map key \"%s\": not a marker ($int, $float, $bytes, $fd, $conn), "
+			      "map key \"%s\": not a marker ($int, $float, $bytes, $fd, $conn, "
+			      "$channel), "
 			      "and a map key that starts with '$' is written with one more '$'",
 			      show(s, sizeof(s), k, w->key.len, flags));
 		return -1;
@@ -1176,6 +1186,8 @@ struct build {
 	chan_msg *msg;
 	tf_fd_source src;
 	void *src_ctx;
+	tf_channel_source chsrc; /* NULL: chan_channel_ref */
+	void *chsrc_ctx;
 	uint64_t nhandles; /* handle references in the whole value */
 	int64_t prev;      /* previous index met, -1 before the first */
 	struct tf_error *err;
@@ -1285,6 +1297,11 @@ build_marker(struct build *b, const char *key, json_t *v)
 			return fail(b, "NO_MEMORY", "out of memory");
 		r = chan_bytes(b->msg, p, n);
 		free(p);
+	} else if (strcmp(key, "$channel") == 0) {
+		r = b->chsrc ? b->chsrc(b->chsrc_ctx, b->msg, (uint32_t)a.i, b->err)
+			     : chan_channel_ref(b->msg, (uint32_t)a.i);
+		if (!r && b->chsrc)
+			return NULL; /* b->err filled */
 	} else {
 		enum chan_kind kind = strcmp(key, "$fd") == 0 ? CHAN_KIND_FD
 							      : CHAN_KIND_CONN;
@@ -1427,6 +1444,13 @@ int
 tf_build(chan_msg *msg, json_t *json, tf_fd_source src, void *src_ctx,
 	 struct tf_error *err)
 {
+	return tf_build_channels(msg, json, src, src_ctx, NULL, NULL, err);
+}
+
+int
+tf_build_channels(chan_msg *msg, json_t *json, tf_fd_source src, void *src_ctx,
+		  tf_channel_source chsrc, void *chsrc_ctx, struct tf_error *err)
+{
 	struct build b;
 	chan_value *root;
 	int rc;
@@ -1435,6 +1459,8 @@ tf_build(chan_msg *msg, json_t *json, tf_fd_source src, void *src_ctx,
 	b.msg = msg;
 	b.src = src;
 	b.src_ctx = src_ctx;
+	b.chsrc = chsrc;
+	b.chsrc_ctx = chsrc_ctx;
 	b.err = err;
 	b.prev = -1;
 	b.nhandles = count_handles(json);

@@ -71,6 +71,18 @@ typedef int (*tf_fd_source)(void *ctx, enum chan_kind kind, uint32_t index,
 int tf_build(chan_msg *msg, json_t *json, tf_fd_source src, void *src_ctx,
 	     struct tf_error *err);
 
+/*
+ * Supplies the value for the channel handle {"$channel":id} (revision 1.1,
+ * SPEC.md §18.2): a value of msg, or NULL after filling *err.  tf_build
+ * makes chan_channel_ref(msg, id), which encodes to a buffer but cannot be
+ * sent; a sender opens a channel here instead.
+ */
+typedef chan_value *(*tf_channel_source)(void *ctx, chan_msg *msg, uint32_t id,
+					 struct tf_error *err);
+/* tf_build with a source of channel handles (NULL: chan_channel_ref). */
+int tf_build_channels(chan_msg *msg, json_t *json, tf_fd_source src, void *src_ctx,
+		      tf_channel_source chsrc, void *chsrc_ctx, struct tf_error *err);
+
 /* ---- rendering ---------------------------------------------------------- */
 
 /* Write the text form of v: canonical (pretty == 0) or pretty, no newline. */

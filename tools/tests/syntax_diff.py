@@ -45,7 +45,7 @@ def run_c(doc):
         first = r.stderr.decode('utf-8', 'replace').split('\n')[0]
         parts = first.split(': ')
         return parts[2] if len(parts) > 2 else 'RC%d %s' % (r.returncode, first)
-    d = subprocess.run([C, 'decode'], input=r.stdout, capture_output=True)
+    d = subprocess.run([C, 'decode', '--revision', '1.1'], input=r.stdout, capture_output=True)
     return 'OK ' + d.stdout.decode('utf-8', 'replace').rstrip('\n')
 
 
@@ -110,6 +110,10 @@ MARKER_FAULTS = [
     b'{"$fd":-1}', b'{"$fd":0.0}', b'{"$fd":0e0}', b'{"$fd":1e400}', b'{"$conn":"0"}', b'{"$conn":true}',
     b'{"$fd":{"\\u0000":1}}', b'{"$x":1}', b'{"$":1}', b'{"$int":"1","a":2}', b'{"$int":"1","$int":"1"}',
     b'{"$fd":0,"a":{"a":1,"a":2}}', b'{"a":1,"$b":2}', b'{"\\u0024int":"x"}', b'{"$int\\u0000":"1"}',
+    # revision 1.1, SPEC.md §18.2 rule 3: an id in 1..2^31-1 under the rules of $fd
+    b'{"$channel":0}', b'{"$channel":-0}', b'{"$channel":1.0}', b'{"$channel":1e0}', b'{"$channel":-1}',
+    b'{"$channel":2147483648}', b'{"$channel":99999999999999999999}', b'{"$channel":"1"}',
+    b'{"$channel":1,"a":2}',
 ]
 PARSE_FAULTS = [  # what a JSON library meets while it parses
     b'{"a":1,"a":2}', b'{"a":1,"\\u0061":2}', b'{"$$a":1,"$$a":2}', b'{"b":[],"c":0,"b":{}}',
@@ -130,6 +134,7 @@ GOOD = [
     b'"\\u00e9\\n\\"\\\\\\/"', b'"\\ud83d\\ude00"', b'"\xc3\xa9\xf0\x9f\x98\x80"', b'"\\u0000"', b'[]', b'{}',
     b'{"$int":"-9223372036854775808"}', b'{"$float":"NaN"}', b'{"$float":"-Infinity"}',
     b'{"$bytes":""}', b'{"$bytes":"AAE="}', b'{"$$x":1}', b'{"$$":2}', b'{"$$int":"x"}', b'{"\\u0024\\u0024a":3}',
+    b'{"$channel":1}', b'{"$channel":2147483647}', b'{"$$channel":0}',
 ]
 KEYS = [b'a', b'b', b'a', b'$$a', b'\\u0061', b'k', b'', b'$$', b'\xc3\xa9']
 
