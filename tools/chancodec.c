@@ -130,6 +130,16 @@ common_option(struct common_opts *o, int opt, const char *arg)
 	case OPT_PRETTY:
 		o->pretty = 1;
 		return 1;
+	case OPT_REVISION:
+		if (!strcmp(arg, "1.1")) {
+			o->decode_flags = CHAN_DECODE_REVISION_1_1;
+		} else if (!strcmp(arg, "1.0") || !strcmp(arg, "1")) {
+			o->decode_flags = 0;
+		} else {
+			usage_error("--revision: '%s' is not 1.0 or 1.1", arg);
+			return -1;
+		}
+		return 1;
 	case OPT_COUNT: {
 		uint32_t n;
 
@@ -483,6 +493,7 @@ usage_decode(FILE *out)
 		"  -p, --pretty          indented output for people\n"
 		"  -n, --count=N         stop after N frames\n"
 		LIMIT_OPTIONS_HELP
+		REVISION_OPTION_HELP
 		"  -h, --help            show this help\n",
 		program_name);
 }
@@ -499,6 +510,7 @@ usage_check(FILE *out)
 		"valid files\n"
 		"  -n, --count=N         stop after N frames\n"
 		LIMIT_OPTIONS_HELP
+		REVISION_OPTION_HELP
 		"  -h, --help            show this help\n",
 		program_name);
 }
@@ -517,8 +529,8 @@ decode_stream(FILE *in, const char *name, const struct common_opts *o,
 		chan_msg *msg = NULL;
 
 		rc = chan_decode(fr.buf, fr.len, NULL, 0,
-				 CHAN_DECODE_DETACHED, &o->limits, NULL, &msg,
-				 NULL);
+				 CHAN_DECODE_DETACHED | o->decode_flags,
+				 &o->limits, NULL, &msg, NULL);
 		if (rc < 0)
 			break;
 		if (print) {
@@ -546,10 +558,11 @@ cmd_decode_or_check(int argc, char **argv, int print)
 {
 	static const struct option longopts[] = {
 		COMMON_LONGOPTS,
+		REVISION_LONGOPT,
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct common_opts o = {{0, 0, 0}, 0, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0, 0};
 	int c, i, status = EXIT_OK, verbose = 0;
 
 	while ((c = getopt_long(argc, argv, print ? "+pn:h" : "+vn:h", longopts,

@@ -33,6 +33,7 @@ struct common_opts {
 	struct chan_limits limits;
 	int pretty;
 	unsigned long count; /* --count N: at most N messages; 0 = all */
+	unsigned decode_flags; /* --revision 1.1: CHAN_DECODE_REVISION_1_1 */
 };
 /* Handle the options --max-payload/--max-handles/--max-depth/--pretty/--count.
  * Returns 1 if opt was one of them (0 if not, -1 on a bad argument). */
@@ -48,6 +49,16 @@ int common_option(struct common_opts *o, int opt, const char *arg);
 #define OPT_MAX_DEPTH 1003
 #define OPT_PRETTY 'p'
 #define OPT_COUNT 'n'
+#define OPT_REVISION 1004
+/* --revision=1.0|1.1, for the commands that read frames from files
+ * (decode, check, dump): not in COMMON_LONGOPTS, as a live connection
+ * learns the peer's revision from its HELLO. */
+#define REVISION_LONGOPT {"revision", required_argument, NULL, OPT_REVISION}
+#define REVISION_OPTION_HELP                                                   \
+	"      --revision=REV    read frames as revision REV of the protocol: 1.0\n" \
+	"                        (the default: flags, channel fields and channel\n" \
+	"                        handles are errors) or 1.1 (as a receiver that\n" \
+	"                        has the peer's HELLO: they are accepted)\n"
 #define COMMON_LONGOPTS                                                        \
 	{"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},             \
 	{"max-handles", required_argument, NULL, OPT_MAX_HANDLES},             \

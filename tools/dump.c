@@ -533,7 +533,7 @@ cmd_dump(int argc, char **argv)
 		COMMON_LONGOPTS,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct common_opts o = {{0, 0, 0}, 0, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0, 0};
 	int c, i, status = EXIT_OK;
 
 	while ((c = getopt_long(argc, argv, "+n:h", longopts, NULL)) != -1) {

@@ -242,7 +242,7 @@ cmd_listen(int argc, char **argv)
 	int accept_paused = 0; /* out of descriptors: the listener is not polled */
 	int emfile_reported = 0;
 	char *end;
-	struct common_opts o = {{0, 0, 0}, 0, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0, 0};
 	const char *reply_text = NULL, *path;
 	chan_msg *reply = NULL;
 	chan_listener *l = NULL;
@@ -591,7 +591,7 @@ cmd_send(int argc, char **argv)
 		{"timeout", required_argument, NULL, OPT_TIMEOUT},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct common_opts o = {{0, 0, 0}, 0, 0};
+	struct common_opts o = {{0, 0, 0}, 0, 0, 0};
 	struct fdmap m;
 	const char *path, *input = "-", *name;
 	struct tf_reader *rd = NULL;
