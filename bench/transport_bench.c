@@ -54,6 +54,12 @@
  * Request: {"seq": i, "method": "ping", "data": <size bytes>, "fds": [fd...],
  * "reply_to": <conn>} (members present as the case needs); reply:
  * {"seq": i, "ok": true}.
+ *
+ * rtt-channel (issue 13): "reply_to" is a channel handle (SPEC.md §18): the
+ * client opens a channel in the request, the server answers on it with END
+ * (chan_conn_send_last) and both free their endpoints; no descriptor moves.
+ * Its raw row is a plain ping-pong of the same bytes (the request frame with
+ * a 3-byte channel id, the reply frame), the floor chan is compared with.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -79,6 +85,8 @@ enum kind { K_RTT = 1, K_ONEWAY = 2, K_EXIT = 3 };
 
 #define MAX_FDS 253
 #define MAX_SIZE (16u * 1024u * 1024u)
+
+enum { RT_NONE = 0, RT_CONN = 1, RT_CHANNEL = 2 }; /* spec.reply_to */
 
 struct spec {
 	uint32_t kind, impl, nfds, reply_to;
@@ -207,10 +215,12 @@ rawbuf_reserve(size_t n)
 /* ---- chan messages ---- */
 
 /* reply_fd >= 0: a conn handle holding a dup of it; *reply_conn != NULL: the
- * connection moved into the message (chan_conn_handle, the reply_to idiom). */
+ * connection moved into the message (chan_conn_handle, the reply_to idiom);
+ * RT_CHANNEL: a channel opened on `on` (its endpoint in *ret_channel), or,
+ * without a connection, a channel handle with a 3-byte id (for sizes). */
 static chan_msg *
-build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
-	      chan_conn **reply_conn)
+build_request_on(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
+		 chan_conn **reply_conn, chan_conn *on, chan_conn **ret_channel)
 {
 	chan_msg *m = chan_msg_new(NULL);
 	chan_value *root = chan_map(m);
@@ -226,12 +236,26 @@ build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
 			chan_list_append(l, chan_handle_copy(m, CHAN_KIND_FD, fds[k]));
 		chan_map_put(root, "fds", l);
 	}
-	if (reply_conn && *reply_conn)
+	if (s->reply_to == RT_CHANNEL)
+		chan_map_put(root, "reply_to",
+			     on ? chan_channel_open(m, on, ret_channel) : chan_channel_ref(m, 16384));
+	else if (reply_conn && *reply_conn)
 		chan_map_put(root, "reply_to", chan_handle_move_conn(m, reply_conn));
 	else if (reply_fd >= 0)
 		chan_map_put(root, "reply_to", chan_handle_copy(m, CHAN_KIND_CONN, reply_fd));
 	BENCH_CHECK(chan_msg_set_root(m, root) == 0);
 	return m;
+}
+
+static chan_msg *
+build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
+	      chan_conn **reply_conn);
+
+static chan_msg *
+build_request(uint64_t seq, const struct spec *s, const int *fds, int reply_fd,
+	      chan_conn **reply_conn)
+{
+	return build_request_on(seq, s, fds, reply_fd, reply_conn, NULL, NULL);
 }
 
 /* The same request written straight into a frame (chan-write): every
@@ -553,13 +577,13 @@ serve_rtt(const struct spec *s)
 			size_t n = raw_recv(rawfd, rawbuf, s->req_len, fds);
 			int out = rawfd;
 
-			BENCH_CHECK(n == s->nfds + s->reply_to);
-			if (s->reply_to)
+			BENCH_CHECK(n == s->nfds + (s->reply_to == RT_CONN));
+			if (s->reply_to == RT_CONN)
 				out = fds[--n];
 			for (size_t k = 0; k < n; k++)
 				close(fds[k]);
 			raw_send(out, rawbuf + s->req_len, s->rep_len, NULL, 0);
-			if (s->reply_to)
+			if (s->reply_to == RT_CONN)
 				close(out);
 		} else {
 			chan_msg *req = NULL, *rep;
@@ -573,7 +597,10 @@ serve_rtt(const struct spec *s)
 									      "reply_to"),
 								 &rc) == 0);
 			rep = pre_reply ? pre_reply : build_reply(seq);
-			BENCH_CHECK(chan_conn_send(rc ? rc : cconn, rep, -1) == 0);
+			if (s->reply_to == RT_CHANNEL) /* one frame: the reply, END */
+				BENCH_CHECK(chan_conn_send_last(rc, rep, -1) == 0);
+			else
+				BENCH_CHECK(chan_conn_send(rc ? rc : cconn, rep, -1) == 0);
 			if (!pre_reply)
 				chan_msg_free(rep);
 			chan_msg_free(req);
@@ -658,26 +685,31 @@ client_rtt(struct run *r)
 			size_t n;
 
 			memcpy(fds, pool, s->nfds * sizeof(int));
-			if (s->reply_to) {
+			if (s->reply_to == RT_CONN) {
 				BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 				fds[s->nfds] = sv[1];
 				in = sv[0];
 			}
-			raw_send(rawfd, r->raw_req, s->req_len, fds, s->nfds + s->reply_to);
-			if (s->reply_to)
+			raw_send(rawfd, r->raw_req, s->req_len, fds,
+				 s->nfds + (s->reply_to == RT_CONN));
+			if (s->reply_to == RT_CONN)
 				close(sv[1]);
 			n = raw_recv(in, rawbuf, s->rep_len, fds);
 			BENCH_CHECK(n == 0);
-			if (s->reply_to)
+			if (s->reply_to == RT_CONN)
 				close(sv[0]);
 		} else {
 			chan_conn *rx = NULL, *tx = NULL;
 			chan_msg *req, *rep = NULL;
 			int64_t want = s->impl == IMPL_CHAN_PRE ? 0 : (int64_t)i;
 
-			if (s->reply_to)
+			if (s->reply_to == RT_CONN)
 				BENCH_CHECK(chan_conn_pair(&rx, &tx) == 0);
-			if (r->w) { /* chan-write: tx borrowed, closed once sent */
+			if (s->reply_to == RT_CHANNEL) {
+				req = build_request_on(i, s, pool, -1, NULL, cconn, &rx);
+				BENCH_CHECK(rx && chan_conn_send(cconn, req, -1) == 0);
+				chan_msg_free(req);
+			} else if (r->w) { /* chan-write: tx borrowed, closed once sent */
 				write_request(r->w, i, s, pool, tx);
 				BENCH_CHECK(chan_conn_send_writer(cconn, r->w, -1) == 0);
 				tx = chan_conn_free(tx);
@@ -767,7 +799,7 @@ run_init(struct run *r, enum kind kind, enum impl impl, uint64_t size, uint32_t 
 	r->s.nfds = nfds;
 	r->s.reply_to = (uint32_t)reply_to;
 	r->s.window = window_for(nfds);
-	if (reply_to)
+	if (reply_to == RT_CONN)
 		BENCH_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
 	req = build_request(0, &r->s, pool, sv[1], NULL);
 	BENCH_CHECK(chan_encoded_size(req, &len) == 0);
@@ -814,7 +846,7 @@ run_init(struct run *r, enum kind kind, enum impl impl, uint64_t size, uint32_t 
 		req = NULL;
 	}
 	chan_msg_free(req);
-	if (reply_to) {
+	if (reply_to == RT_CONN) {
 		close(sv[0]);
 		close(sv[1]);
 	}
@@ -903,6 +935,8 @@ static void
 main_cases(void)
 {
 	static const enum impl cpr[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_CHAN_PRE, IMPL_RAW};
+	/* channels: the tree API opens them (the writer cannot) */
+	static const enum impl cr[] = {IMPL_CHAN, IMPL_RAW};
 	/* the round trips sd-bus is compared in (issue 15 target 2) */
 	static const enum impl crs[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_RAW, IMPL_SDBUS};
 	static const enum impl cprs[] = {IMPL_CHAN, IMPL_CHAN_WRITE, IMPL_CHAN_PRE, IMPL_RAW,
@@ -914,7 +948,8 @@ main_cases(void)
 
 	measure("transport", "rtt-plain", K_RTT, cprs, 5, 0, 0, 0, reps, ms);
 	measure("transport", "rtt-fd1", K_RTT, cprs, 5, 0, 1, 0, reps, ms);
-	measure("transport", "rtt-reply_to", K_RTT, crs, 4, 0, 0, 1, reps, ms);
+	measure("transport", "rtt-reply_to", K_RTT, crs, 4, 0, 0, RT_CONN, reps, ms);
+	measure("transport", "rtt-channel", K_RTT, cr, 2, 0, 0, RT_CHANNEL, reps, ms);
 	measure("transport", "oneway-fd1", K_ONEWAY, cpr, 4, 0, 1, 0, reps, ms);
 	measure("transport", "oneway-fd253", K_ONEWAY, cpr, 4, 0, 253, 0, reps, ms);
 	measure("transport", "stream-1MiB", K_ONEWAY, cpr, 4, 1u << 20, 0, 0, reps, ms);
@@ -996,6 +1031,10 @@ run_mode(const char *label, int server_cpu, int do_main, int do_scale)
 
 		BENCH_CHECK(chan_conn_set_limits(cconn, &lim) == 0);
 	}
+	/* Both ends are this program: announce revision 1.1, requiring
+	 * channels (usable at once; the server answers on its own). Frames
+	 * that use no 1.1 feature are unchanged by it. */
+	BENCH_CHECK(chan_conn_hello(cconn, CHAN_FEATURE_CHANNELS, -1) == 0);
 	if (do_main)
 		main_cases();
 	if (do_scale)

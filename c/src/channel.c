@@ -163,6 +163,7 @@ void
 chan__mux_fini(chan_conn *c)
 {
 	free_entries(queue_take(c, &c->mainq));
+	free(c->spare);
 	free(c->tab);
 	chan__free(&c->allocator, c->outbox);
 	pthread_cond_destroy(&c->mux_cond);
@@ -813,6 +814,8 @@ chan__recv(chan_conn *c, struct chan__chan *ch, int timeout_ms, chan_msg **ret_m
 		}
 		/* Become the reader.  The entry the frame may need is allocated
 		 * first: NO_MEMORY must lose nothing (§9.4). */
+		if (!spare && (spare = c->spare))
+			c->spare = NULL;
 		if (!spare && !(spare = malloc(sizeof(*spare)))) {
 			r = CHAN_E_NO_MEMORY;
 			goto out;
@@ -847,17 +850,28 @@ chan__recv(chan_conn *c, struct chan__chan *ch, int timeout_ms, chan_msg **ret_m
 			break;
 		e = NULL;
 	}
+	/* e is this endpoint's frame, or its error; the entries go back as
+	 * the connection's spare (one read needs one) */
+	r = e->msg ? 0 : e->err;
+	if (e->msg)
+		*ret_msg = e->msg;
+	if (!c->spare) {
+		c->spare = e;
+		e = NULL;
+	}
+	if (spare && !c->spare) {
+		c->spare = spare;
+		spare = NULL;
+	}
 	pthread_mutex_unlock(&c->mux_lock);
 	free(spare);
-	if (e->msg) {
-		*ret_msg = e->msg;
-		r = 0;
-	} else {
-		r = e->err;
-	}
 	free(e);
 	return r;
 out:
+	if (spare && !c->spare) {
+		c->spare = spare;
+		spare = NULL;
+	}
 	pthread_mutex_unlock(&c->mux_lock);
 	free(spare);
 	if (c->outlen)

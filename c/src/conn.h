@@ -111,6 +111,7 @@ struct chan_conn {
 	struct chan__chan **tab;   /* open channels by wire key; tabcap slots */
 	uint32_t tabcap;
 	struct chan__queue mainq;  /* frames of the main stream nobody was reading */
+	struct chan__qent *spare;  /* an entry kept for the next read */
 	unsigned char *outbox;     /* control frames waiting to be sent */
 	_Atomic size_t outlen;     /* (peeked without the lock by senders) */
 	size_t outcap;
