@@ -8,7 +8,7 @@
 
 CHAN_DEMO      := $(BUILD)/chan-demo
 CHAN_RTT       := $(BUILD)/chan-rtt
-DEMO_SRCS      := demo/demo.c demo/producer.c demo/actor.c demo/util.c
+DEMO_SRCS      := demo/demo.c demo/producer.c demo/actor.c demo/load.c demo/util.c
 DEMO_OBJS      := $(DEMO_SRCS:demo/%.c=$(BUILD)/obj/demo/%.o)
 
 $(BUILD)/obj/demo/%.o: demo/%.c demo/demo.h c/include/chan.h $(DEPS_STAMP)

@@ -1,6 +1,9 @@
 /*
  * producer.c - a producer: asks the consumer questions, each with a fresh
- * reply_to connection, and checks the answers.
+ * reply_to endpoint, and checks the answers.  The endpoint is one end of a
+ * fresh connection pair (two descriptors until the answer), or, with
+ * channels, a channel of the producer's connection to the consumer (no
+ * descriptor: SPEC.md §18).
  *
  * An answer arrives on the reply_to connection and is either
  *   {"value": 49}                  the result, or
@@ -19,22 +22,17 @@ struct question {
 static int64_t
 expected(const struct question *q)
 {
-	int64_t a = 0, b = 1;
-
 	if (strcmp(q->op, "square") == 0)
 		return q->n * q->n;
-	for (int64_t i = 0; i < q->n; i++) { /* fib */
-		int64_t t = a + b;
-
-		a = b;
-		b = t;
-	}
-	return a;
+	return demo_fib(q->n);
 }
 
-/* {"from": name, "op": op, "n": n, "reply_to": <conn>} */
+/* {"from": name, "op": op, "n": n, "reply_to": <conn or channel>}.  With a
+ * connection: it moves into the message (*reply_to becomes NULL).  Without
+ * (reply_to NULL): a channel of consumer opens, *ret_mine its endpoint. */
 static chan_msg *
-make_request(const char *name, const struct question *q, chan_conn **reply_to)
+make_request(const char *name, const struct question *q, chan_conn **reply_to,
+	     chan_conn *consumer, chan_conn **ret_mine)
 {
 	chan_msg *m = chan_msg_new(NULL);
 	chan_value *root;
@@ -45,8 +43,8 @@ make_request(const char *name, const struct question *q, chan_conn **reply_to)
 	chan_map_put(root, "from", chan_string(m, name));
 	chan_map_put(root, "op", chan_string(m, q->op));
 	chan_map_put(root, "n", chan_int(m, q->n));
-	/* The connection moves into the message (*reply_to becomes NULL). */
-	chan_map_put(root, "reply_to", chan_handle_move_conn(m, reply_to));
+	chan_map_put(root, "reply_to", reply_to ? chan_handle_move_conn(m, reply_to)
+						: chan_channel_open(m, consumer, ret_mine));
 	if (chan_msg_set_root(m, root) < 0) /* reports any earlier failure */
 		return chan_msg_free(m);
 	return m;
@@ -71,19 +69,23 @@ receive_value(chan_conn *c, int64_t *ret)
  * value came through a future.
  */
 static int
-ask(chan_conn *consumer, const char *name, const struct question *q,
+ask(chan_conn *consumer, const char *name, const struct question *q, bool channels,
     int64_t *ret_value, int *ret_future)
 {
 	chan_conn *mine = NULL, *theirs = NULL, *future = NULL;
 	chan_msg *req = NULL, *answer = NULL;
 	int r;
 
-	/* A fresh connection for the answer: we keep one end, the other
-	 * travels in the request. */
-	if ((r = chan_conn_pair(&mine, &theirs)) < 0)
+	/* A fresh endpoint for the answer.  A connection pair: we keep one
+	 * end, the other travels in the request.  A channel: the request
+	 * carries its handle, and sending it opens the channel. */
+	if (!channels && (r = chan_conn_pair(&mine, &theirs)) < 0)
 		return r;
-	req = make_request(name, q, &theirs);
-	r = req ? chan_conn_send(consumer, req, DEMO_TIMEOUT_MS) : CHAN_E_NO_MEMORY;
+	req = make_request(name, q, channels ? NULL : &theirs, consumer, &mine);
+	if (req && chan_msg_error(req))
+		r = chan_msg_error(req);
+	else
+		r = req ? chan_conn_send(consumer, req, DEMO_TIMEOUT_MS) : CHAN_E_NO_MEMORY;
 	/* Sent: the consumer has its own copy.  Drop ours now (freeing the
 	 * message closes it), or we would never see the consumer close it. */
 	chan_msg_free(req);
@@ -93,6 +95,18 @@ ask(chan_conn *consumer, const char *name, const struct question *q,
 
 	if ((r = chan_conn_recv(mine, DEMO_TIMEOUT_MS, &answer)) < 0)
 		goto out;
+	if (channels) {
+		chan_msg *more = NULL;
+
+		/* The answer was the consumer's last frame on the channel. */
+		if ((r = chan_conn_recv(mine, 0, &more)) != CHAN_E_CHANNEL_CLOSED) {
+			say(name, "reply_to channel still open after the answer: %s",
+			    r == 0 ? "a second frame" : chan_errname(r));
+			chan_msg_free(more);
+			r = CHAN_E_INVALID_ARGUMENT;
+			goto out;
+		}
+	}
 	r = chan_map_get_int(chan_msg_root(answer), "value", ret_value);
 	if (r == 0) {
 		*ret_future = 0;
@@ -130,7 +144,7 @@ say_goodbye(chan_conn *consumer, const char *name, int answered)
 }
 
 int
-producer_run(const char *path, const char *name, int seed)
+producer_run(const char *path, const char *name, int seed, bool channels)
 {
 	struct question qs[QUESTIONS_PER_PRODUCER] = {
 		{"square", 3 + seed},
@@ -144,11 +158,19 @@ producer_run(const char *path, const char *name, int seed)
 		say(name, "cannot connect to %s: %s", path, chan_strerror(r));
 		return -1;
 	}
+	/* The consumer implements revision 1.1: announce it, requiring
+	 * "channels" so that the first request can carry one at once. */
+	if (channels && (r = chan_conn_hello(consumer, CHAN_FEATURE_CHANNELS,
+					     DEMO_TIMEOUT_MS)) < 0) {
+		say(name, "HELLO: %s", chan_strerror(r));
+		chan_conn_free(consumer);
+		return -1;
+	}
 	for (int i = 0; i < QUESTIONS_PER_PRODUCER; i++) {
 		int64_t value = 0, want = expected(&qs[i]);
 		int future = 0;
 
-		r = ask(consumer, name, &qs[i], &value, &future);
+		r = ask(consumer, name, &qs[i], channels, &value, &future);
 		if (r < 0) {
 			say(name, "%s(%lld) failed: %s", qs[i].op, (long long)qs[i].n,
 			    chan_errname(r));
@@ -156,7 +178,9 @@ producer_run(const char *path, const char *name, int seed)
 		}
 		say(name, "%s(%lld) = %lld%s%s", qs[i].op, (long long)qs[i].n,
 		    (long long)value,
-		    future ? "  (resolved on a future received on my reply_to)" : "",
+		    !future ? ""
+		    : channels ? "  (resolved on a future received on my reply_to channel)"
+			       : "  (resolved on a future received on my reply_to)",
 		    value == want ? "" : "  WRONG");
 		answered += value == want;
 	}

@@ -39,3 +39,39 @@ count_open_fds(void)
 	closedir(d);
 	return n - 1; /* not the directory's own fd */
 }
+
+int64_t
+demo_fib(int64_t n)
+{
+	int64_t a = 0, b = 1;
+
+	for (int64_t i = 0; i < n; i++) {
+		int64_t t = a + b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+int
+demo_reply(chan_conn *reply, const chan_msg *m)
+{
+	/* A channel endpoint (it has an id) takes the answer as its last
+	 * frame: END rides on it, so no close frame follows (SPEC.md §18.5). */
+	if (chan_conn_channel_id(reply))
+		return chan_conn_send_last(reply, m, DEMO_TIMEOUT_MS);
+	return chan_conn_send(reply, m, DEMO_TIMEOUT_MS);
+}
+
+int
+demo_get_int_or(const chan_value *map, const char *key, int64_t dflt, int64_t *ret)
+{
+	int r = chan_map_get_int(map, key, ret);
+
+	if (r == CHAN_E_NOT_FOUND) {
+		*ret = dflt;
+		return 0;
+	}
+	return r;
+}
