@@ -100,6 +100,18 @@ void frame_reader_free(struct frame_reader *fr);
  * order. */
 void report_handles(FILE *out, const chan_value *v);
 
+/*
+ * Revision 1.1 annotations (dump.c), one line of text each: the header's
+ * flags ("CONTROL|END", reserved bits), its channel field ("3 = id 3,
+ * opened by the sender of this frame"), and a control message ("hello,
+ * features: epitaph channels", "epitaph, code 3 PAYLOAD_TOO_LARGE, message
+ * ...", "close channel id 2"), with "??" before what a receiver rejects.
+ */
+void describe_flags(char *buf, size_t cap, unsigned flags, uint32_t channel);
+void describe_channel(char *buf, size_t cap, uint32_t channel);
+void describe_control(char *buf, size_t cap, const struct chan_header *h,
+		      const chan_value *root);
+
 int cmd_dump(int argc, char **argv);
 int cmd_listen(int argc, char **argv);
 int cmd_send(int argc, char **argv);

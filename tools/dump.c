@@ -13,14 +13,15 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define COMMENT_COLUMN 44
 
-enum mtype { M_VALUE, M_NULL, M_LIST, M_MAP, M_ENTRY, M_HANDLE };
-enum ftype { F_MSG, F_BOOL, F_SINT, F_UINT, F_KIND, F_DOUBLE, F_TEXT, F_BYTES };
+enum mtype { M_VALUE, M_NULL, M_LIST, M_MAP, M_ENTRY, M_HANDLE, M_CHANNEL };
+enum ftype { F_MSG, F_BOOL, F_SINT, F_UINT, F_KIND, F_DOUBLE, F_TEXT, F_BYTES, F_CHID };
 
 struct fdef {
 	const char *name;
@@ -32,12 +33,16 @@ struct fdef {
 struct mdef {
 	const char *name;
 	unsigned nfields;
-	struct fdef fields[10]; /* index = field number */
+	struct fdef fields[11]; /* index = field number */
 };
+
+/* --revision 1.1: Value field 10 (channel_value) is known (SPEC.md §18.2
+ * rule 2); the header's flags and channel are read as §17.1 and §18.1 say. */
+static int rev11;
 
 static const struct mdef MDEFS[] = {
 	[M_VALUE] = {"Value",
-		     9,
+		     10,
 		     {{0},
 		      {"null_value", 2, F_MSG, M_NULL},
 		      {"bool_value", 0, F_BOOL, 0},
@@ -47,7 +52,8 @@ static const struct mdef MDEFS[] = {
 		      {"bytes_value", 2, F_BYTES, 0},
 		      {"list_value", 2, F_MSG, M_LIST},
 		      {"map_value", 2, F_MSG, M_MAP},
-		      {"handle_value", 2, F_MSG, M_HANDLE}}},
+		      {"handle_value", 2, F_MSG, M_HANDLE},
+		      {"channel_value", 2, F_MSG, M_CHANNEL}}},
 	[M_NULL] = {"Null", 0, {{0}}},
 	[M_LIST] = {"List", 1, {{0}, {"items", 2, F_MSG, M_VALUE}}},
 	[M_MAP] = {"Map", 1, {{0}, {"entries", 2, F_MSG, M_ENTRY}}},
@@ -61,6 +67,7 @@ static const struct mdef MDEFS[] = {
 		      {{0},
 		       {"index", 0, F_UINT, 0},
 		       {"kind", 0, F_KIND, 0}}},
+	[M_CHANNEL] = {"Channel", 1, {{0}, {"id", 0, F_CHID, 0}}},
 };
 
 static const char *const WT_NAMES[8] = {"VARINT", "I64", "LEN",
@@ -208,6 +215,180 @@ nonmin(size_t used, uint64_t v)
 	return used > varint_len(v) ? " (non-minimal varint)" : "";
 }
 
+/* ------------------------------------------------------------------------ */
+/* Revision 1.1: flags, channel field, control messages (SPEC.md §16-§18) */
+
+#define FLAG_CONTROL 0x01u
+#define FLAG_END 0x02u
+#define FLAGS_CRITICAL 0x0cu
+#define FLAGS_OPTIONAL 0xf0u
+#define CHANNEL_THEIRS 0x80000000u
+
+/* Append to buf (at *o, of cap). */
+static void appendf(char *buf, size_t cap, size_t *o, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void
+appendf(char *buf, size_t cap, size_t *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*o >= cap)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *o, cap - *o, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*o = *o + (size_t)n < cap ? *o + (size_t)n : cap - 1;
+}
+
+void
+describe_flags(char *buf, size_t cap, unsigned flags, uint32_t channel)
+{
+	size_t o = 0;
+	const char *sep = "";
+
+	buf[0] = '\0';
+	if (flags & FLAG_CONTROL)
+		appendf(buf, cap, &o, "%sCONTROL", sep), sep = "|";
+	if (flags & FLAG_END)
+		appendf(buf, cap, &o, "%sEND", sep), sep = "|";
+	if (flags & (FLAGS_CRITICAL | FLAGS_OPTIONAL))
+		appendf(buf, cap, &o, "%s0x%02x", sep, flags & (FLAGS_CRITICAL | FLAGS_OPTIONAL));
+	if (flags & FLAGS_CRITICAL)
+		appendf(buf, cap, &o, " ?? reserved critical bits (RESERVED_FIELD_NONZERO)");
+	else if (flags & FLAGS_OPTIONAL)
+		appendf(buf, cap, &o, " (reserved optional bits: ignored)");
+	if ((flags & FLAG_END) && !channel)
+		appendf(buf, cap, &o, " ?? END on channel 0 (RESERVED_FIELD_NONZERO)");
+}
+
+void
+describe_channel(char *buf, size_t cap, uint32_t channel)
+{
+	uint32_t id = channel & ~CHANNEL_THEIRS;
+
+	if (!channel)
+		snprintf(buf, cap, "0 = the main stream");
+	else if (!id)
+		snprintf(buf, cap, "0x%08" PRIx32 " ?? id 0 (UNKNOWN_CHANNEL)", channel);
+	else if (channel & CHANNEL_THEIRS)
+		snprintf(buf, cap, "0x%08" PRIx32 " = id %" PRIu32 ", opened by the receiver of "
+			 "this frame", channel, id);
+	else
+		snprintf(buf, cap, "%" PRIu32 " = id %" PRIu32 ", opened by the sender of this frame",
+			 channel, id);
+}
+
+/* A string value quoted for a comment (at most 80 bytes shown). */
+static void
+quoted(char *buf, size_t cap, size_t *o, const chan_value *v)
+{
+	const char *s = NULL;
+	size_t n = 0;
+	char q[400];
+
+	chan_value_get_string(v, &s, &n);
+	qstr(q, sizeof(q), (const unsigned char *)s, n < 80 ? n : 80);
+	appendf(buf, cap, o, "%s%s", q, n > 80 ? "..." : "");
+}
+
+static const char *
+code_name(int64_t code)
+{
+	const char *name = code >= 1 && code <= 255 ? chan_errname(-(int)code) : NULL;
+
+	return name ? name : "unregistered";
+}
+
+void
+describe_control(char *buf, size_t cap, const struct chan_header *h, const chan_value *root)
+{
+	const chan_value *v = NULL;
+	const char *op = NULL, *k;
+	size_t o = 0, oplen = 0, i, n;
+	int64_t code;
+	bool crit = false;
+
+	buf[0] = '\0';
+	if (chan_value_type(root) == CHAN_MAP && chan_value_count(root) > 0 &&
+	    (k = chan_map_key_at(root, 0, &n)) && n == 2 && !memcmp(k, "op", 2))
+		chan_value_get_string(chan_value_at(root, 0), &op, &oplen);
+	if (!op) {
+		appendf(buf, cap, &o, "?? not a control message: a map whose first entry is "
+			"\"op\" with a string (UNSUPPORTED_FEATURE)");
+		return;
+	}
+	if (oplen == 5 && !memcmp(op, "hello", 5)) {
+		appendf(buf, cap, &o, "hello");
+		if (!(v = chan_map_get(root, "features")) ||
+		    chan_value_type(v) != CHAN_MAP) {
+			appendf(buf, cap, &o, " ?? \"features\" is not a map: not a well-formed "
+				"HELLO");
+		} else {
+			appendf(buf, cap, &o, ", features:");
+			for (i = 0; i < chan_value_count(v); i++) {
+				k = chan_map_key_at(v, i, &n);
+				appendf(buf, cap, &o, " %.*s", (int)n, k);
+			}
+			if (!chan_value_count(v))
+				appendf(buf, cap, &o, " none");
+		}
+		if ((v = chan_map_get(root, "require"))) {
+			appendf(buf, cap, &o, ", require:");
+			for (i = 0; chan_value_type(v) == CHAN_LIST && i < chan_value_count(v);
+			     i++) {
+				const char *s;
+
+				if (chan_value_get_string(chan_value_at(v, i), &s, &n) == 0)
+					appendf(buf, cap, &o, " %.*s", (int)n, s);
+				else
+					appendf(buf, cap, &o, " ?? not a string");
+			}
+			if (chan_value_type(v) != CHAN_LIST)
+				appendf(buf, cap, &o, " ?? not a list: not a well-formed HELLO");
+		}
+		if (h->channel)
+			appendf(buf, cap, &o, " ?? not on channel 0 (UNSUPPORTED_FEATURE)");
+	} else if (oplen == 7 && !memcmp(op, "epitaph", 7)) {
+		appendf(buf, cap, &o, "epitaph");
+		if (chan_map_get_int(root, "code", &code) == 0 && code >= 1 && code <= 255)
+			appendf(buf, cap, &o, ", code %" PRId64 " %s", code, code_name(code));
+		else
+			appendf(buf, cap, &o, ", no code in 1..255 (reported as CONNECTION_CLOSED)");
+		if ((v = chan_map_get(root, "message")) &&
+		    chan_value_type(v) == CHAN_STRING) {
+			appendf(buf, cap, &o, ", message ");
+			quoted(buf, cap, &o, v);
+		}
+		if (h->channel)
+			appendf(buf, cap, &o, " ?? not on channel 0 (UNSUPPORTED_FEATURE)");
+	} else if (oplen == 5 && !memcmp(op, "close", 5)) {
+		appendf(buf, cap, &o, "close");
+		if (h->channel)
+			appendf(buf, cap, &o, " channel id %" PRIu32,
+				h->channel & ~CHANNEL_THEIRS);
+		if (chan_map_get_int(root, "code", &code) == 0 && code >= 1 && code <= 255)
+			appendf(buf, cap, &o, ", code %" PRId64 " %s", code, code_name(code));
+		if (!h->channel || !(h->flags & FLAG_END))
+			appendf(buf, cap, &o, " ?? close needs a channel other than 0 and END "
+				"(UNSUPPORTED_FEATURE)");
+	} else {
+		if ((v = chan_map_get(root, "critical")))
+			chan_value_get_bool(v, &crit);
+		appendf(buf, cap, &o, "unknown operation \"%.*s\"", (int)(oplen < 40 ? oplen : 40),
+			op);
+		appendf(buf, cap, &o, crit ? " ?? critical (UNSUPPORTED_FEATURE)" : ": ignored");
+	}
+	if ((h->flags & FLAG_END) && !(oplen == 5 && !memcmp(op, "close", 5)))
+		appendf(buf, cap, &o, " ?? CONTROL with END on an operation other than close "
+			"(RESERVED_FIELD_NONZERO)");
+	if (h->handle_count)
+		appendf(buf, cap, &o, " ?? a control frame carries no handles "
+			"(UNSUPPORTED_FEATURE)");
+}
+
 static void walk(FILE *out, const unsigned char *p, const unsigned char *end,
 		 enum mtype mt, int level);
 
@@ -249,7 +430,9 @@ field_len(FILE *out, const struct mdef *md, unsigned num,
 	line(out, level, tagp, taglen + n,
 	     "%s (%u:LEN) len %" PRIu64 "%s%s%s", fname, num, len,
 	     fd->type == F_MSG && fd->sub == M_NULL && len == 0 ? " = Null{}"
-								 : "",
+	     : fd->type == F_MSG && fd->sub == M_CHANNEL && len == 0
+		     ? " = Channel{} ?? no id (UNKNOWN_CHANNEL)"
+		     : "",
 	     nonmin(taglen, (uint64_t)num << 3 | 2), nonmin(n, len));
 	if (fd->type == F_MSG)
 		walk(out, data, data + len, fd->sub, level + 1);
@@ -294,11 +477,18 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 			return;
 		}
 		fd = num <= md->nfields ? &md->fields[num] : NULL;
+		/* Value.channel_value is a field of revision 1.1 only */
+		if (fd && fd->sub == M_CHANNEL && fd->type == F_MSG && !rev11)
+			fd = NULL;
 		if (!fd || fd->wt != wt) {
 			/* show the field, skipped by its wire type */
 			const char *why = fd ? "?? wrong wire type (MALFORMED)"
-					     : "?? unknown field "
-					       "(UNKNOWN_FIELD)";
+					  : mt == M_VALUE && num == 10 && wt == 2
+						  ? "?? unknown field (UNKNOWN_FIELD; "
+						    "Value.channel_value in revision "
+						    "1.1: --revision 1.1)"
+						  : "?? unknown field "
+						    "(UNKNOWN_FIELD)";
 			uint64_t skip = 0;
 
 			if (wt == 0) {
@@ -355,6 +545,17 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 				     v == CHAN_KIND_FD	   ? "fd"
 				     : v == CHAN_KIND_CONN ? "conn"
 							   : "unregistered",
+				     nonmin(tn, tag), nonmin(n, v));
+			else if (fd->type == F_CHID)
+				line(out, level, tagp, tn + n,
+				     "%s.%s (%u:VARINT) = %" PRIu64 "%s%s%s",
+				     md->name, fd->name, num, v,
+				     v == 0 ? " ?? 0 is written by leaving id out "
+					      "(NONCANONICAL)"
+				     : v > 0x7fffffffu
+					     ? " ?? above 2^31-1 (UNKNOWN_CHANNEL)"
+					     : " (a channel the sender of this "
+					       "frame opened)",
 				     nonmin(tn, tag), nonmin(n, v));
 			else
 				line(out, level, tagp, tn + n,
@@ -424,9 +625,27 @@ dump_header(FILE *out, const unsigned char *b, size_t len,
 	line(out, 0, b, 4, "magic %s%s", q,
 	     memcmp(b, "CHAN", 4) ? " ?? not \"CHAN\"" : "");
 	line(out, 0, b + 4, 1, "version %u", h->version);
-	line(out, 0, b + 5, 1, "flags 0x%02x", h->flags);
+	if (h->flags) {
+		char f[200];
+
+		describe_flags(f, sizeof(f), h->flags, h->channel);
+		line(out, 0, b + 5, 1, "flags 0x%02x = %s%s", h->flags, f,
+		     rev11 ? "" : " ?? must be 0 in revision 1.0 (RESERVED_FIELD_NONZERO; "
+				  "--revision 1.1 reads it)");
+	} else {
+		line(out, 0, b + 5, 1, "flags 0x%02x", h->flags);
+	}
 	line(out, 0, b + 6, 2, "handle_count %u", h->handle_count);
-	line(out, 0, b + 8, 4, "channel %" PRIu32, h->channel);
+	if (h->channel) {
+		char ch[120];
+
+		describe_channel(ch, sizeof(ch), h->channel);
+		line(out, 0, b + 8, 4, "channel %s%s", ch,
+		     rev11 ? "" : " ?? must be 0 in revision 1.0 (RESERVED_FIELD_NONZERO; "
+				  "--revision 1.1 reads it)");
+	} else {
+		line(out, 0, b + 8, 4, "channel %" PRIu32, h->channel);
+	}
 	line(out, 0, b + 12, 4, "payload_length %" PRIu32, h->payload_length);
 }
 
@@ -465,6 +684,7 @@ dump_stream(FILE *in, const char *name, const struct common_opts *o)
 	int rc, status = EXIT_OK;
 
 	fr.fp = in;
+	rev11 = !!(o->decode_flags & CHAN_DECODE_REVISION_1_1);
 	while (!o->count || fr.index < o->count) {
 		chan_msg *msg = NULL;
 		int drc;
@@ -498,7 +718,24 @@ dump_stream(FILE *in, const char *name, const struct common_opts *o)
 			status = EXIT_REJECTED;
 			break;
 		}
-		drc = chan_decode(fr.buf, fr.len, NULL, 0, CHAN_DECODE_DETACHED,
+		if (fr.header.flags & FLAG_CONTROL) {
+			/* what the control message says, whatever the
+			 * revision read (the verdict below is that
+			 * revision's) */
+			char what[1200];
+
+			if (chan_decode(fr.buf, fr.len, NULL, 0,
+					CHAN_DECODE_DETACHED | CHAN_DECODE_REVISION_1_1,
+					&o->limits, NULL, &msg, NULL) == 0) {
+				describe_control(what, sizeof(what), &fr.header,
+						 chan_msg_root(msg));
+				printf("# control: %s\n", what);
+			}
+			chan_msg_free(msg);
+			msg = NULL;
+		}
+		drc = chan_decode(fr.buf, fr.len, NULL, 0,
+				  CHAN_DECODE_DETACHED | o->decode_flags,
 				  &o->limits, NULL, &msg, NULL);
 		verdict(stdout, &fr, drc, msg);
 		chan_msg_free(msg);
@@ -522,6 +759,7 @@ usage_dump(FILE *out)
 		"Exit status 1 if a frame is invalid.\n\n"
 		"  -n, --count=N         stop after N frames\n"
 		LIMIT_OPTIONS_HELP
+		REVISION_OPTION_HELP
 		"  -h, --help            show this help\n",
 		program_name);
 }
@@ -531,6 +769,7 @@ cmd_dump(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		COMMON_LONGOPTS,
+		REVISION_LONGOPT,
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	struct common_opts o = {{0, 0, 0}, 0, 0, 0};
