@@ -39,7 +39,7 @@ BENCH_LIBCHAN  := $(BENCH_DIR)/libchan.a
 BENCH_COMMON   := $(BENCH_DIR)/obj/common.o
 BENCH_TYPED_C  := $(BENCH_DIR)/gen/typed.pb-c.c
 BENCH_TYPED_H  := $(BENCH_DIR)/gen/typed.pb-c.h
-BENCH_BINS     := $(BENCH_DIR)/codec_bench $(BENCH_DIR)/transport_bench
+BENCH_BINS     := $(BENCH_DIR)/codec_bench $(BENCH_DIR)/transport_bench $(BENCH_DIR)/outstanding
 
 $(BENCH_DIR)/obj/lib/%.o: c/src/%.c c/include/chan.h $(wildcard c/src/*.h) $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -67,6 +67,10 @@ $(BENCH_DIR)/codec_bench: $(BENCH_DIR)/obj/codec_bench.o $(BENCH_DIR)/obj/typed.
 
 $(BENCH_DIR)/transport_bench: $(BENCH_DIR)/obj/transport_bench.o $(BENCH_COMMON) $(BENCH_LIBCHAN)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(BENCH_LIBS) $(BENCH_SDBUS_LIBS)
+
+# many requests in flight: descriptors per pattern (issue 13)
+$(BENCH_DIR)/outstanding: $(BENCH_DIR)/obj/outstanding.o $(BENCH_LIBCHAN)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ -lpthread
 
 # chancodec proxy's cost to a conversation (issue 16)
 $(BENCH_DIR)/proxy_rtt: $(BENCH_DIR)/obj/proxy_rtt.o $(BENCH_LIBCHAN)

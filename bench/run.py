@@ -275,6 +275,8 @@ CODEC_CASE_TEXT = {
 TRANSPORT_CASES = [("rtt-plain", "round trip, no handles"),
                    ("rtt-fd1", "round trip, 1 fd in the request"),
                    ("rtt-reply_to", "round trip via a fresh reply_to conn"),
+                   ("rtt-channel", "round trip, the reply over a channel opened in the request "
+                    "(raw: plain ping-pong of the same bytes)"),
                    ("oneway-fd1", "one-way frames, 1 fd each"),
                    ("oneway-fd253", "one-way frames, 253 fds each"),
                    ("stream-1MiB", "one-way 1 MiB bytes frames"),
@@ -446,7 +448,7 @@ def scale_table(res, pins):
     return out
 
 
-def targets(res, cg, pins, pybench):
+def targets(res, cg, pins, pybench, outst=None):
     """[(target, where, measured, goal, verdict)]"""
     t = []
 
@@ -508,6 +510,28 @@ def targets(res, cg, pins, pybench):
         c = res.get("transport", "rtt-reply_to", "chan", "rtt", pin)
         add("reply_to round trip: python-mp / chan", pin,
             rratio(res.get("transport", "rtt-reply_to", "python-mp", "rtt", pin), c), 5.0,
+            higher_is_better=True)
+    # issue 13: a reply endpoint that costs no descriptor
+    for pin in pins:
+        c = res.get("transport", "rtt-channel", "chan", "rtt", pin)
+        add("request + reply over a channel vs raw plain ping-pong of the same bytes", pin,
+            rratio(c, res.get("transport", "rtt-channel", "raw", "rtt", pin)), 1.1)
+        add("request + reply over a channel vs raw reply_to round trip (its physical limit)", pin,
+            rratio(c, res.get("transport", "rtt-reply_to", "raw", "rtt", pin)), 1.0)
+    if outst and "channels" in outst:
+        ch, rt = outst["channels"], outst["reply_to"]
+        grew = (ch["client_fds_peak"] - ch["client_fds_before"]) + (ch["server_fds_peak"] - ch["server_fds_before"])
+        t.append(["%s requests outstanding on one connection (channels)" % format(ch["n"], ","),
+                  "client + server", "%+d descriptors" % grew, "flat (+0)",
+                  "met" if grew == 0 and ch["n"] >= 100000 else "MISSED"])
+        per = ((rt["client_fds_peak"] - rt["client_fds_before"]) +
+               (rt["server_fds_peak"] - rt["server_fds_before"])) / float(rt["n"])
+        t.append(["the same with reply_to connections (for scale)", "%s requests" % format(rt["n"], ","),
+                  "%.2f descriptors per request" % per, "(2 expected: 200,000 for 100,000)", "-"])
+    if outst and outst.get("actor"):
+        act = outst["actor"]
+        add("demo actor requests/s: channels / reply_to connections", "chan-demo --bench-actor",
+            act["channels_rps"] / act["reply_to_rps"] if act.get("reply_to_rps") else None, 1.0,
             higher_is_better=True)
     for case in ("stream-1MiB", "stream-16MiB"):
         for impl in ("chan-pre", "chan", "chan-write"):
@@ -574,6 +598,8 @@ def main():
     ap.add_argument("--callgrind-only", action="store_true")
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--no-pybench", action="store_true", help="skip python/bench.py")
+    ap.add_argument("--demo", metavar="CHAN_DEMO",
+                    help="chan-demo to measure the actor workload with (--bench-actor)")
     ap.add_argument("--proxy", metavar="CHANCODEC",
                     help="chancodec to measure `chancodec proxy` with (bench/proxy_rtt)")
     ap.add_argument("--loop", metavar="DIR",
@@ -609,6 +635,7 @@ def main():
     rows += run_lines([PY, os.path.join(HERE, "py_codec.py")] + smoke, "pickle")
     rows += run_lines([os.path.join(build, "transport_bench")] + smoke, "transport_bench")
     rows += run_lines([PY, os.path.join(HERE, "py_mp.py")] + smoke, "python-mp")
+    outstanding = run_outstanding(build, a.smoke, getattr(a, "demo", None))
     cg = {}
     if not a.no_callgrind:
         cg = callgrind(build, a.smoke)
@@ -648,12 +675,38 @@ def main():
         loop = (loop or []) + run_proxy(build, a.proxy)
     saved = {"rows": rows, "callgrind": cg, "machine": mach, "started": started.isoformat(),
              "load_before": load_before, "load_after": loadavg(), "others": others,
-             "elapsed": time.time() - t_start, "pybench": pybench, "loop": loop}
+             "elapsed": time.time() - t_start, "pybench": pybench, "loop": loop,
+             "outstanding": outstanding}
     out_dir = os.path.join(build, "smoke") if a.smoke else os.path.join(build, "results")
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(dict(saved, callgrind={"/".join(k): v for k, v in cg.items()}), f, indent=1)
     return render(a, saved)
+
+
+def run_outstanding(build, smoke, demo=None):
+    """bench/outstanding: 100,000 requests in flight on one connection, with
+    channels and (as far as RLIMIT_NOFILE allows) with reply_to connections;
+    and the demo's actor workload both ways when the demo offers it."""
+    n = ["200", "200"] if smoke else ["100000", "100000"]
+    p = subprocess.run([os.path.join(build, "outstanding")] + n, cwd=ROOT, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=300)
+    if p.returncode != 0:
+        sys.exit("bench: outstanding failed (exit %d): %s" % (p.returncode, p.stderr.strip()))
+    out = json.loads(p.stdout)
+    for name in ("channels", "reply_to"):
+        x = out[name]
+        print("  outstanding %-8s n=%d fds client %d->%d server %d->%d, %.0f requests/s" % (
+            name, x["n"], x["client_fds_before"], x["client_fds_peak"], x["server_fds_before"],
+            x["server_fds_peak"], x["requests_per_s"]))
+    if demo and os.path.exists(demo):
+        q = subprocess.run([demo, "--bench-actor", "--json"] + (["--smoke"] if smoke else []), cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        if q.returncode != 0:
+            sys.exit("bench: %s --bench-actor failed (exit %d): %s" % (demo, q.returncode, q.stderr.strip()))
+        out["actor"] = json.loads(q.stdout.strip().splitlines()[-1])
+        print("  demo actor: %s" % out["actor"])
+    return out
 
 
 def run_loop(bindir):
@@ -720,6 +773,8 @@ def render(a, saved):
         for case, _ in TRANSPORT_CASES:
             op = "rtt" if case.startswith("rtt") else "oneway"
             impls = ["chan", "chan-write", "raw"] + ([] if case == "rtt-reply_to" else ["chan-pre"])
+            if case == "rtt-channel":  # channels are opened with the tree API only
+                impls = ["chan", "raw"]
             if case == "rtt-reply_to":
                 impls.append("python-mp")
             if case in SDBUS_CASES:
@@ -748,7 +803,24 @@ def render(a, saved):
                      transport_table(res, pins)))
     for title, h, r in scale_table(res, pins):
         sections.append(("Scaling: " + title, (h, r)))
-    sections.append(("Targets", targets(res, cg, pins, pybench)))
+    outst = saved.get("outstanding")
+    if outst and "channels" in outst:
+        h = ["pattern", "requests outstanding", "client fds before", "client fds with all outstanding",
+             "server fds before", "server fds with all outstanding", "requests/s (pipelined)"]
+        r = []
+        for name in ("channels", "reply_to"):
+            x = outst[name]
+            r.append([name, format(x["n"], ","), x["client_fds_before"], x["client_fds_peak"],
+                      x["server_fds_before"], x["server_fds_peak"],
+                      fmt_rate(x["requests_per_s"], "/s")])
+        if outst.get("actor"):
+            act = outst["actor"]
+            for name in ("channels", "reply_to"):
+                r.append(["demo actor, %s" % name, act.get("n", "-"), "-", act.get("fds_peak_%s" % name, "-"),
+                          "-", "-", fmt_rate(act["%s_rps" % name], "/s")])
+        sections.append(("Requests outstanding on one connection (bench/outstanding.c; RLIMIT_NOFILE %s "
+                         "bounds the reply_to run)" % outst.get("rlimit_nofile"), (h, r)))
+    sections.append(("Targets", targets(res, cg, pins, pybench, outst)))
 
     md = os.path.join(out_dir, "BENCHMARKS.md") if a.smoke else os.path.join(ROOT, "BENCHMARKS.md")
     write_md(md, sections, mach, started, load_before, load_after, elapsed, png, pybench, rows,
