@@ -803,8 +803,11 @@ class ChannelTests(FdTestCase):
     def test_not_transferable(self) -> None:
         a, b = agreed_pair()
         c, d = agreed_pair()
-        with a, b, c, d:
+        e, f = chan.Pipe()  # nothing agreed: still CHANNEL_NOT_TRANSFERABLE, not UNSUPPORTED_FEATURE
+        with a, b, c, d, e, f:
             ch = a.open_channel()
+            with self.assertRaises(chan.ChannelNotTransferable):
+                e.send({"x": ch})
             for bad in (lambda: c.send(ch), lambda: c.send([1, {"x": ch}]),
                         lambda: a.send(chan.Fd(ch)), lambda: a.send([ch, ch])):
                 with self.assertRaises(chan.ChannelNotTransferable) as cm:

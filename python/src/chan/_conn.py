@@ -322,7 +322,7 @@ class Connection:
         if self._x is not None:
             self._send_x(obj, timeout, None, 0)
             return
-        payload, objs, kinds = encode_payload(obj, allow_detached=False, chan_id=None)
+        payload, objs, kinds = encode_payload(obj, allow_detached=False, chan_id=self._no_channels)
         if objs:
             fds = [handle_fd(o) for o in objs]
             self._check_self_send(objs, kinds, fds)
@@ -1204,6 +1204,13 @@ class Connection:
             raise error("UNSUPPORTED_FEATURE", "'channels' is not implemented on this connection", scope="local")
         return ChannelEndpoint._make(self, _ChanState(True))
 
+    def _no_channels(self, o: Any) -> int:
+        """Channel handles where 'channels' is not usable: an endpoint of another
+        connection is CHANNEL_NOT_TRANSFERABLE whatever this one agreed (§18.7)."""
+        if type(o) is ChannelEndpoint and (o._conn is not self or not o._st.mine or o._st.sent):
+            raise error("CHANNEL_NOT_TRANSFERABLE", "a channel endpoint can be sent only on its own connection, once")
+        raise error("UNSUPPORTED_FEATURE", "channel handles need the feature 'channels' (SPEC.md §16.1 rule 2)")
+
     def _chan_id_for(self, new: List["_ChanState"]) -> Callable[[Any], int]:
         x0 = self._x
         assert x0 is not None
@@ -1244,7 +1251,7 @@ class Connection:
                 if not st.sent:
                     raise error("INVALID_ARGUMENT", "send the channel's handle before sending on it (SPEC.md §18.3)")
             new: List[_ChanState] = []
-            chan_id = self._chan_id_for(new) if self._usable("channels") else None
+            chan_id = self._chan_id_for(new) if self._usable("channels") else self._no_channels
             payload, objs, kinds = encode_payload(obj, allow_detached=False, chan_id=chan_id)
             if objs:
                 fds = [handle_fd(o) for o in objs]
