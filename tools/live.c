@@ -156,10 +156,78 @@ on_signal(int sig)
 	stop_signal = sig;
 }
 
+/* A channel the peer opened (revision 1.1), kept to show its frames. */
+struct endpoint {
+	chan_conn *ep;
+	uint32_t id;
+};
+
 struct peer {
 	chan_conn *conn;
 	unsigned long id;
+	unsigned features; /* chan_conn_features when last shown */
+	struct endpoint *eps;
+	size_t neps;
 };
+
+static const char *
+features_text(unsigned f, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s%s%s", f & CHAN_FEATURE_EPITAPH ? " epitaph" : "",
+		 f & CHAN_FEATURE_CHANNELS ? " channels" : "", f ? "" : " none");
+	return buf;
+}
+
+/* Take every channel handle of v as an endpoint of p (SPEC.md §18.3 rule 3):
+ * its frames are shown as they come. */
+static void
+keep_channels(struct peer *p, chan_value *v, const char *path)
+{
+	size_t i, n;
+	chan_conn *ep;
+	struct endpoint *ne;
+	uint32_t id;
+	int r;
+
+	switch (chan_value_type(v)) {
+	case CHAN_CHANNEL:
+		id = chan_value_channel_id(v);
+		r = chan_conn_move_from_value(v, &ep);
+		if (r < 0) {
+			report(path, chan_errname(r), "connection %lu: channel %" PRIu32 ": %s",
+			       p->id, id, chan_strerror(r));
+			break;
+		}
+		ne = realloc(p->eps, (p->neps + 1) * sizeof(*p->eps));
+		if (!ne) {
+			chan_conn_free(ep);
+			break;
+		}
+		p->eps = ne;
+		p->eps[p->neps].ep = ep;
+		p->eps[p->neps++].id = id;
+		printf("# channel %" PRIu32 ": opened by the peer; its frames follow "
+		       "\"# connection %lu channel %" PRIu32 "\"\n", id, p->id, id);
+		break;
+	case CHAN_LIST:
+	case CHAN_MAP:
+		n = chan_value_count(v);
+		for (i = 0; i < n; i++)
+			keep_channels(p, chan_value_at(v, i), path);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+peer_free(struct peer *p)
+{
+	for (size_t i = 0; i < p->neps; i++)
+		chan_conn_free(p->eps[i].ep);
+	free(p->eps);
+	chan_conn_free(p->conn);
+}
 
 static void
 usage_listen(FILE *out)
@@ -181,7 +249,15 @@ usage_listen(FILE *out)
 		"  --reply=TEXT       answer every conn handle received with "
 		"the message TEXT,\n"
 		"                     then close it (without --reply conn "
-		"handles are closed)\n"
+		"handles are closed);\n"
+		"                     a channel handle is answered with TEXT as "
+		"its last frame\n"
+		"  --hello            send a HELLO (revision 1.1) to every client "
+		"as it connects:\n"
+		"                     only for clients known to implement 1.1 (a "
+		"1.0 client\n"
+		"                     rejects it); a client's HELLO is always "
+		"answered\n"
 		"  -p, --pretty       indented output\n"
 		"  --max-payload=N, --max-handles=N, --max-depth=N   receive "
 		"limits\n"
@@ -195,6 +271,7 @@ reply_all(chan_msg *reply, chan_value *v, const char *path)
 {
 	size_t i, n;
 	chan_conn *c;
+	uint32_t id;
 	int r;
 
 	switch (chan_value_type(v)) {
@@ -216,6 +293,21 @@ reply_all(chan_msg *reply, chan_value *v, const char *path)
 			printf("# replied on #%" PRIu32 "\n",
 			       chan_value_handle_index(v));
 		break;
+	case CHAN_CHANNEL: /* revision 1.1: the reply is the channel's last frame */
+		id = chan_value_channel_id(v);
+		r = chan_conn_move_from_value(v, &c);
+		if (r == 0) {
+			r = chan_conn_send_last(c, reply, 10000);
+			if (r == 0)
+				r = chan_conn_flush(c, 10000);
+			chan_conn_free(c);
+		}
+		if (r < 0)
+			report(path, chan_errname(r), "reply on channel %" PRIu32 ": %s", id,
+			       r == CHAN_E_SYSTEM ? strerror(errno) : chan_strerror(r));
+		else
+			printf("# replied on channel %" PRIu32 "\n", id);
+		break;
 	case CHAN_LIST:
 	case CHAN_MAP:
 		n = chan_value_count(v);
@@ -227,13 +319,124 @@ reply_all(chan_msg *reply, chan_value *v, const char *path)
 	}
 }
 
+/* One message received on p (on channel id, 0 for the connection itself). */
+static void
+show_message(struct peer *p, uint32_t id, chan_msg *msg, const struct common_opts *o,
+	     chan_msg *reply, const char *path)
+{
+	if (id)
+		printf("# connection %lu channel %" PRIu32 "\n", p->id, id);
+	print_message(msg, o->pretty);
+	if (reply)
+		reply_all(reply, chan_msg_root(msg), path);
+	else
+		keep_channels(p, chan_msg_root(msg), path);
+	fflush(stdout);
+}
+
+/*
+ * Receive what p has now: its connection until WOULD_BLOCK, then each
+ * channel it opened (whose frames the connection's reads queued), until
+ * none has anything.  Returns 0 (keep p), 1 (p's connection ended: free it)
+ * or 2 (--count reached).
+ */
+static int
+serve_peer(struct peer *p, const struct common_opts *o, chan_msg *reply, const char *path,
+	   unsigned long *nmsgs, int *status)
+{
+	int progress = 1, r, ended = 0;
+	char f1[64];
+
+	while (progress && !ended) {
+		progress = 0;
+		for (;;) {
+			chan_msg *msg = NULL;
+			const char *epitaph;
+			int code = 0;
+
+			r = chan_conn_recv(p->conn, 0, &msg);
+			if (chan_conn_features(p->conn) != p->features) {
+				/* the peer's HELLO (revision 1.1) */
+				p->features = chan_conn_features(p->conn);
+				printf("# connection %lu: HELLO received, features usable:%s\n",
+				       p->id, features_text(p->features, f1, sizeof(f1)));
+			}
+			if (r == CHAN_E_WOULD_BLOCK)
+				break;
+			progress = 1;
+			if (r == 0) {
+				show_message(p, 0, msg, o, reply, path);
+				chan_msg_free(msg);
+				if (o->count && ++*nmsgs >= o->count)
+					return 2;
+				continue;
+			}
+			if ((epitaph = chan_conn_epitaph(p->conn, &code))) {
+				const char *name = chan_errname(code);
+
+				printf("# connection %lu closed by the peer's epitaph: %s (%d)%s%s\n",
+				       p->id, name ? name : "unregistered", code < 0 ? -code : code,
+				       *epitaph ? ": " : "", epitaph);
+			} else if (r == CHAN_E_CONNECTION_CLOSED) {
+				printf("# connection %lu closed\n", p->id);
+			} else {
+				report(path, chan_errname(r), "connection %lu: %s", p->id,
+				       r == CHAN_E_SYSTEM ? strerror(errno) : chan_strerror(r));
+				*status = r == CHAN_E_SYSTEM ? EXIT_USAGE : EXIT_REJECTED;
+				if (chan_error_scope(r) == CHAN_SCOPE_FRAME)
+					continue;
+			}
+			fflush(stdout);
+			ended = 1;
+			break;
+		}
+		for (size_t i = 0; i < p->neps; i++) {
+			struct endpoint *e = &p->eps[i];
+			chan_msg *msg = NULL;
+
+			r = chan_conn_recv(e->ep, 0, &msg);
+			if (r == CHAN_E_WOULD_BLOCK)
+				continue;
+			progress = 1;
+			if (r == 0) {
+				show_message(p, e->id, msg, o, reply, path);
+				chan_msg_free(msg);
+				if (o->count && ++*nmsgs >= o->count)
+					return 2;
+				i--; /* this channel again */
+				continue;
+			}
+			if (r == CHAN_E_CHANNEL_CLOSED || chan_error_scope(r) == CHAN_SCOPE_FATAL ||
+			    r == CHAN_E_CONNECTION_CLOSED) {
+				printf("# connection %lu channel %" PRIu32 " closed%s%s\n", p->id,
+				       e->id, r == CHAN_E_CHANNEL_CLOSED ? "" : ": ",
+				       r == CHAN_E_CHANNEL_CLOSED ? "" : chan_errname(r));
+				chan_conn_free(e->ep);
+				p->eps[i] = p->eps[--p->neps];
+				i--;
+			} else {
+				/* the code the peer's close gave, then CHANNEL_CLOSED */
+				printf("# connection %lu channel %" PRIu32 ": %s\n", p->id, e->id,
+				       chan_errname(r) ? chan_errname(r) : "unregistered code");
+				i--;
+			}
+			fflush(stdout);
+		}
+	}
+	/* the answer to a HELLO, or a close, may wait in the connection */
+	if (!ended && (chan_conn_events(p->conn) & CHAN_EVENT_WRITE))
+		chan_conn_flush(p->conn, 1000);
+	return ended;
+}
+
 int
 cmd_listen(int argc, char **argv)
 {
-	enum { OPT_ONCE = 2001, OPT_REPLY, OPT_MODE };
+	enum { OPT_ONCE = 2001, OPT_REPLY, OPT_MODE, OPT_HELLO };
 	static const struct option longopts[] = {
 		COMMON_LONGOPTS,
 		{"once", no_argument, NULL, OPT_ONCE},
+		{"hello", no_argument, NULL, OPT_HELLO},
 		{"reply", required_argument, NULL, OPT_REPLY},
 		{"mode", required_argument, NULL, OPT_MODE},
 		{"help", no_argument, NULL, 'h'},
@@ -250,7 +453,7 @@ cmd_listen(int argc, char **argv)
 	struct pollfd *pfds = NULL;
 	size_t npeers = 0, i;
 	unsigned long nextid = 0, nmsgs = 0;
-	int c, r, once = 0, status = EXIT_OK, done = 0;
+	int c, r, once = 0, status = EXIT_OK, done = 0, hello = 0;
 	struct sigaction sa;
 
 	while ((c = getopt_long(argc, argv, "+pn:h", longopts, NULL)) != -1) {
@@ -262,6 +465,9 @@ cmd_listen(int argc, char **argv)
 		switch (c) {
 		case OPT_ONCE:
 			once = 1;
+			break;
+		case OPT_HELLO:
+			hello = 1;
 			break;
 		case OPT_REPLY:
 			reply_text = optarg;
@@ -398,6 +604,7 @@ cmd_listen(int argc, char **argv)
 					continue;
 				}
 				peers = np2;
+				memset(&peers[npeers], 0, sizeof(*peers));
 				peers[npeers].conn = conn;
 				peers[npeers++].id = nextid++;
 				if (chan_conn_peer_cred(conn, &cred) == 0)
@@ -405,6 +612,20 @@ cmd_listen(int argc, char **argv)
 					       "uid=%ld gid=%ld\n",
 					       nextid - 1, (long)cred.pid,
 					       (long)cred.uid, (long)cred.gid);
+				if (hello) {
+					/* SPEC.md §16.2 rule 3: only because
+					 * the user says the peer speaks 1.1 */
+					r = chan_conn_hello(conn, 0, 10000);
+					if (r == 0)
+						r = chan_conn_flush(conn, 10000);
+					if (r < 0)
+						report(path, chan_errname(r),
+						       "connection %lu: HELLO: %s",
+						       nextid - 1, chan_strerror(r));
+					else
+						printf("# connection %lu: HELLO sent\n",
+						       nextid - 1);
+				}
 				fflush(stdout);
 				continue;
 			}
@@ -413,51 +634,17 @@ cmd_listen(int argc, char **argv)
 					break;
 			if (k == npeers)
 				continue;
-			for (;;) {
-				chan_msg *msg = NULL;
-
-				r = chan_conn_recv(peers[k].conn, 0, &msg);
-				if (r == CHAN_E_WOULD_BLOCK)
-					break;
-				if (r == 0) {
-					nmsgs++;
-					if (o.count && nmsgs >= o.count)
-						done = 1;
-					print_message(msg, o.pretty);
-					if (reply)
-						reply_all(reply,
-							  chan_msg_root(msg),
-							  path);
-					fflush(stdout);
-					chan_msg_free(msg);
-					if (done)
-						break;
-					continue;
-				}
-				if (r == CHAN_E_CONNECTION_CLOSED) {
-					printf("# connection %lu closed\n",
-					       peers[k].id);
-					fflush(stdout);
-				} else {
-					report(path, chan_errname(r),
-					       "connection %lu: %s",
-					       peers[k].id,
-					       r == CHAN_E_SYSTEM
-						       ? strerror(errno)
-						       : chan_strerror(r));
-					status = r == CHAN_E_SYSTEM
-							 ? EXIT_USAGE
-							 : EXIT_REJECTED;
-					if (chan_error_scope(r) ==
-					    CHAN_SCOPE_FRAME)
-						continue;
-				}
-				chan_conn_free(peers[k].conn);
+			switch (serve_peer(&peers[k], &o, reply, path, &nmsgs, &status)) {
+			case 1: /* the connection ended */
+				peer_free(&peers[k]);
 				peers[k] = peers[--npeers];
 				if (accept_paused)
 					accept_paused = 0; /* a descriptor is free */
 				if (once)
 					done = 1;
+				break;
+			case 2: /* --count reached */
+				done = 1;
 				break;
 			}
 			/* the peer array changed: poll again */
@@ -465,7 +652,7 @@ cmd_listen(int argc, char **argv)
 		}
 	}
 	for (i = 0; i < npeers; i++)
-		chan_conn_free(peers[i].conn);
+		peer_free(&peers[i]);
 	free(peers);
 	free(pfds);
 	chan_listener_free(l);
