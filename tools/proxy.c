@@ -52,6 +52,7 @@ struct dir {
 	size_t nbatch;
 	bool raw; /* not chan frames: bytes relayed as they come */
 	bool eof;
+	bool hello; /* a HELLO went this way: its receiver reads revision 1.1 */
 	char sign; /* '>' or '<' */
 };
 
@@ -174,10 +175,32 @@ print_frame(struct link *l, struct dir *d, const chan_msg *msg, int err, const i
 	char *desc = NULL;
 	size_t dlen = 0;
 
+	struct chan_header h = {0};
+	char rev[200] = "", ctl[1200] = "";
+
 	stamp(when, sizeof(when));
+	chan_header_parse(d->buf, d->len, &h);
+	if (h.flags || h.channel) { /* revision 1.1 (SPEC.md §17.1, §18.1) */
+		char f[160] = "";
+		size_t o = 0;
+
+		if (h.flags) {
+			describe_flags(f, sizeof(f), h.flags, h.channel);
+			o = (size_t)snprintf(rev, sizeof(rev), ", flags %s", f);
+		}
+		/* a channel by who opened it: ">3" the side that sends '>' */
+		if (h.channel && o < sizeof(rev))
+			snprintf(rev + o, sizeof(rev) - o, ", channel %c%" PRIu32,
+				 h.channel & 0x80000000u ? (d->sign == '>' ? '<' : '>') : d->sign,
+				 h.channel & 0x7fffffffu);
+	}
+	if (msg && (h.flags & 0x01))
+		describe_control(ctl, sizeof(ctl), &h, chan_msg_root(msg));
 	if (!json) {
-		fprintf(out, "# %s %c %s %zu bytes, %zu handle%s\n", l->label, d->sign, when, d->len,
-			ntable, ntable == 1 ? "" : "s");
+		fprintf(out, "# %s %c %s %zu bytes, %zu handle%s%s\n", l->label, d->sign, when,
+			d->len, ntable, ntable == 1 ? "" : "s", rev);
+		if (*ctl)
+			fprintf(out, "# control: %s\n", ctl);
 		if (msg) {
 			tf_render(out, chan_msg_root(msg), pretty);
 			fputc('\n', out);
@@ -190,9 +213,23 @@ print_frame(struct link *l, struct dir *d, const chan_msg *msg, int err, const i
 				fprintf(out, "#   followed as link %s\n", followed[i]);
 		}
 	} else {
-		fprintf(out, "{\"time\":\"%s\",\"link\":\"%s\",\"dir\":\"%c\",\"bytes\":%zu,"
-			     "\"handles\":[",
+		fprintf(out, "{\"time\":\"%s\",\"link\":\"%s\",\"dir\":\"%c\",\"bytes\":%zu,",
 			when, l->label, d->sign, d->len);
+		if (h.flags)
+			fprintf(out, "\"flags\":%u,", h.flags);
+		if (h.channel)
+			fprintf(out, "\"channel\":\"%c%" PRIu32 "\",",
+				h.channel & 0x80000000u ? (d->sign == '>' ? '<' : '>') : d->sign,
+				h.channel & 0x7fffffffu);
+		if (*ctl) {
+			json_t *cs = json_string(ctl);
+			char *q = cs ? json_dumps(cs, JSON_ENCODE_ANY) : NULL;
+
+			fprintf(out, "\"control\":%s,", q ? q : "null");
+			free(q);
+			json_decref(cs);
+		}
+		fputs("\"handles\":[", out);
 		for (size_t i = 0; i < ntable; i++) {
 			FILE *f = open_memstream(&desc, &dlen);
 			json_t *s;
@@ -257,7 +294,32 @@ frame_done(struct link *l, struct dir *d)
 	ntable = d->nbatch ? d->batch[0].n : 0;
 	if (ntable)
 		memcpy(orig, table, ntable * sizeof(int));
-	err = chan_decode(d->buf, d->len, NULL, 0, CHAN_DECODE_DETACHED, NULL, NULL, &msg, NULL);
+	err = chan_decode(d->buf, d->len, NULL, 0,
+			  CHAN_DECODE_DETACHED | (d->hello ? CHAN_DECODE_REVISION_1_1 : 0), NULL,
+			  NULL, &msg, NULL);
+	if (err == CHAN_E_RESERVED_FIELD_NONZERO && !d->hello && d->buf[5] == 0x01 &&
+	    !memcmp(d->buf + 8, "\0\0\0\0", 4)) {
+		/* A HELLO is read by a 1.1 receiver before any agreement (SPEC.md
+		 * §16.2 rule 2); from it on, this direction's receiver reads 1.1. */
+		chan_msg *m11 = NULL;
+		const char *op = NULL;
+		size_t oplen = 0;
+
+		if (chan_decode(d->buf, d->len, NULL, 0,
+				CHAN_DECODE_DETACHED | CHAN_DECODE_REVISION_1_1, NULL, NULL, &m11,
+				NULL) == 0 &&
+		    chan_value_type(chan_msg_root(m11)) == CHAN_MAP &&
+		    chan_value_count(chan_msg_root(m11)) &&
+		    !strcmp(chan_map_key_at(chan_msg_root(m11), 0, NULL), "op") &&
+		    chan_value_get_string(chan_value_at(chan_msg_root(m11), 0), &op, &oplen) == 0 &&
+		    oplen == 5 && !memcmp(op, "hello", 5)) {
+			d->hello = true;
+			msg = m11;
+			err = 0;
+		} else {
+			chan_msg_free(m11);
+		}
+	}
 	if (err == 0)
 		collect_kinds(chan_msg_root(msg), kinds, CHAN_HARD_MAX_HANDLES, &nk);
 	/* Interpose only a well-formed frame whose descriptors all came with
