@@ -59,7 +59,8 @@ struct load {
 	int total, window;
 	bool channels, hold;
 	int fds_base;        /* out: this process's open fds before the first job */
-	int fds_peak;        /* out: ... at most, while jobs were in flight */
+	int fds_peak;        /* out: ... at most, while jobs were in flight (counted
+			      * every 256 jobs; hold: once all are in flight) */
 	int actor_fds;       /* out (hold): the actor's, holding them all */
 	int actor_fds_before; /* out (hold): the actor's, before */
 	double seconds;      /* out: from the first send to the last answer */

@@ -5,6 +5,9 @@
 #   make test-demo   run it quietly; part of `make test`
 #   make rtt         chan request with a fresh reply_to vs raw sendmsg, pinned
 #                    to one CPU and to two (not part of `make test`)
+#   make bench-actor the demo's actor workload: requests/s with reply_to
+#                    connections vs channels, fds in flight (not part of
+#                    `make test`; `chan-demo --bench-actor --json` for scripts)
 
 CHAN_DEMO      := $(BUILD)/chan-demo
 CHAN_RTT       := $(BUILD)/chan-rtt
@@ -23,7 +26,7 @@ $(CHAN_RTT): $(BUILD)/obj/demo/rtt.o $(LIBCHAN_A)
 
 all: $(CHAN_DEMO)
 
-.PHONY: run-demo test-demo rtt
+.PHONY: run-demo test-demo rtt bench-actor
 run-demo: $(CHAN_DEMO)
 	$(CHAN_DEMO)
 DEMO_TARGETS += run-demo
@@ -36,3 +39,6 @@ TEST_TARGETS += test-demo
 
 rtt: $(CHAN_RTT)
 	$(CHAN_RTT)
+
+bench-actor: $(CHAN_DEMO)
+	$(CHAN_DEMO) --bench-actor

@@ -7,10 +7,13 @@
  * code as in the demo.  R is a fresh reply endpoint: one end of a
  * connection pair (this process keeps the other: one descriptor here and,
  * once received, one in the actor, per request in flight), or a channel of
- * the connection the job travels on (none).  Answers are read oldest first;
- * the others wait in their sockets, or queued inside the connection.
+ * the connection the job travels on (none).  Answers are read oldest first,
+ * by a thread of their own; the others wait in their sockets, or queued
+ * inside the connection.
  */
+#include <pthread.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -98,43 +101,115 @@ send_hold(chan_conn *conn, int count)
 	return r;
 }
 
+/* The requesting side is two threads: this one sends, a reader takes the
+ * answers oldest first as they come.  One thread doing both would stall: with
+ * channels every answer arrives on the one socket, and an actor whose
+ * answers fill it stops reading jobs while we are still sending them (a
+ * stream's head-of-line blocking, SPEC.md §18.6 rule 4). */
+struct pipeline {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct load *ld;
+	chan_conn **mine; /* ring of window slots: job k in k % window */
+	int sent, done;   /* jobs sent, answers taken */
+	bool go;          /* the reader may start (hold: once all are counted) */
+	int err;          /* the first error of either thread */
+	double t_end;
+};
+
+static void *
+reader_main(void *arg)
+{
+	struct pipeline *p = arg;
+	struct load *ld = p->ld;
+
+	for (int k = 0; k < ld->total; k++) {
+		chan_conn *c;
+		int r;
+
+		pthread_mutex_lock(&p->lock);
+		while (!p->err && (!p->go || p->sent <= k))
+			pthread_cond_wait(&p->cond, &p->lock);
+		c = p->mine[k % ld->window];
+		pthread_mutex_unlock(&p->lock);
+		if (p->err) /* read under the lock above; set once */
+			return NULL;
+		r = recv_answer(c, k, ld);
+		pthread_mutex_lock(&p->lock);
+		p->mine[k % ld->window] = chan_conn_free(c);
+		if (r < 0 && !p->err)
+			p->err = r;
+		p->done = k + 1;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+		if (r < 0)
+			return NULL;
+	}
+	p->t_end = now();
+	return NULL;
+}
+
 int
 actor_load(chan_conn *conn, struct load *ld)
 {
-	chan_conn **mine = calloc((size_t)ld->window, sizeof(*mine));
-	int sent = 0, done = 0, r = 0, fds;
+	struct pipeline p = {.ld = ld, .go = !ld->hold};
+	pthread_t reader;
+	int r = 0, fds;
 	double t0;
 
-	if (!mine || ld->window < 1 || (ld->hold && ld->total != ld->window)) {
-		free(mine);
+	if (ld->window < 1 || ld->total < 1 || (ld->hold && ld->total != ld->window) ||
+	    !(p.mine = calloc((size_t)ld->window, sizeof(*p.mine))))
 		return CHAN_E_INVALID_ARGUMENT;
-	}
+	pthread_mutex_init(&p.lock, NULL);
+	pthread_cond_init(&p.cond, NULL);
 	ld->fds_base = ld->fds_peak = count_open_fds();
 	ld->actor_fds = ld->actor_fds_before = -1;
-	t0 = now();
-	if (ld->hold && (r = send_hold(conn, ld->total)) < 0)
-		goto out;
-	while (done < ld->total) {
-		for (; sent < ld->total && sent - done < ld->window; sent++)
-			if ((r = send_job(conn, ld->channels, sent, &mine[sent % ld->window])) < 0)
-				goto out;
-		/* The count, when the window is full (now and then: reading
-		 * /proc/self/fd is not free). */
-		if ((sent - done == ld->window || sent == ld->total) && done % 1024 == 0 &&
-		    (fds = count_open_fds()) > ld->fds_peak)
-			ld->fds_peak = fds;
-		if ((r = recv_answer(mine[done % ld->window], done, ld)) < 0)
-			goto out;
-		mine[done % ld->window] = chan_conn_free(mine[done % ld->window]);
-		done++;
+	if (pthread_create(&reader, NULL, reader_main, &p) != 0) {
+		free(p.mine);
+		return CHAN_E_SYSTEM;
 	}
-	ld->seconds = now() - t0;
-out:
+	t0 = now();
+	if (ld->hold)
+		r = send_hold(conn, ld->total);
+	for (int k = 0; r == 0 && k < ld->total; k++) {
+		chan_conn *c = NULL;
+		bool full;
+
+		pthread_mutex_lock(&p.lock);
+		while (!p.err && k - p.done >= ld->window)
+			pthread_cond_wait(&p.cond, &p.lock);
+		r = p.err;
+		pthread_mutex_unlock(&p.lock);
+		if (r < 0 || (r = send_job(conn, ld->channels, k, &c)) < 0)
+			break;
+		pthread_mutex_lock(&p.lock);
+		p.mine[k % ld->window] = c;
+		p.sent = k + 1;
+		full = p.sent - p.done == ld->window;
+		pthread_cond_broadcast(&p.cond);
+		pthread_mutex_unlock(&p.lock);
+		/* The count every 256 jobs (reading /proc/self/fd is not
+		 * free); hold: once all are sent, before the reader starts,
+		 * so that it sees every request in flight. */
+		if ((ld->hold ? full : k % 256 == 255) && (fds = count_open_fds()) > ld->fds_peak)
+			ld->fds_peak = fds;
+	}
+	pthread_mutex_lock(&p.lock);
+	if (r < 0 && !p.err)
+		p.err = r;
+	p.go = true;
+	pthread_cond_broadcast(&p.cond);
+	pthread_mutex_unlock(&p.lock);
+	pthread_join(reader, NULL);
+	r = p.err;
+	ld->seconds = p.t_end - t0;
 	if (r < 0)
-		say("load", "%d of %d jobs answered: %s", done, ld->total, chan_strerror(r));
+		say("load", "%d of %d jobs answered: %s", p.done, ld->total, chan_strerror(r));
 	for (int i = 0; i < ld->window; i++)
-		chan_conn_free(mine[i]);
-	free(mine);
+		chan_conn_free(p.mine[i]);
+	free(p.mine);
+	pthread_mutex_destroy(&p.lock);
+	pthread_cond_destroy(&p.cond);
 	if (r == 0 && (fds = count_open_fds()) != ld->fds_base) {
 		say("load", "open fds: %d before, %d after", ld->fds_base, fds);
 		r = CHAN_E_INVALID_ARGUMENT;
@@ -198,6 +273,15 @@ bench_actor_main(int argc, char **argv)
 	if (total < 1 || window < 1 || window > 10000) {
 		fprintf(stderr, "chan-demo: --requests >= 1, 1 <= --outstanding <= 10000\n");
 		return 2;
+	}
+	{ /* reply_to connections need a descriptor per request in flight */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max &&
+		    rl.rlim_cur < (rlim_t)window + 64) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
 	}
 	/* Alternating, so that a change of machine load hits both alike. */
 	for (int round = 0; round < ROUNDS; round++) {
