@@ -71,6 +71,13 @@ frame() {
 	echo "43 48 41 4e $(printf %02x "${4:-1}") $(printf %02x "$1") $(le16 "$2") 00 00 00 00 $(le32 $((${#p} / 2))) $3"
 }
 
+# frame11 FLAGS CHANNEL HANDLE_COUNT PAYLOAD_HEX : a frame with revision 1.1
+# header fields (SPEC.md §17.1, §18.1), in hex
+frame11() {
+	local p=${4// /}
+	echo "43 48 41 4e 01 $(printf %02x "$1") $(le16 "$3") $(le32 "$2") $(le32 $((${#p} / 2))) $4"
+}
+
 # expect NAME RC ERRNAME CMD... : exit status RC and, if ERRNAME is not -,
 # a first stderr line "chancodec: FILE: ERRNAME: ...".  Appends the case to
 # $T/errors.out for the golden comparison.
@@ -161,6 +168,48 @@ golden sample.dump "$T/sample.dump"
 "$CC" dump "$T/bad.bin" >"$T/bad.dump"
 check "dump of invalid frames exits 1" test $? = 1
 golden bad.dump "$T/bad.dump"
+# revision 1.1: channel handles in the text form (SPEC.md §18.2 rule 3) encode
+# as Value field 10, Channel{id}: protoc's bytes; decoding them needs --revision 1.1
+"$CC" encode "$G/channels.json" >"$T/ch.bin"
+od -An -tx1 -v "$T/ch.bin" >"$T/channels.hex"
+golden channels.hex "$T/channels.hex"
+"$CC" decode --revision 1.1 "$T/ch.bin" >"$T/ch.txt"
+same "channels: text -> binary -> text (--revision 1.1)" "$G/channels.json" "$T/ch.txt"
+"$CC" check --revision 1.0 "$T/ch.bin" 2>"$T/ch.err"
+check "channels: revision 1.0 (the default) says UNKNOWN_FIELD" \
+	test $? = 1 -a "$(cut -d: -f3 "$T/ch.err")" = " UNKNOWN_FIELD"
+if command -v protoc >/dev/null; then
+	printf 'map_value { entries { key: "op" value { string_value: "get" } } entries { key: "reply" value { channel_value { id: 1 } } } }' |
+		protoc --proto_path="$TOP/proto" --encode=chan.v1.Value chan/v1/chan.proto >"$T/pc.bin"
+	"$CC" encode <<<'{"op":"get","reply":{"$channel":1}}' | tail -c +17 >"$T/cc.bin"
+	same "channels: the payload is protoc's" "$T/pc.bin" "$T/cc.bin"
+fi
+# payload TEXT : the payload of TEXT's frame, in hex
+payload() { od -An -tx1 -v < <("$CC" encode <<<"$1") | tr '\n' ' ' | cut -c 50-; }
+# a 1.1 stream: HELLO, a channel handle, END on the channel, close, epitaph,
+# optional and critical reserved bits, channel 0x80000000; dumped as 1.0 and 1.1
+{
+	hex2bin "$(frame11 1 0 0 "$(payload '{"op":"hello","features":{"epitaph":{},"channels":{}},"require":["channels"]}')")"
+	hex2bin "$(frame11 0 0 0 '42 0f 0a 0d 0a 05 72 65 70 6c 79 12 04 52 02 08 01')"
+	hex2bin "$(frame11 2 1 0 '2a 04 6c 61 73 74')"
+	hex2bin "$(frame11 3 $((0x80000002)) 0 '42 1b 0a 0d 0a 02 6f 70 12 07 2a 05 63 6c 6f 73 65 0a 0a 0a 04 63 6f 64 65 12 02 18 4a')"
+	hex2bin "$(frame11 1 0 0 "$(payload '{"op":"epitaph","code":3,"message":"too big"}')")"
+	hex2bin "$(frame11 $((0x10)) 0 0 '18 02')"
+	hex2bin "$(frame11 4 0 0 '18 02')"
+	hex2bin "$(frame11 0 $((0x80000000)) 0 '18 02')"
+	hex2bin "$(frame11 1 0 1 "$(payload '{"op":"hello","features":{},"h":{"$fd":0}}')")"
+	hex2bin "$(frame11 0 0 0 '52 02 08 00')"
+	hex2bin "$(frame11 0 0 0 '52 06 08 80 80 80 80 08')"
+	hex2bin "$(frame11 0 0 0 '52 00')"
+} >"$T/s11.bin"
+"$CC" dump "$T/s11.bin" >"$T/channels.dump"
+check "dump of 1.1 frames as 1.0 exits 1" test $? = 1
+golden channels.dump "$T/channels.dump"
+"$CC" dump --revision 1.1 "$T/s11.bin" >"$T/channels11.dump"
+check "dump --revision 1.1 of invalid 1.1 frames exits 1" test $? = 1
+golden channels11.dump "$T/channels11.dump"
+check "dump of 1.0 frames is the same with --revision 1.1" \
+	sh -c "'$CC' dump --revision 1.1 '$T/sample.bin' | cmp -s - '$G/sample.dump'"
 # --count stops early and leaves the rest unread
 check "--count 2" test "$("$CC" decode -n 2 "$T/sample.bin" | wc -l)" = 2
 check "decode reads files in order" test "$("$CC" decode "$T/sample.bin" "$T/sample.bin" | wc -l)" = 8
@@ -259,6 +308,14 @@ t "\$bytes pad bits" INVALID_TEXT '{"$bytes":"AB=="}'
 t "\$bytes bad char" INVALID_TEXT '{"$bytes":"A-=="}'
 t "\$fd negative" INVALID_TEXT '{"$fd":-1}'
 t "\$conn not an int" INVALID_TEXT '{"$conn":"0"}'
+# {"$channel":ID}: 1..2^31-1 under the rules of $fd (SPEC.md §18.2 rule 3)
+t "\$channel 0" INVALID_TEXT '{"$channel":0}'
+t "\$channel -0 (is 0)" INVALID_TEXT '{"$channel":-0}'
+t "\$channel a float" INVALID_TEXT '{"$channel":1.0}'
+t "\$channel 1e0" INVALID_TEXT '{"$channel":1e0}'
+t "\$channel 2^31" INVALID_TEXT '{"$channel":2147483648}'
+t "\$channel a string" INVALID_TEXT '{"$channel":"1"}'
+t "\$channel not alone" INVALID_TEXT '{"$channel":1,"a":2}'
 t "handle index out of range" HANDLE_INDEX_OUT_OF_RANGE '[{"$fd":0},{"$fd":2}]'
 t "handle index repeated" HANDLE_INDEX_OUT_OF_ORDER '[{"$fd":0},{"$fd":0}]'
 t "handle index decreasing" HANDLE_INDEX_OUT_OF_ORDER '[{"$fd":1},{"$fd":0}]'
@@ -299,6 +356,21 @@ f "kind 3" UNKNOWN_HANDLE_KIND "$(frame 0 1 '4a 02 10 03')"
 f "index 1 of 1" HANDLE_INDEX_OUT_OF_RANGE "$(frame 0 1 '4a 04 08 01 10 01')"
 f "index 1 then 0" HANDLE_INDEX_OUT_OF_ORDER "$(frame 0 2 '3a 0e 0a 06 4a 04 08 01 10 01 0a 04 4a 02 10 01')"
 f "handle never referenced" UNREFERENCED_HANDLE "$(frame 0 1 '0a 00')"
+# revision 1.1 headers and channel handles, read as 1.0 and as 1.1
+f "HELLO read as 1.0" RESERVED_FIELD_NONZERO "$(frame11 1 0 0 '42 0f 0a 0d 0a 02 6f 70 12 07 2a 05 68 65 6c 6c 6f')"
+f "channel 1 read as 1.0" RESERVED_FIELD_NONZERO "$(frame11 0 1 0 '0a 00')"
+f "channel handle read as 1.0" UNKNOWN_FIELD "$(frame11 0 0 0 '52 02 08 01')"
+f "channel handle read as 1.0 (--revision 1.0)" UNKNOWN_FIELD "$(frame11 0 0 0 '52 02 08 01')" --revision 1.0
+f "critical reserved flag, 1.1" RESERVED_FIELD_NONZERO "$(frame11 4 0 0 '0a 00')" --revision 1.1
+f "END on channel 0, 1.1" RESERVED_FIELD_NONZERO "$(frame11 2 0 0 '0a 00')" --revision 1.1
+f "channel 0x80000000, 1.1" UNKNOWN_CHANNEL "$(frame11 0 $((0x80000000)) 0 '0a 00')" --revision 1.1
+f "Channel.id 0 written, 1.1" NONCANONICAL "$(frame11 0 0 0 '52 02 08 00')" --revision 1.1
+f "Channel.id absent, 1.1" UNKNOWN_CHANNEL "$(frame11 0 0 0 '52 00')" --revision 1.1
+f "Channel.id 2^31, 1.1" UNKNOWN_CHANNEL "$(frame11 0 0 0 '52 06 08 80 80 80 80 08')" --revision 1.1
+expect "bad --revision" 2 - "$CC" decode --revision 2 "$T/f.bin"
+hex2bin "$(frame11 3 $((0x80000002)) 0 '42 0f 0a 0d 0a 02 6f 70 12 07 2a 05 63 6c 6f 73 65')$(frame11 $((0x12)) 7 0 '52 02 08 01')" >"$T/f.bin"
+check "1.1: close on a channel and END with an optional bit decode" \
+	test "$("$CC" decode --revision 1.1 "$T/f.bin" | tr '\n' ' ')" = '{"op":"close"} {"$channel":1} '
 # the error names the frame: the second frame of a file is the bad one
 { hex2bin "$(frame 0 0 '0a 00')"; hex2bin "$(frame 0 0 '10 02')"; } >"$T/f.bin"
 expect "second frame bad" 1 NONCANONICAL "$CC" decode "$T/f.bin"
@@ -395,6 +467,39 @@ wait "$L"
 check "listen: a rejected frame makes the exit status 1" test $? = 1
 check "listen: the bad frame is named" grep -q "^chancodec: $S: NONCANONICAL: connection 0: " "$T/l6.err"
 check "listen: the next frame is read in sync" test "$(grep -v '^#' "$T/l6.out")" = 42
+# revision 1.1: a raw 1.1 peer (peer11.py) sends a HELLO, a request with a
+# channel handle, and frames on that channel; listen answers the HELLO, shows
+# the features, keeps the channel and shows its frames
+"$CC" encode <<<'{"op":"hello","features":{"epitaph":{},"channels":{}}}' >"$T/hello.bin"
+"$CC" encode <<<'{"q":"get","reply":{"$channel":1}}' >"$T/req.bin"
+"$CC" encode <<<'"on the channel"' >"$T/onch.bin"
+"$CC" encode <<<'{"op":"epitaph","code":3,"message":"your frame is too large"}' >"$T/epi.bin"
+"$CC" listen --count 3 "$S" >"$T/l11.out" 2>"$T/l11.err" &
+L=$!
+PIDS+=("$L")
+wait_listening "$T/l11.err"
+"$PY" "$HERE/peer11.py" "$S" "$T/got11.bin" send:1:0:"$T/hello.bin" read:1 send:0:0:"$T/req.bin" \
+	send:0:1:"$T/onch.bin" send:2:1:"$T/onch.bin"
+check "1.1 peer: exchange done" test $? = 0
+wait "$L"
+check "listen: a 1.1 conversation exits 0" test $? = 0
+grep -v pid= "$T/l11.out" >"$T/listen11.out"
+"$CC" dump --revision 1.1 "$T/got11.bin" >>"$T/listen11.out"
+# with --hello and --reply: listen speaks first, answers on the channel (END),
+# and shows the epitaph the peer ends with
+"$CC" listen --once --hello --reply '"r"' "$S" >"$T/l12.out" 2>"$T/l12.err" &
+L=$!
+PIDS+=("$L")
+wait_listening "$T/l12.err"
+"$PY" "$HERE/peer11.py" "$S" "$T/got12.bin" read:1 send:1:0:"$T/hello.bin" send:0:0:"$T/req.bin" \
+	read:1 send:0:0:"$T/onch.bin" send:1:0:"$T/epi.bin" wait
+check "1.1 peer with --hello: exchange done" test $? = 0
+wait "$L"
+check "listen --hello --reply: exits 0" test $? = 0
+check "listen --hello --reply: nothing on stderr but the banner" test "$(grep -vc 'listening on' "$T/l12.err")" = 0
+grep -v pid= "$T/l12.out" >>"$T/listen11.out"
+"$CC" dump --revision 1.1 "$T/got12.bin" >>"$T/listen11.out"
+golden listen11.out "$T/listen11.out"
 # no descriptor leaks: 150 messages with a file and a reply connection each,
 # both processes limited to 24 open descriptors
 (ulimit -n 24 && exec "$CC" listen --count 150 --reply '"r"' "$S") >"$T/l7.out" 2>"$T/l7.err" &
@@ -420,7 +525,7 @@ check "64 MiB stream of frames decodes in bounded memory" "$HERE/bigstream.sh" 6
 
 # ---- man page and help -----------------------------------------------------
 check "man page lints clean" sh -c "groff -man -ww -z '$TOP/tools/chancodec.1' 2>&1 | (! grep .)"
-for c in "" encode decode check dump listen send; do
+for c in "" encode decode check dump listen send proxy; do
 	check "help $c" sh -c "'$CC' $c --help | grep -q '^Usage: chancodec'"
 done
 
