@@ -19,10 +19,14 @@ import struct
 KINDS = ("success", "decode_success", "decode_failure", "encode_failure")
 OBJECTS = ("conn", "pipe_read", "pipe_write", "memfd", "eventfd", "file",
            "dgram", "seqpacket", "tcp", "listener")
-LIMIT_KEYS = ("max_payload", "max_handles", "max_depth")
+LIMIT_KEYS = ("max_payload", "max_handles", "max_depth", "max_channels")
 DELIVERIES = ("whole", "bytewise", "fds_at", "close_after", "fd_limit",
               "echo", "reply", "nested", "self_send", "peer_send",
-              "closed_at_boundary", "max_handles")
+              "closed_at_boundary", "max_handles",
+              # revision 1.1 (spec/vectors.md §3.3)
+              "peer10", "hello", "hello_require", "epitaph", "channel_reply", "frames",
+              "refused_channels", "readahead")
+REVISIONS = ("1.0", "1.1")
 NAME_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 ERR_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 SECTION_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
@@ -48,6 +52,7 @@ class Case:
         self.notes = []
         self.bytes = None        # bytes, or None when absent
         self.canonical = None    # decode_success: canonical re-encoding
+        self.revision = "1.0"    # "1.1": run only against a testee that implements 1.1
 
     def __repr__(self):
         return "Case(%s)" % self.name
@@ -140,6 +145,10 @@ def parse_vec(path):
             cur.transport = (parts[0], [int(p) for p in parts[1:]])
         elif key == "note":
             cur.notes.append(rest)
+        elif key == "revision":
+            if rest not in REVISIONS:
+                raise VecError("%s:%d: bad revision %r" % (path, ln, rest))
+            cur.revision = rest
         elif key in ("bytes", "canonical"):
             if rest:
                 raise VecError("%s:%d: %s takes no argument" % (path, ln, key))
@@ -178,6 +187,10 @@ def _finish(c):
         raise VecError(where + ": decode_success needs canonical")
     if c.kind != "decode_success" and c.canonical is not None:
         raise VecError(where + ": only decode_success has canonical")
+    if c.transport and c.transport[0] in DELIVERIES[12:] and c.revision != "1.1":
+        raise VecError(where + ": delivery %s needs revision 1.1" % c.transport[0])
+    if "max_channels" in c.limits and c.revision != "1.1":
+        raise VecError(where + ": max_channels needs revision 1.1")
 
 
 # --------------------------------------------------------------------------
@@ -211,6 +224,20 @@ class Map:
         return "Map(%r)" % self.items
 
 
+class Channel:
+    """A channel handle (revision 1.1, SPEC.md §18.2): {"$channel":ID}."""
+    __slots__ = ("id",)
+
+    def __init__(self, cid):
+        self.id = cid
+
+    def __eq__(self, o):
+        return isinstance(o, Channel) and o.id == self.id
+
+    def __repr__(self):
+        return "Channel(%d)" % self.id
+
+
 class Bytes:
     __slots__ = ("b",)
 
@@ -227,7 +254,8 @@ class TextError(Exception):
         self.name = name
 
 
-MARKERS = ("$int", "$float", "$bytes", "$fd", "$conn")
+MARKERS = ("$int", "$float", "$bytes", "$fd", "$conn", "$channel")
+MAX_CHANNEL_ID = (1 << 31) - 1
 INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 SAFE = (1 << 53) - 1
 
@@ -289,6 +317,10 @@ def _conv(j):
                 raise TextError("INVALID_ARGUMENT", "bad base64")
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise TextError("INVALID_ARGUMENT", "bad handle index")
+        if k == "$channel":  # SPEC.md §18.2 rule 3
+            if not 1 <= v <= MAX_CHANNEL_ID:
+                raise TextError("INVALID_TEXT", "a channel id is in 1..2^31-1")
+            return Channel(v)
         return Handle(1 if k == "$fd" else 2, v)
     items = []
     for k, v in pairs:
@@ -381,6 +413,8 @@ def render_text(v):
         return '{"$bytes":"%s"}' % base64.b64encode(v.b).decode()
     if isinstance(v, Handle):
         return '{"%s":%d}' % ("$fd" if v.kind == 1 else "$conn", v.index)
+    if isinstance(v, Channel):
+        return '{"$channel":%d}' % v.id
     if isinstance(v, list):
         return "[" + ",".join(render_text(x) for x in v) + "]"
     if isinstance(v, Map):
@@ -408,6 +442,21 @@ def handles_in(v, out=None):
     return out
 
 
+def channels_in(v, out=None):
+    """Channel handles of a value in walk order."""
+    if out is None:
+        out = []
+    if isinstance(v, Channel):
+        out.append(v)
+    elif isinstance(v, list):
+        for x in v:
+            channels_in(x, out)
+    elif isinstance(v, Map):
+        for _, x in v.items:
+            channels_in(x, out)
+    return out
+
+
 # --------------------------------------------------------------------------
 # Reference decoder: SPEC.md §9.3 precedence, §7.3 algorithm.
 
@@ -432,7 +481,12 @@ SCHEMA = {
     "Map": {1: (2, True, "Entry")},
     "Entry": {1: (2, False, "key"), 2: (2, False, "Value")},
     "Handle": {1: (0, False, "uint64"), 2: (0, False, "uint64")},
+    "Channel": {1: (0, False, "uint64")},
 }
+# Revision 1.1 where `channels` is accepted (SPEC.md §18.2 rule 2): Value field 10.
+SCHEMA_11 = dict(SCHEMA)
+SCHEMA_11["Value"] = dict(SCHEMA["Value"])
+SCHEMA_11["Value"][10] = (2, False, "Channel")
 
 
 def _varint(buf, pos, end):
@@ -467,7 +521,9 @@ def valid_utf8(b):
 
 
 class _Walker:
-    def __init__(self, payload, handle_count, max_depth):
+    def __init__(self, payload, handle_count, max_depth, channels=False):
+        self.schema = SCHEMA_11 if channels else SCHEMA
+        self.channels = []  # channel handles in walk order
         self.p = payload
         self.n = handle_count
         self.max_depth = max_depth
@@ -494,7 +550,7 @@ class _Walker:
             if num == 0 or wt in (3, 4, 6, 7):
                 raise DecodeError("MALFORMED")
             # step 3
-            spec = SCHEMA[typ].get(num)
+            spec = self.schema[typ].get(num)
             if spec is None:
                 raise DecodeError("UNKNOWN_FIELD")
             fwt, repeated, ftype = spec
@@ -549,6 +605,10 @@ class _Walker:
                 if val == 0:
                     raise DecodeError("NONCANONICAL")
                 fields["index" if num == 1 else "kind"] = val
+            elif typ == "Channel":
+                if val == 0:  # step 7: Channel.id present with value 0
+                    raise DecodeError("NONCANONICAL")
+                fields["id"] = val
         # step 8
         if typ == "Value":
             if "v" not in fields:
@@ -579,6 +639,13 @@ class _Walker:
             h = Handle(kind, idx)
             self.refs.append(h)
             return h
+        if typ == "Channel":  # step 8, SPEC.md §18.2 rule 2
+            cid = fields.get("id", 0)
+            if cid == 0 or cid > MAX_CHANNEL_ID:
+                raise DecodeError("UNKNOWN_CHANNEL")
+            ch = Channel(cid)
+            self.channels.append(ch)
+            return ch
         raise AssertionError(typ)
 
     def check_depth(self, d):
@@ -613,12 +680,33 @@ class _Walker:
             return self.message("Map", val[0], val[1], depth)
         if num == 9:
             return self.message("Handle", val[0], val[1], depth)
+        if num == 10:
+            return self.message("Channel", val[0], val[1], depth)
         raise AssertionError(num)
 
 
-def decode_frame(buf, objects, limits=None):
+CONTROL, END = 0x01, 0x02          # flags bits of revision 1.1 (SPEC.md §17.1)
+CRITICAL_RESERVED = 0x0C
+
+
+def decode_frame(buf, objects, limits=None, revision="1.0", post_walk=None):
     """Decode one frame. objects: the object names of the delivered descriptors
-    (table order). Returns (value, consumed); raises DecodeError."""
+    (table order). Returns (value, consumed); raises DecodeError.
+    revision "1.1": as a decoder that has the peer's HELLO and accepts `channels`
+    (SPEC.md §9.3 note: item 6 becomes the flag checks of §17.1 rule 1, then the
+    channel checks of §18.1 rule 2; Value field 10 is known, §18.2).  post_walk(w,
+    value, flags) runs after the walk, before UNREFERENCED_HANDLE (a control
+    frame's checks)."""
+    return decode_frame_ex(buf, objects, limits, revision, post_walk)[:2]
+
+
+def parse_header(buf):
+    version, flags, nh, channel, plen = struct.unpack_from("<BBHII", buf, 4)
+    return version, flags, nh, channel, plen
+
+
+def decode_frame_ex(buf, objects, limits=None, revision="1.0", post_walk=None):
+    """decode_frame, also returning the walker (channel handles in walk order)."""
     lim = dict(DEFAULT_LIMITS)
     if limits:
         lim.update(limits)
@@ -626,14 +714,19 @@ def decode_frame(buf, objects, limits=None):
         raise DecodeError("TRUNCATED")
     if bytes(buf[0:4]) != b"CHAN":
         raise DecodeError("BAD_MAGIC")
-    version, flags, nh, channel, plen = struct.unpack_from("<BBHII", buf, 4)
+    version, flags, nh, channel, plen = parse_header(buf)
     if version != 1:
         raise DecodeError("UNSUPPORTED_VERSION")
     if plen > lim["max_payload"]:
         raise DecodeError("PAYLOAD_TOO_LARGE")
     if len(buf) - 16 < plen:
         raise DecodeError("TRUNCATED")
-    if flags != 0 or channel != 0:
+    if revision == "1.1":
+        if flags & CRITICAL_RESERVED or (flags & END and channel == 0):
+            raise DecodeError("RESERVED_FIELD_NONZERO")
+        if channel == 0x80000000:
+            raise DecodeError("UNKNOWN_CHANNEL")
+    elif flags != 0 or channel != 0:
         raise DecodeError("RESERVED_FIELD_NONZERO")
     if nh > lim["max_handles"]:
         raise DecodeError("HANDLE_LIMIT_EXCEEDED")
@@ -641,8 +734,10 @@ def decode_frame(buf, objects, limits=None):
         raise DecodeError("TOO_FEW_HANDLES")
     if len(objects) > nh:
         raise DecodeError("TOO_MANY_HANDLES")
-    w = _Walker(bytes(buf[16:16 + plen]), nh, lim["max_depth"])
+    w = _Walker(bytes(buf[16:16 + plen]), nh, lim["max_depth"], channels=revision == "1.1")
     value = w.message("Value", 0, plen, 1)
+    if post_walk:
+        post_walk(w, value, flags)
     if len(w.refs) < nh:
         raise DecodeError("UNREFERENCED_HANDLE")
     for m in w.maps:
@@ -652,7 +747,145 @@ def decode_frame(buf, objects, limits=None):
     for h in w.refs:
         if h.kind == 2 and objects[h.index] not in ("conn", "listener"):
             raise DecodeError("WRONG_HANDLE_KIND")
-    return value, 16 + plen
+    return value, 16 + plen, w
+
+
+# --------------------------------------------------------------------------
+# Reference receiver of revision 1.1 (SPEC.md §16-§18) for the frames a runner
+# writes on a connection: what each receive returns.
+
+ERROR_CODES = {}  # code -> NAME, filled by vecheck from spec/errors.tsv
+
+
+def split_frames(buf):
+    """The frames of a byte string written back to back (by payload_length)."""
+    out = []
+    pos = 0
+    while pos < len(buf):
+        plen = struct.unpack_from("<I", buf, pos + 12)[0]
+        out.append(bytes(buf[pos:pos + 16 + plen]))
+        pos += 16 + plen
+    return out
+
+
+def _mget(m, key):
+    for k, v in m.items:
+        if k == key:
+            return v
+    return None
+
+
+def _hello(v):
+    """(features, require) of a well-formed HELLO (SPEC.md §16.2 rules 1, 5), else None."""
+    if not isinstance(v, Map) or not v.items or v.items[0] != ("op", "hello"):
+        return None
+    feats = _mget(v, "features")
+    req = _mget(v, "require")
+    if not isinstance(feats, Map):
+        return None
+    if req is None:
+        req = []
+    if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
+        return None
+    return [k for k, p in feats.items if isinstance(p, Map)], req
+
+
+IMPLEMENTED = ("epitaph", "channels")
+
+
+def receive11(frames, objects, limits=None, max_channels=1 << 20):
+    """Outcomes of a 1.1 receiver (implementing every feature) fed `frames`;
+    objects are delivered with the last frame.  Returns a list with one entry per
+    frame a receive reports: ("value", v) or ("error", NAME); consumed control
+    frames report nothing.  Stops after a fatal outcome."""
+    agreed = False
+    peer_max = 0
+    open_count = 0
+    out = []
+    for n, f in enumerate(frames):
+        objs = objects if n == len(frames) - 1 else []
+        _v, flags, nh, channel, _p = parse_header(f)
+        if not agreed:
+            if flags or channel:  # §16.2 rule 2: only a well-formed HELLO is more than 1.0
+                try:
+                    if flags & 0x0F != CONTROL or channel or nh or objs:
+                        raise DecodeError("x")
+                    hv, _ = decode_frame(f, [], limits, "1.1")
+                    h = _hello(hv)
+                except DecodeError:
+                    h = None
+                if h is not None:
+                    agreed = True
+                    unmet = [r for r in h[1] if r not in IMPLEMENTED]
+                    if unmet:
+                        out.append(("error", "UNSUPPORTED_FEATURE"))
+                        return out
+                    continue
+            try:
+                out.append(("value", decode_frame(f, objs, limits)[0]))
+            except DecodeError as e:
+                out.append(("error", e.name))
+            continue
+        # agreed: §17.1 rule 1, §18.4, §17.2, §18.3
+        if channel and channel != 0x80000000:
+            cid = channel & 0x7FFFFFFF
+            if channel & 0x80000000 or cid > peer_max:  # the receiver opened none
+                if not flags & CRITICAL_RESERVED and not (flags & END and not channel):
+                    out.append(("error", "UNKNOWN_CHANNEL"))
+                    continue
+
+        def control_checks(w, v, fl):
+            if not fl & CONTROL:
+                return
+            is_op = isinstance(v, Map) and v.items and v.items[0][0] == "op" and isinstance(v.items[0][1], str)
+            if is_op and fl & END and v.items[0][1] != "close":
+                raise DecodeError("RESERVED_FIELD_NONZERO")
+            if not is_op or w.n:
+                raise DecodeError("UNSUPPORTED_FEATURE")
+        try:
+            v, _, w = decode_frame_ex(f, objs, limits, "1.1", control_checks)
+        except DecodeError as e:
+            out.append(("error", e.name))
+            continue
+        if flags & CONTROL:
+            op = v.items[0][1]
+            if op == "hello":
+                if channel or _hello(v) is None:
+                    out.append(("error", "UNSUPPORTED_FEATURE"))
+                continue  # a second HELLO is ignored
+            if op == "epitaph":
+                if channel:
+                    out.append(("error", "UNSUPPORTED_FEATURE"))
+                    continue
+                code = _mget(v, "code")
+                ok = isinstance(code, int) and not isinstance(code, bool) and 1 <= code <= 255
+                out.append(("error", ERROR_CODES.get(code, "CODE_%s" % code) if ok else "CONNECTION_CLOSED"))
+                return out
+            if op == "close":
+                if not channel or not flags & END:
+                    out.append(("error", "UNSUPPORTED_FEATURE"))
+                continue
+            if _mget(v, "critical") is True:
+                out.append(("error", "UNSUPPORTED_FEATURE"))
+            continue
+        running = peer_max
+        err = None
+        for k, ch in enumerate(w.channels, 1):
+            if ch.id <= running:
+                err = "UNKNOWN_CHANNEL"
+                break
+            running = ch.id
+            if open_count + k > max_channels:
+                err = "CHANNEL_LIMIT_EXCEEDED"
+                break
+        if err:
+            peer_max = max(peer_max, max(c.id for c in w.channels))
+            out.append(("error", err))
+            continue
+        peer_max = running
+        open_count += len(w.channels)
+        out.append(("value", v))
+    return out
 
 
 def depth_of(v):

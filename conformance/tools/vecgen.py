@@ -15,7 +15,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from chanvec import Bytes, Handle, Map, render_text  # noqa: E402
+from chanvec import Bytes, Channel, Handle, Map, render_text  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Annotated encoding: a "line" is (bytes, comment, indent).
@@ -112,6 +112,9 @@ def enc_value(v):
     if isinstance(v, Handle):
         body = enc_handle(v.index, v.kind)
         return [(tag(9, 2) + vint(blen(body)), "Value.handle_value (9:LEN) len %d" % blen(body), 0)] + indent(body)
+    if isinstance(v, Channel):
+        body = [(tag(1, 0) + vint(v.id), "Channel.id (1:VARINT) = %d" % v.id, 0)]
+        return [(tag(10, 2) + vint(blen(body)), "Value.channel_value (10:LEN) len %d" % blen(body), 0)] + indent(body)
     raise TypeError(repr(v))
 
 
@@ -136,13 +139,36 @@ def enc_handle(index, kind):
     return out
 
 
+FLAG_NAMES = {0x01: "CONTROL", 0x02: "END", 0x04: "reserved critical", 0x08: "reserved critical",
+              0x10: "reserved optional", 0x80: "reserved optional"}
+
+
+R11_COMMENTS = [False]  # revision 1.1 names in header comments (revision11.vec only)
+
+
+def flags_comment(flags):
+    if not flags or not R11_COMMENTS[0]:
+        return "flags 0x%02x" % flags
+        return "flags 0x00"
+    return "flags 0x%02x (%s)" % (flags, ", ".join(FLAG_NAMES.get(1 << b, "bit %d" % b)
+                                                  for b in range(8) if flags & (1 << b)))
+
+
+def channel_comment(channel):
+    if not channel or not R11_COMMENTS[0]:
+        return "channel %d" % channel
+    if channel & 0x80000000:
+        return "channel 0x%08x (id %d, opened by the receiver)" % (channel, channel & 0x7FFFFFFF)
+    return "channel %d (opened by the sender)" % channel
+
+
 def header(plen, nh=0, magic=b"CHAN", version=1, flags=0, channel=0):
     return [
         (magic, "magic " + qstr(magic), 0),
         (bytes([version]), "version %d" % version, 0),
-        (bytes([flags]), "flags 0x%02x" % flags, 0),
+        (bytes([flags]), flags_comment(flags), 0),
         (struct.pack("<H", nh), "handle_count %d" % nh, 0),
-        (struct.pack("<I", channel), "channel %d" % channel, 0),
+        (struct.pack("<I", channel), channel_comment(channel), 0),
         (struct.pack("<I", plen), "payload_length %d" % plen, 0),
     ]
 
@@ -157,7 +183,7 @@ def R(hexstr, comment, ind=0):
 
 FILES = {}
 ORDER = ["framing", "versions", "scalars", "strings", "floats", "containers",
-         "handles", "limits", "canonical", "unknown_fields", "transport"]
+         "handles", "limits", "canonical", "unknown_fields", "transport", "revision11"]
 TITLES = {
     "framing": "frame header, boundaries, truncation, trailing bytes, error precedence (SPEC.md §5, §9.3)",
     "versions": "the version byte and reserved header fields (SPEC.md §5.2, §14)",
@@ -170,22 +196,25 @@ TITLES = {
     "canonical": "the canonical encoding and the decoding algorithm step by step (SPEC.md §7.2, §7.3)",
     "unknown_fields": "field numbers the schema does not define (SPEC.md §7.3 step 3)",
     "transport": "frames over a real AF_UNIX stream connection (SPEC.md §10)",
+    "revision11": "revision 1.1: HELLO, control frames, epitaphs, channels, read-ahead (SPEC.md §10.3, §16-§18)",
 }
 
 
 def add(file, name, kind, sections, *, value=None, payload=None, handles=(), limits=None,
         error=None, hdr=None, trailing=None, transport=None, note=None, canonical=None,
-        handle_ranges=None, no_bytes=False, raw_text=None):
+        handle_ranges=None, no_bytes=False, raw_text=None, revision=None, frames=None):
     """payload: list of lines (None: encode value). hdr: header overrides.
     trailing: extra lines after the payload (beyond payload_length)."""
     assert name.startswith(file + "."), name
     c = {"name": name, "kind": kind, "sections": sections, "handles": list(handles),
          "limits": limits or {}, "error": error, "transport": transport, "note": note,
-         "handle_ranges": handle_ranges}
+         "handle_ranges": handle_ranges, "revision": revision}
     if value is not None or kind in ("success", "decode_success", "encode_failure"):
         c["value"] = value
         c["value_text"] = render_text(value) if raw_text is None else raw_text
-    if kind != "encode_failure" and not no_bytes:
+    if frames is not None:
+        c["lines"] = [ln for fr in frames for ln in fr]
+    elif kind != "encode_failure" and not no_bytes:
         if payload is None:
             payload = enc_value(value)
         h = dict(hdr or {})
@@ -874,6 +903,168 @@ def build():
     add(X, "transport.self_send.send_peer", "encode_failure", ["10.6"], error="SELF_SEND",
         value=[fd(0), conn(1)], handles=["pipe_read", "conn"], transport=("peer_send", []),
         note="#1 is the runner's end of the connection, i.e. the peer of the testee's endpoint")
+    build_revision11()
+
+
+def ch(i):
+    return Channel(i)
+
+
+def frame(value=None, *, payload=None, flags=0, channel=0, nh=None, title=None):
+    """Lines of one whole frame (header + payload), with a comment line naming it."""
+    p = enc_value(value) if payload is None else payload
+    n = len(handles_of(value)) if nh is None else nh
+    lines = header(blen(p), n, flags=flags, channel=channel) + p
+    if title:
+        b, cm, i = lines[0]
+        lines[0] = (b, cm + "   <- frame: " + title, i)
+    return lines
+
+
+HELLO_ALL = M(("op", "hello"), ("features", M(("epitaph", M()), ("channels", M()))))
+
+
+def hello_frame(msg=HELLO_ALL, title="the runner's HELLO"):
+    return frame(msg, flags=0x01, title=title)
+
+
+def build_revision11():
+    X = "revision11"
+    R11 = "1.1"
+    R11_COMMENTS[0] = True
+    # ---- codec level: a decoder that accepts revision 1.1 (as after the peer's HELLO)
+    add(X, "revision11.channel.handle", "success", ["18.2", "7.3"], value=ch(1), revision=R11)
+    add(X, "revision11.channel.in_map", "success", ["18.2", "7.3"],
+        value=M(("reply_to", ch(1)), ("events", ch(2))), revision=R11)
+    add(X, "revision11.channel.id_max", "success", ["18.1", "18.2"], value=ch((1 << 31) - 1), revision=R11)
+    add(X, "revision11.channel.with_handles", "success", ["18.2", "6.1"],
+        value=[fd(0), ch(1), conn(1)], handles=["pipe_read", "conn"], revision=R11)
+    add(X, "revision11.channel.id_zero", "decode_failure", ["18.2", "7.3"], error="NONCANONICAL", revision=R11,
+        payload=[R("52 02", "Value.channel_value (10:LEN) len 2"), R("08 00", "Channel.id = 0 written out", 1)])
+    add(X, "revision11.channel.id_absent", "decode_failure", ["18.2", "7.3"], error="UNKNOWN_CHANNEL", revision=R11,
+        payload=[R("52 00", "Value.channel_value (10:LEN) len 0: no id")])
+    add(X, "revision11.channel.id_2_31", "decode_failure", ["18.1", "18.2"], error="UNKNOWN_CHANNEL", revision=R11,
+        payload=[R("52 06", "Value.channel_value (10:LEN) len 6"),
+                 R("08 80 80 80 80 08", "Channel.id = 2^31 (above 2^31-1)", 1)])
+    add(X, "revision11.channel.id_zero_before_unknown_kind", "decode_failure", ["18.2", "7.3", "9.3"],
+        error="NONCANONICAL", revision=R11,
+        payload=[R("3a 08", "Value.list_value (7:LEN) len 8"),
+                 R("0a 04", "List.items[0] len 4", 1), R("52 02 08 00", "Channel.id = 0 (step 7 first)", 2),
+                 R("0a 00", "List.items[1] len 0: empty (later, loses)", 1)])
+    add(X, "revision11.channel.field10_in_1_0", "decode_failure", ["18.2", "7.3"], error="UNKNOWN_FIELD",
+        payload=[R("52 02", "Value field 10 (channel_value): unknown in a 1.0 decode"), R("08 01", "Channel.id = 1", 1)],
+        note="no revision line: every testee, 1.0 rules (a 1.1 decoder told nothing of a HELLO)")
+    add(X, "revision11.header.channel_bit31_only", "decode_failure", ["18.1", "9.3"], error="UNKNOWN_CHANNEL",
+        revision=R11, hdr={"channel": 0x80000000}, value=None)
+    for bit in (0x04, 0x08):
+        add(X, "revision11.flags.critical_%02x" % bit, "decode_failure", ["17.1", "9.3"],
+            error="RESERVED_FIELD_NONZERO", revision=R11, hdr={"flags": bit}, value=None)
+    add(X, "revision11.flags.critical_before_channel", "decode_failure", ["17.1", "9.3"],
+        error="RESERVED_FIELD_NONZERO", revision=R11, hdr={"flags": 0x04, "channel": 0x80000000}, value=None,
+        note="flags are checked before the channel")
+    add(X, "revision11.flags.end_on_channel_0", "decode_failure", ["17.1"], error="RESERVED_FIELD_NONZERO",
+        revision=R11, hdr={"flags": 0x02}, value=None)
+    for bit in (0x10, 0x80):
+        add(X, "revision11.flags.optional_%02x" % bit, "decode_success", ["17.1"], revision=R11,
+            hdr={"flags": bit}, value="x", canonical=frame("x"),
+            note="an optional reserved bit is ignored; the re-encoding has flags 0")
+
+    # ---- transport level: the runner is the peer (spec/vectors.md §3.3)
+    V = M(("ping", 1))
+    add(X, "revision11.peer10.echo", "success", ["16.1", "16.2"], value=[fd(0), "from a 1.0 peer"],
+        handles=["pipe_read"], revision=R11, transport=("peer10", []),
+        note="the runner is a 1.0 peer: no HELLO may reach it, before or after; the reply is a 1.0 frame")
+    add(X, "revision11.hello.answered", "success", ["16.2"], value=V, revision=R11, transport=("hello", []),
+        frames=[hello_frame(), frame(V, title="the request")],
+        note="the testee must answer the HELLO with its own, before the reply")
+    add(X, "revision11.hello.second_ignored", "success", ["16.2"], value=V, revision=R11, transport=("hello", []),
+        frames=[hello_frame(), hello_frame(title="a second HELLO: ignored"), frame(V, title="the request")])
+    add(X, "revision11.hello.unknown_entries_ignored", "success", ["16.2", "16.3"], value=V, revision=R11,
+        transport=("hello", []),
+        frames=[hello_frame(M(("op", "hello"), ("features", M(("x_later", M(("p", 1))), ("epitaph", M()))),
+                              ("x_entry", True)), "a HELLO with an unknown feature and entry"),
+                frame(V, title="the request")])
+    add(X, "revision11.hello.require_unmet_epitaph", "decode_failure", ["16.2", "17.3"], error="UNSUPPORTED_FEATURE",
+        revision=R11, transport=("hello_require", [1]),
+        frames=[hello_frame(M(("op", "hello"), ("features", M(("epitaph", M()))), ("require", ["x_never"])),
+                            "HELLO requiring an unknown feature, announcing epitaph")],
+        note="fatal; the testee's HELLO may come first, then an epitaph with code 36 must arrive")
+    add(X, "revision11.hello.require_unmet_silent", "decode_failure", ["16.2", "17.3"], error="UNSUPPORTED_FEATURE",
+        revision=R11, transport=("hello_require", [0]),
+        frames=[hello_frame(M(("op", "hello"), ("features", M()), ("require", ["x_never"])),
+                            "HELLO requiring an unknown feature, without epitaph")],
+        note="fatal; no epitaph may arrive: the runner did not announce epitaph")
+    for code, name, msg in ((3, "PAYLOAD_TOO_LARGE", "your frame is too large"), (12, "EMPTY_VALUE", None)):
+        em = M(("op", "epitaph"), ("code", code)) if msg is None else \
+            M(("op", "epitaph"), ("code", code), ("message", msg))
+        add(X, "revision11.epitaph.code_%d" % code, "decode_failure", ["17.3"], error=name, revision=R11,
+            transport=("epitaph", []), frames=[hello_frame(), frame(em, flags=0x01, title="the epitaph")],
+            note="the receive reports the code (from the peer), every later one CONNECTION_CLOSED")
+    add(X, "revision11.epitaph.without_code", "decode_failure", ["17.3"], error="CONNECTION_CLOSED", revision=R11,
+        transport=("epitaph", []),
+        frames=[hello_frame(), frame(M(("op", "epitaph"), ("message", "bye")), flags=0x01, title="epitaph, no code")])
+    RQ = M(("reply_to", ch(1)), ("q", "ping"))
+    add(X, "revision11.channel.reply", "success", ["18.2", "18.3", "18.4", "18.5"], value=RQ, revision=R11,
+        transport=("channel_reply", []),
+        frames=[hello_frame(), frame(RQ, title="a request opening channel 1")],
+        note="the testee answers \"done\" with END on channel 0x80000001 and sends nothing more")
+    add(X, "revision11.channel.unknown_sender_id", "decode_failure", ["18.4"], error="UNKNOWN_CHANNEL",
+        revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame("on 5", channel=5, title="on channel 5, never opened")])
+    add(X, "revision11.channel.unknown_receiver_id", "decode_failure", ["18.4"], error="UNKNOWN_CHANNEL",
+        revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame("on 0x80000003", channel=0x80000003, title="on a channel the testee never opened")])
+    add(X, "revision11.channel.header_bit31_only", "decode_failure", ["18.1"], error="UNKNOWN_CHANNEL",
+        revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame("x", channel=0x80000000, title="channel 0x80000000")])
+    add(X, "revision11.channel.ids_not_increasing", "decode_failure", ["18.3"], error="UNKNOWN_CHANNEL",
+        revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame([ch(2), ch(1)], title="channel handles 2 then 1")])
+    add(X, "revision11.channel.limit", "decode_failure", ["18.3", "18.6"], error="CHANNEL_LIMIT_EXCEEDED",
+        revision=R11, transport=("refused_channels", []), limits={"max_channels": 1},
+        frames=[hello_frame(), frame([ch(1), ch(2)], title="opens channels 1 and 2, max_channels 1")],
+        note="frame scope; the testee sends close with code 39 on 0x80000001 and 0x80000002")
+    NOP = M(("op", "x_nop"))
+    add(X, "revision11.control.unknown_ignored", "success", ["17.2"], value=V, revision=R11,
+        transport=("frames", []),
+        frames=[hello_frame(), frame(NOP, flags=0x01, title="unknown control op"), frame(V, title="the request")])
+    add(X, "revision11.control.unknown_critical", "decode_failure", ["17.2"], error="UNSUPPORTED_FEATURE",
+        revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame(M(("op", "x_nop"), ("critical", True)), flags=0x01,
+                                     title="unknown control op, critical")])
+    add(X, "revision11.control.with_handles", "decode_failure", ["17.2"], error="UNSUPPORTED_FEATURE",
+        revision=R11, transport=("frames", []), handles=["pipe_read"],
+        frames=[hello_frame(), frame(M(("op", "x_nop"), ("fd", fd(0))), flags=0x01,
+                                     title="a control frame with a descriptor")],
+        note="its descriptor is closed; the stream goes on")
+    add(X, "revision11.control.not_a_map", "decode_failure", ["17.2"], error="UNSUPPORTED_FEATURE",
+        revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame(["op", "x"], flags=0x01, title="a control frame whose value is a list")])
+    add(X, "revision11.control.before_hello", "decode_failure", ["16.2", "17.1"], error="RESERVED_FIELD_NONZERO",
+        revision=R11, transport=("frames", []),
+        frames=[frame(NOP, flags=0x01, title="a control frame that is not a HELLO, before any HELLO")])
+    add(X, "revision11.control.hello_with_handle_before_agreement", "decode_failure", ["16.2", "17.2"],
+        error="RESERVED_FIELD_NONZERO", revision=R11, transport=("frames", []), handles=["pipe_read"],
+        frames=[frame(M(("op", "hello"), ("features", M()), ("fd", fd(0))), flags=0x01,
+                      title="a HELLO carrying a descriptor: not a HELLO, checked as 1.0")])
+    add(X, "revision11.flags.critical_after_hello", "decode_failure", ["17.1"], error="RESERVED_FIELD_NONZERO",
+        revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame("x", flags=0x08, title="a critical reserved bit")])
+    add(X, "revision11.flags.end_on_channel_0_after_hello", "decode_failure", ["17.1"],
+        error="RESERVED_FIELD_NONZERO", revision=R11, transport=("frames", []),
+        frames=[hello_frame(), frame("x", flags=0x02, title="END on channel 0")])
+    add(X, "revision11.flags.optional_after_hello", "success", ["17.1"], value=V, revision=R11,
+        transport=("frames", []),
+        frames=[hello_frame(), frame(V, flags=0x10, title="an optional reserved bit")],
+        note="ignored: the value is delivered (re-encoded with flags 0)")
+    add(X, "revision11.flags.optional_before_hello", "decode_failure", ["16.2", "5.2"],
+        error="RESERVED_FIELD_NONZERO", revision=R11, transport=("frames", []),
+        frames=[frame(V, flags=0x10, title="an optional reserved bit, no HELLO yet")])
+    add(X, "revision11.readahead.second_frame", "success", ["10.2", "10.3"], value=[fd(0), fd(1)],
+        handles=["pipe_read", "pipe_read"], revision=R11, transport=("readahead", []),
+        frames=[frame("no descriptors", title="frame 1, its own sendmsg"),
+                frame([fd(0), fd(1)], title="frame 2, its own sendmsg with both descriptors")],
+        note="both frames are queued before the first receive; the descriptors are frame 2's")
 
 
 # --------------------------------------------------------------------------
@@ -933,6 +1124,8 @@ def write(outdir):
                 out.append("note " + c["note"])
             if "value_text" in c and c["kind"] != "decode_failure":
                 out.append("value " + c["value_text"])
+            if c.get("revision"):
+                out.append("revision " + c["revision"])
             hl = c["handles"]
             i = 0
             while i < len(hl):

@@ -72,6 +72,9 @@ def to_pb(pb, v, msg):
         msg.handle_value.SetInParent()
         msg.handle_value.index = v.index
         msg.handle_value.kind = v.kind
+    elif isinstance(v, cv.Channel):
+        msg.channel_value.SetInParent()
+        msg.channel_value.id = v.id
     else:
         raise TypeError(repr(v))
 
@@ -100,6 +103,11 @@ def check_case(pb, c, errs):
         if cv.render_text(value) != c.value:
             bad("value is not in canonical text form (want %s)" % cv.render_text(value))
     delivery = c.transport[0] if c.transport else None
+    rev = c.revision
+    limits = {k: v for k, v in c.limits.items() if k != "max_channels"}
+    if delivery in cv.DELIVERIES[12:]:
+        check_r11_transport(pb, c, value, delivery, limits, bad)
+        return
 
     if c.kind in ("success", "decode_success"):
         hs = cv.handles_in(value)
@@ -112,7 +120,7 @@ def check_case(pb, c, errs):
         if got != want:
             bad("bytes differ from protobuf's encoding:\n  vec %s\n  pb  %s" % (got.hex(), want.hex()))
         try:
-            dv, used = cv.decode_frame(c.bytes, c.handles, c.limits)
+            dv, used = cv.decode_frame(c.bytes, c.handles, limits, rev)
         except cv.DecodeError as e:
             bad("reference decoder rejects it: %s" % e.name)
             return
@@ -141,7 +149,7 @@ def check_case(pb, c, errs):
         if c.error in TRANSPORT_ONLY_ERRORS:
             bad("%s needs a transport line" % c.error)
         try:
-            dv, _ = cv.decode_frame(c.bytes, c.handles, c.limits)
+            dv, _ = cv.decode_frame(c.bytes, c.handles, limits, rev)
             bad("reference decoder accepts it: %s" % cv.render_text(dv))
         except cv.DecodeError as e:
             if e.name != c.error:
@@ -156,12 +164,57 @@ def check_case(pb, c, errs):
         e = cv.encode_check(value, c.handles)
         if e != c.error:
             bad("reference encoder says %s, vector says %s" % (e, c.error))
-    if c.limits:
-        for k, v in c.limits.items():
-            if v == 0 or v > cv.HARD_LIMITS[k]:
-                bad("limit %s=%d is outside 1..%d" % (k, v, cv.HARD_LIMITS[k]))
+    check_limits(c, bad)
     if delivery and os.path.basename(c.path) != "transport.vec":
-        bad("transport lines belong in transport.vec")
+        bad("transport lines belong in transport.vec (revision 1.1 deliveries: revision11.vec)")
+
+
+HARD_MAX_CHANNELS = (1 << 31) - 1
+
+
+def check_limits(c, bad):
+    for k, v in c.limits.items():
+        hard = HARD_MAX_CHANNELS if k == "max_channels" else cv.HARD_LIMITS[k]
+        if v == 0 or v > hard:
+            bad("limit %s=%d is outside 1..%d" % (k, v, hard))
+
+
+def check_r11_transport(pb, c, value, delivery, limits, bad):
+    """Revision 1.1 deliveries (spec/vectors.md §3.3): the frames the runner writes,
+    fed to the reference 1.1 receiver of chanvec.py, give the case's verdict."""
+    check_limits(c, bad)
+    if os.path.basename(c.path) != "revision11.vec":
+        bad("revision 1.1 deliveries belong in revision11.vec")
+    frames = cv.split_frames(c.bytes)
+    if b"".join(frames) != c.bytes or any(len(f) < 16 for f in frames):
+        bad("bytes are not whole frames")
+        return
+    out = cv.receive11(frames, c.handles, limits, c.limits.get("max_channels", 1 << 20))
+    want_n = 2 if delivery == "readahead" else 1
+    if c.kind == "success":
+        last = bytearray(frames[-1])
+        last[5] = 0
+        last[8:12] = b"\0\0\0\0"
+        hs = cv.handles_in(value)
+        if bytes(last) != pb_frame(pb, value, len(hs)):
+            bad("the last frame (flags and channel 0) is not protobuf's encoding of the value")
+        if len(out) != want_n or out[-1] != ("value", value) or any(o[0] != "value" for o in out):
+            bad("reference 1.1 receiver: %r, expected %d value(s), the last %s" % (out, want_n, c.value))
+    elif c.kind == "decode_failure":
+        if out != [("error", c.error)]:
+            bad("reference 1.1 receiver: %r, expected the one outcome %s" % (out, c.error))
+    else:
+        bad("revision 1.1 deliveries are success or decode_failure cases")
+    if delivery == "peer10" and (len(frames) != 1 or frames[0][5] or frames[0][8:12] != b"\0\0\0\0"):
+        bad("peer10: one 1.0 frame")
+    if delivery in ("hello", "hello_require", "epitaph", "channel_reply") and \
+            (frames[0][5] != cv.CONTROL or cv._hello(cv.decode_frame(frames[0], [], None, "1.1")[0]) is None):
+        bad("%s: the first frame is the runner's HELLO" % delivery)
+    if delivery in ("frames", "refused_channels", "channel_reply") and c.kind == "success" and \
+            cv.channels_in(value) and delivery != "channel_reply":
+        bad("channel handles in a frames success case would leave channels open")
+    if delivery == "channel_reply" and [x.id for x in cv.channels_in(value)] != [1]:
+        bad("channel_reply: the request opens channel 1")
 
 
 def read_tsv(path):
@@ -241,6 +294,9 @@ def main():
     ap.add_argument("--no-coverage", action="store_true")
     args = ap.parse_args()
     pb = load_pb(args.root)
+    for row in read_tsv(os.path.join(args.root, "spec", "errors.tsv")):
+        if row[0] != "code":
+            cv.ERROR_CODES[int(row[0])] = row[1]
     errs = []
     cases = []
     files = sorted(glob.glob(os.path.join(args.root, "conformance", "vectors", "*.vec")))
