@@ -170,6 +170,7 @@ static FILE *open_or_exit(const char *path)
 }
 
 struct errdef {
+	long code;
 	char name[40];
 	char scope[8];
 };
@@ -196,6 +197,7 @@ static void load_errors(const char *path)
 		if (!t4 || nerrdefs == 64)
 			continue;
 		struct errdef *e = &errdefs[nerrdefs++];
+		e->code = strtol(line, NULL, 10);
 		snprintf(e->name, sizeof e->name, "%.*s", (int)(t2 - t1 - 1), t1 + 1);
 		snprintf(e->scope, sizeof e->scope, "%.*s", (int)(t4 - t3 - 1), t3 + 1);
 	}
@@ -246,6 +248,8 @@ struct vcase {
 	int has_bytes;
 	struct buf canonical;
 	int has_canonical;
+	int rev11;             /* "revision 1.1": only for a testee that implements 1.1 */
+	uint32_t max_channels; /* limits max_channels=N (revision 1.1), 0 = default */
 };
 
 static struct vcase *cases;
@@ -371,6 +375,8 @@ static void parse_file(const char *path)
 					c->max_handles = (uint32_t)v;
 				else if (!strcmp(k, "max_depth"))
 					c->max_depth = (uint32_t)v;
+				else if (!strcmp(k, "max_channels"))
+					c->max_channels = (uint32_t)v;
 				else
 					vec_die(path, ln, "unknown limit");
 			}
@@ -390,6 +396,11 @@ static void parse_file(const char *path)
 		} else if (!strcmp(line, "canonical")) {
 			c->has_canonical = 1;
 			hexdst = &c->canonical;
+		} else if (!strcmp(line, "revision")) {
+			if (!strcmp(rest, "1.1"))
+				c->rev11 = 1;
+			else if (strcmp(rest, "1.0"))
+				vec_die(path, ln, "bad revision");
 		} else if (!strcmp(line, "section") || !strcmp(line, "note")) {
 			/* informative for the runner */
 		} else {
@@ -717,6 +728,9 @@ static char **testee_argv;
 enum tclass { C_TRANSPORT, C_CODEC };
 static enum tclass tclass;
 static int tclass_declared;
+/* The revision of SPEC.md the testee implements, from its hello answer
+ * (`revision 1.1`; absent: 1.0).  A 1.0 testee is never sent a 1.1 case. */
+static int trev11;
 static pid_t tpid = -1;
 static int tin = -1, tout = -1, tsock = -1;
 
@@ -773,6 +787,10 @@ struct resp {
 	char status[48];  /* "ok" or "error" */
 	char error[48];   /* NAME */
 	char cls[48];     /* hello: the testee's conformance class, "" if undeclared */
+	char rev[16];     /* hello: the revision it implements, "" if undeclared (1.0) */
+	int epitaph;      /* recv error: "epitaph 1", the error came from the peer's epitaph */
+	int chans[MAX_OBJS]; /* recv: "channels ID...", endpoints of received channel handles */
+	int nchans;
 	long hids[MAX_OBJS]; /* codec class: handle_ids of the returned table */
 	int nhids;
 	int has_hids;
@@ -914,6 +932,15 @@ static int testee_read(struct resp *r)
 			r->consumed = atol(val);
 		} else if (!strcmp(l, "class")) {
 			snprintf(r->cls, sizeof r->cls, "%s", val);
+		} else if (!strcmp(l, "revision")) {
+			snprintf(r->rev, sizeof r->rev, "%s", val);
+		} else if (!strcmp(l, "epitaph")) {
+			r->epitaph = atoi(val);
+		} else if (!strcmp(l, "channels")) {
+			char *s2 = NULL;
+			for (char *t = strtok_r(val, " ", &s2); t && r->nchans < MAX_OBJS;
+			     t = strtok_r(NULL, " ", &s2))
+				r->chans[r->nchans++] = atoi(t);
 		} else if (!strcmp(l, "handle_ids")) {
 			r->has_hids = 1;
 			char *s2 = NULL;
@@ -996,7 +1023,21 @@ static int testee_start(void)
 		exit(2);
 	}
 	tclass_declared = r.cls[0] != 0;
+	int was_rev = trev11;
+	if (!r.rev[0] || !strcmp(r.rev, "1.0")) {
+		trev11 = 0;
+	} else if (!strcmp(r.rev, "1.1")) {
+		trev11 = 1;
+	} else {
+		fprintf(stderr, "runner: testee declares unknown revision '%s' (1.0 or 1.1)\n", r.rev);
+		resp_free(&r);
+		exit(2);
+	}
 	resp_free(&r);
+	if (started > 0 && trev11 != was_rev) {
+		fprintf(stderr, "runner: the restarted testee declares another revision\n");
+		exit(2);
+	}
 	if (started++ && tclass != was) {
 		fprintf(stderr, "runner: the restarted testee declares another class\n");
 		exit(2);
@@ -1181,6 +1222,11 @@ static void add_limits(struct buf *b, const struct vcase *c)
 	buf_printf(b, "max_payload %u\nmax_handles %u\nmax_depth %u\n",
 		   c->max_payload ? c->max_payload : 16777216u,
 		   c->max_handles ? c->max_handles : 64u, c->max_depth ? c->max_depth : 32u);
+	/* revision 1.1 cases only: a 1.0 testee never sees these keys */
+	if (c->rev11)
+		buf_printf(b, "revision 1.1\n");
+	if (c->max_channels)
+		buf_printf(b, "max_channels %u\n", c->max_channels);
 }
 
 static void frame_diff(const char *what, const struct buf *want, const struct buf *got)
@@ -1828,6 +1874,10 @@ static void followup(struct tconn *tc, const char *when)
 	free_objects(&ob, 1);
 }
 
+/* Set: the testee owes the runner its HELLO, which must come before the frame. */
+static int hello_first;
+static int expect_hello_frame(int sock, const char *when);
+
 /* The testee sends value (objects objs) on tc; the runner reads and checks it. */
 static void send_and_check(struct tconn *tc, const char *value, const struct buf *want,
 			   const struct object *objs, int nobjs, const char *what)
@@ -1849,6 +1899,8 @@ static void send_and_check(struct tconn *tc, const char *value, const struct buf
 	}
 	resp_free(&r);
 	check_holdings(sheld, nsheld, what);
+	if (hello_first && expect_hello_frame(tc->peer, what))
+		return;
 	struct buf got = {0};
 	int rfds[MAX_OBJS], nr = 0;
 	if (read_frame(tc->peer, &got, rfds, &nr) == 0) {
@@ -1924,6 +1976,461 @@ static int squeeze_fd_limit(int slots, struct rlimit *old)
 	return prlimit(tpid, RLIMIT_NOFILE, &nl, NULL);
 }
 
+
+/* ------------------------------------------------------------------------ */
+/* revision 1.1 deliveries (spec/vectors.md §3.3): the runner is the peer   */
+
+static int is_r11_delivery(const char *tr)
+{
+	static const char *const names[] = {"peer10", "hello", "hello_require", "epitaph",
+					    "channel_reply", "frames", "refused_channels",
+					    "readahead", NULL};
+	for (int i = 0; names[i]; i++)
+		if (!strcmp(tr, names[i]))
+			return 1;
+	return 0;
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+	return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* The frames of bytes written back to back: offsets and lengths. */
+static int split_frames(const struct buf *b, size_t *off, size_t *len, int max)
+{
+	int n = 0;
+	for (size_t pos = 0; pos + 16 <= b->len && n < max; n++) {
+		off[n] = pos;
+		len[n] = 16 + (size_t)le32(b->p + pos + 12);
+		if (pos + len[n] > b->len)
+			len[n] = b->len - pos;
+		pos += len[n];
+	}
+	return n;
+}
+
+/* A tiny reader of canonical protobuf, enough for the control messages the
+ * testee sends (SPEC.md §16.2, §17.3, §18.5): the runner has no libchan. */
+static int pb_varint(const unsigned char **p, const unsigned char *e, uint64_t *v)
+{
+	*v = 0;
+	for (int sh = 0; *p < e && sh < 64; sh += 7) {
+		unsigned char b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << sh;
+		if (!(b & 0x80))
+			return 0;
+	}
+	return -1;
+}
+
+/* Field num (LEN) of a message body: its bytes. */
+static int pb_len_field(const unsigned char *p, size_t n, unsigned num, const unsigned char **vp,
+			size_t *vn)
+{
+	const unsigned char *e = p + n;
+	while (p < e) {
+		uint64_t tag, v;
+		if (pb_varint(&p, e, &tag))
+			return -1;
+		if ((tag & 7) == 0) {
+			if (pb_varint(&p, e, &v))
+				return -1;
+		} else if ((tag & 7) == 1) {
+			if (e - p < 8)
+				return -1;
+			p += 8;
+		} else if ((tag & 7) == 2) {
+			if (pb_varint(&p, e, &v) || v > (uint64_t)(e - p))
+				return -1;
+			if ((tag >> 3) == num) {
+				*vp = p;
+				*vn = (size_t)v;
+				return 0;
+			}
+			p += v;
+		} else {
+			return -1;
+		}
+	}
+	return -1;
+}
+
+/* The Value of entry `key` of the map that the Value body (p, n) holds; the
+ * entry's position in *pos. */
+static int map_get(const unsigned char *p, size_t n, const char *key, const unsigned char **vp,
+		   size_t *vn, int *pos)
+{
+	const unsigned char *m;
+	size_t mn;
+	if (pb_len_field(p, n, 8, &m, &mn))
+		return -1;
+	const unsigned char *e = m + mn;
+	for (int i = 0; m < e; i++) {
+		uint64_t tag, l;
+		if (pb_varint(&m, e, &tag) || tag != 0x0a || pb_varint(&m, e, &l) ||
+		    l > (uint64_t)(e - m))
+			return -1;
+		const unsigned char *k, *v;
+		size_t kn, vn2;
+		if (pb_len_field(m, (size_t)l, 1, &k, &kn) == 0 && kn == strlen(key) &&
+		    !memcmp(k, key, kn) && pb_len_field(m, (size_t)l, 2, &v, &vn2) == 0) {
+			*vp = v;
+			*vn = vn2;
+			if (pos)
+				*pos = i;
+			return 0;
+		}
+		m += l;
+	}
+	return -1;
+}
+
+static int value_is_str(const unsigned char *p, size_t n, const char *want)
+{
+	const unsigned char *s;
+	size_t sn;
+	return pb_len_field(p, n, 5, &s, &sn) == 0 && sn == strlen(want) && !memcmp(s, want, sn);
+}
+
+static int value_int(const unsigned char *p, size_t n, long *ret)
+{
+	const unsigned char *e = p + n;
+	uint64_t tag, v;
+	if (pb_varint(&p, e, &tag) || tag != 0x18 || pb_varint(&p, e, &v))
+		return -1;
+	*ret = (long)((v >> 1) ^ (~(v & 1) + 1));
+	return 0;
+}
+
+/* A control frame of the testee (no handles) whose op (first entry) is op. */
+static int control_op(const struct buf *f, const char *op)
+{
+	const unsigned char *v;
+	size_t vn;
+	int pos;
+	return f->len >= 16 && (f->p[5] & 0x01) && f->p[6] == 0 && f->p[7] == 0 &&
+	       map_get(f->p + 16, f->len - 16, "op", &v, &vn, &pos) == 0 && pos == 0 &&
+	       value_is_str(v, vn, op);
+}
+
+/* A well-formed HELLO (SPEC.md §16.2 rule 1) on channel 0. */
+static int is_hello(const struct buf *f)
+{
+	const unsigned char *v, *m;
+	size_t vn, mn;
+	return control_op(f, "hello") && f->p[5] == 0x01 && le32(f->p + 8) == 0 &&
+	       map_get(f->p + 16, f->len - 16, "features", &v, &vn, NULL) == 0 &&
+	       pb_len_field(v, vn, 8, &m, &mn) == 0;
+}
+
+static long code_of(const char *name)
+{
+	for (int i = 0; i < nerrdefs; i++)
+		if (!strcmp(errdefs[i].name, name))
+			return errdefs[i].code;
+	return -1;
+}
+
+/* Channel ids named by a Value body, in walk order (List items, Map values). */
+static void value_channels(const unsigned char *p, size_t n, uint32_t *ids, int *nids)
+{
+	const unsigned char *e = p + n, *q = p;
+	uint64_t tag, l;
+	if (pb_varint(&q, e, &tag) || (tag & 7) != 2 || pb_varint(&q, e, &l) ||
+	    l > (uint64_t)(e - q))
+		return;
+	const unsigned char *b = q, *be = q + l;
+	if (tag >> 3 == 10) {
+		uint64_t t2, id;
+		if (pb_varint(&b, be, &t2) == 0 && t2 == 0x08 && pb_varint(&b, be, &id) == 0 &&
+		    *nids < MAX_OBJS)
+			ids[(*nids)++] = (uint32_t)id;
+	} else if (tag >> 3 == 7 || tag >> 3 == 8) {
+		while (b < be) {
+			uint64_t t2, l2;
+			if (pb_varint(&b, be, &t2) || pb_varint(&b, be, &l2) ||
+			    l2 > (uint64_t)(be - b))
+				return;
+			if (tag >> 3 == 7) {
+				value_channels(b, (size_t)l2, ids, nids);
+			} else {
+				const unsigned char *v;
+				size_t vn;
+				if (pb_len_field(b, (size_t)l2, 2, &v, &vn) == 0)
+					value_channels(v, vn, ids, nids);
+			}
+			b += l2;
+		}
+	}
+}
+
+/* Write the case's frames, each with its own sendmsg; the descriptors go with
+ * the last one (SPEC.md §10.2 rule 1). */
+static int write_frames(int sock, const struct buf *b, const int *fds, int nfds)
+{
+	size_t off[64], len[64];
+	int n = split_frames(b, off, len, 64);
+	for (int i = 0; i < n; i++)
+		if (send_with_fds(sock, b->p + off[i], len[i], fds, i == n - 1 ? nfds : 0))
+			return -1;
+	return 0;
+}
+
+/* The last frame of the case with flags and channel 0: what a receive of it
+ * returns, re-encoded (a re-encoding is a frame on channel 0 with flags 0). */
+static void last_frame_plain(const struct vcase *c, struct buf *out)
+{
+	size_t off[64], len[64];
+	int n = split_frames(&c->bytes, off, len, 64);
+	out->len = 0;
+	buf_add(out, c->bytes.p + off[n - 1], len[n - 1]);
+	out->p[5] = 0;
+	memset(out->p + 8, 0, 4);
+}
+
+/* Everything the testee writes until it closes. */
+static int read_to_eof(int sock, struct buf *all)
+{
+	for (;;) {
+		if (wait_readable(sock, HANG_MS) <= 0) {
+			fail("the testee did not close the connection after a fatal error");
+			return -1;
+		}
+		unsigned char tmp[4096];
+		ssize_t r = recv(sock, tmp, sizeof tmp, 0);
+		if (r == 0 || (r < 0 && errno == ECONNRESET))
+			return 0;
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			fail("reading the testee's connection: %s", strerror(errno));
+			return -1;
+		}
+		buf_add(all, tmp, (size_t)r);
+	}
+}
+
+/* The testee's next frame must be its HELLO (SPEC.md §16.2 rule 4). */
+static int expect_hello_frame(int sock, const char *when)
+{
+	struct buf f = {0};
+	int fds[MAX_OBJS], nfds = 0, rc = -1;
+	if (read_frame(sock, &f, fds, &nfds) == 0) {
+		if (!is_hello(&f))
+			fail("%s: the testee's first frame after the runner's HELLO is not its HELLO "
+			     "(flags 0x%02x, %zu bytes)", when, f.len > 5 ? f.p[5] : 0, f.len);
+		else
+			rc = 0;
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	free(f.p);
+	return rc;
+}
+
+static int recv_resp(struct tconn *tc, struct resp *r)
+{
+	resp_free(r);
+	return do_recv_req(tc->id) || testee_read(r);
+}
+
+/* After a fatal receive error: the testee closes; before that it may write its
+ * HELLO answer, and an epitaph (required when want_epi, forbidden otherwise). */
+static void fatal_epilogue(struct tconn *tc, int want_epi)
+{
+	held_remove(tc->dev, tc->ino);
+	check_holdings(sheld, nsheld, "after fatal error");
+	struct buf all = {0}, f = {0};
+	if (failed || read_to_eof(tc->peer, &all)) {
+		free(all.p);
+		return;
+	}
+	size_t off[64], len[64];
+	int n = split_frames(&all, off, len, 64), other = 0, epi = 0;
+	long want = code_of("UNSUPPORTED_FEATURE");
+	for (int i = 0; i < n && !failed; i++) {
+		f.len = 0;
+		buf_add(&f, all.p + off[i], len[i]);
+		if (i == 0 && is_hello(&f))
+			continue;
+		const unsigned char *v;
+		size_t vn;
+		long code = 0;
+		if (control_op(&f, "epitaph") &&
+		    map_get(f.p + 16, f.len - 16, "code", &v, &vn, NULL) == 0 &&
+		    value_int(v, vn, &code) == 0) {
+			epi++;
+			if (code != want)
+				fail("the testee's epitaph has code %ld, expected %ld", code, want);
+		} else {
+			other++;
+		}
+	}
+	if (!failed && other)
+		fail("the testee wrote %d frame(s) that are neither its HELLO nor an epitaph", other);
+	else if (!failed && want_epi && epi != 1)
+		fail("no epitaph with code %ld (UNSUPPORTED_FEATURE) came before the close "
+		     "(the runner's HELLO announced epitaph)", want);
+	else if (!failed && !want_epi && epi)
+		fail("the testee sent an epitaph, but the runner did not announce epitaph");
+	free(f.p);
+	free(all.p);
+}
+
+static void run_stream11(const struct vcase *c, struct tconn *tc, struct object *objs, int *fds)
+{
+	const char *tr = c->transport;
+	struct resp r = {0};
+	struct buf plain = {0};
+	/* SPEC.md §16.2 rule 3: nothing may come before the runner's first frame */
+	expect_nothing_sent(tc->peer, "right after attach (a HELLO unprompted?)");
+	if (failed)
+		return;
+	if (!strcmp(tr, "readahead")) {
+		/* both frames queued before the first receive, each its own sendmsg */
+		size_t off[2], len[2];
+		if (split_frames(&c->bytes, off, len, 2) != 2) {
+			fail("readahead: two frames");
+			return;
+		}
+		struct buf f1 = {0}, f2 = {0};
+		buf_add(&f1, c->bytes.p, len[0]);
+		buf_add(&f2, c->bytes.p + off[1], len[1]);
+		if (send_with_fds(tc->peer, f1.p, f1.len, NULL, 0) == 0 &&
+		    send_with_fds(tc->peer, f2.p, f2.len, fds, c->nobjs) == 0 &&
+		    recv_resp(tc, &r) == 0) {
+			check_recv_ok("receive of frame 1 (no descriptors)", &r, &f1, "", NULL, 0);
+			if (!failed && recv_resp(tc, &r) == 0)
+				check_recv_ok("receive of frame 2 (its descriptors)", &r, &f2, vtext(c),
+					      objs, c->nobjs);
+		}
+		free(f1.p);
+		free(f2.p);
+		resp_free(&r);
+		return;
+	}
+	if (write_frames(tc->peer, &c->bytes, fds, c->nobjs) || recv_resp(tc, &r))
+		goto out;
+	last_frame_plain(c, &plain);
+	if (!strcmp(tr, "peer10")) {
+		check_recv_ok("receive", &r, &c->bytes, vtext(c), objs, c->nobjs);
+		struct object back[MAX_OBJS];
+		if (!failed && make_objects(c, back) == 0) {
+			send_and_check(tc, vtext(c), &c->bytes, back, c->nobjs, "send to a 1.0 peer");
+			free_objects(back, c->nobjs);
+		}
+		expect_nothing_sent(tc->peer, "a 1.0 peer got more than the reply (a HELLO?)");
+	} else if (!strcmp(tr, "hello")) {
+		check_recv_ok("receive after the runner's HELLO", &r, &plain, vtext(c), objs, c->nobjs);
+		struct object back[MAX_OBJS];
+		if (!failed && make_objects(c, back) == 0) {
+			hello_first = 1;
+			send_and_check(tc, vtext(c), &plain, back, c->nobjs, "reply after the HELLO");
+			hello_first = 0;
+			free_objects(back, c->nobjs);
+		}
+	} else if (!strcmp(tr, "hello_require")) {
+		check_error(&r, c->error, "receive");
+		if (!failed)
+			fatal_epilogue(tc, c->ntarg && c->targ[0]);
+	} else if (!strcmp(tr, "epitaph")) {
+		check_error(&r, c->error, "receive of the peer's epitaph");
+		if (!failed && strcmp(c->error, "CONNECTION_CLOSED") && r.epitaph != 1)
+			fail("receive: %s, but not as the peer's epitaph (no 'epitaph 1')", c->error);
+		if (!failed && r.epitaph == 1) {
+			/* SPEC.md §17.3 rule 3: every later receive: CONNECTION_CLOSED */
+			if (recv_resp(tc, &r))
+				goto out;
+			check_error(&r, "CONNECTION_CLOSED", "receive after the epitaph");
+		}
+		if (!failed)
+			fatal_epilogue(tc, 0);
+	} else if (!strcmp(tr, "channel_reply")) {
+		check_recv_ok("receive of a request opening channel 1", &r, &plain, vtext(c), objs,
+			      c->nobjs);
+		if (failed)
+			goto out;
+		if (r.nchans != 1) {
+			fail("receive: the testee reported %d channel endpoints ('channels' line), "
+			     "expected 1", r.nchans);
+			goto out;
+		}
+		struct buf req = {0};
+		struct resp r2;
+		buf_printf(&req, "op send\nconn %d\nlast 1\nfds 0\nvalue \"done\"\n", r.chans[0]);
+		int rc = transact(&req, NULL, 0, &r2);
+		free(req.p);
+		if (rc)
+			goto out;
+		if (strcmp(r2.status, "ok"))
+			fail("send with END on the received channel: error %s", r2.error);
+		resp_free(&r2);
+		if (failed || expect_hello_frame(tc->peer, "reply on the channel"))
+			goto out;
+		static const unsigned char want_reply[] = {
+			0x43, 0x48, 0x41, 0x4e, 0x01, 0x02 /* END */, 0x00, 0x00,
+			0x01, 0x00, 0x00, 0x80 /* channel 1, opened by the receiver */,
+			0x06, 0x00, 0x00, 0x00, 0x2a, 0x04, 'd', 'o', 'n', 'e'};
+		struct buf want = {0}, got = {0};
+		buf_add(&want, want_reply, sizeof want_reply);
+		int rfds[MAX_OBJS], nr = 0;
+		if (read_frame(tc->peer, &got, rfds, &nr) == 0) {
+			if (got.len != want.len || memcmp(got.p, want.p, want.len))
+				frame_diff("the reply with END on channel 0x80000001", &want, &got);
+			for (int i = 0; i < nr; i++)
+				close(rfds[i]);
+			if (nr && !failed)
+				fail("the reply carries %d descriptors", nr);
+			expect_nothing_sent(tc->peer, "after the reply with END (a close frame?)");
+		}
+		free(want.p);
+		free(got.p);
+	} else if (!strcmp(tr, "frames") || !strcmp(tr, "refused_channels")) {
+		if (c->kind == K_SUCCESS) {
+			check_recv_ok("receive", &r, &plain, vtext(c), objs, c->nobjs);
+			goto out;
+		}
+		check_error(&r, c->error, "receive");
+		if (failed)
+			goto out;
+		check_holdings(sheld, nsheld, "after frame error");
+		if (!strcmp(tr, "refused_channels")) {
+			/* SPEC.md §18.3 rule 2: close with the error's code for every id */
+			uint32_t ids[MAX_OBJS];
+			int nids = 0;
+			value_channels(plain.p + 16, plain.len - 16, ids, &nids);
+			if (expect_hello_frame(tc->peer, "after a refused frame"))
+				goto out;
+			for (int i = 0; i < nids && !failed; i++) {
+				struct buf f = {0};
+				int rfds[MAX_OBJS], nr = 0;
+				const unsigned char *v;
+				size_t vn;
+				long code = 0;
+				if (read_frame(tc->peer, &f, rfds, &nr) == 0 &&
+				    !(control_op(&f, "close") && f.p[5] == 0x03 &&
+				      le32(f.p + 8) == (ids[i] | 0x80000000u) &&
+				      map_get(f.p + 16, f.len - 16, "code", &v, &vn, NULL) == 0 &&
+				      value_int(v, vn, &code) == 0 && code == code_of(c->error)))
+					fail("expected close with code %ld on channel 0x%08x (refused), "
+					     "got a frame of %zu bytes on channel 0x%08x",
+					     code_of(c->error), ids[i] | 0x80000000u, f.len,
+					     f.len >= 16 ? le32(f.p + 8) : 0);
+				for (int j = 0; j < nr; j++)
+					close(rfds[j]);
+				free(f.p);
+			}
+		}
+		followup(tc, "after a frame-scope error");
+	} else {
+		fail("unknown transport %s", tr);
+	}
+out:
+	free(plain.p);
+	resp_free(&r);
+}
+
 static void run_stream(const struct vcase *c)
 {
 	const char *tr = c->transport ? c->transport : "whole";
@@ -1964,6 +2471,11 @@ static void run_stream(const struct vcase *c)
 			}
 	}
 	obj_fds(objs, c->nobjs, fds);
+
+	if (c->rev11 && is_r11_delivery(tr)) {
+		run_stream11(c, &tc, objs, fds);
+		goto out;
+	}
 
 	if (c->kind == K_ENCODE_FAILURE) {
 		struct buf req = {0};
@@ -2184,11 +2696,22 @@ static int npass, nfail, nxfail, nna, nrun;
 
 /* A case that does not apply to the testee's class: neither run nor passed,
  * and never matched against the failure list. */
+static int nna_rev;
+
 static void report_na(const char *name, const char *why)
 {
 	nna++;
 	if (verbose)
 		printf("N/A %s: not applicable to class codec (%s)\n", name, why);
+	fflush(stdout);
+}
+
+/* A revision 1.1 case and a 1.0 testee: neither run nor passed. */
+static void report_na_rev(const char *name)
+{
+	nna_rev++;
+	if (verbose)
+		printf("N/A %s: a revision 1.1 case; the testee implements 1.0\n", name);
 	fflush(stdout);
 }
 
@@ -2241,7 +2764,7 @@ static void after_check(void)
 static void run_case_codec(const struct vcase *c, int stream)
 {
 	char name[600];
-	int has_stream = stream && !c->transport && c->kind != K_DECODE_SUCCESS;
+	int has_stream = stream && !c->transport && c->kind != K_DECODE_SUCCESS && !c->rev11;
 	snprintf(name, sizeof name, "%s@stream", c->name);
 	const char *why = codec_not_applicable(c);
 	if (why) {
@@ -2276,6 +2799,11 @@ static void run_case(const struct vcase *c, int stream)
 {
 	char name[600];
 	track_reset();
+	if (c->rev11 && !trev11) {
+		/* issue 14: a testee that says nothing of revisions is a 1.0 testee */
+		report_na_rev(c->name); /* 1.1 in-memory cases have no @stream run (below) */
+		return;
+	}
 	if (tclass == C_CODEC) {
 		run_case_codec(c, stream);
 		return;
@@ -2306,7 +2834,9 @@ static void run_case(const struct vcase *c, int stream)
 	}
 	report(c->name, !failed);
 	after_check();
-	if (!stream || c->kind == K_DECODE_SUCCESS)
+	/* A 1.1 codec-level case over a connection would need the runner's HELLO
+	 * first: the transport-level 1.1 cases do that. */
+	if (!stream || c->kind == K_DECODE_SUCCESS || c->rev11)
 		return;
 	track_reset();
 	failed = 0;
@@ -2384,6 +2914,11 @@ int main(int argc, char **argv)
 		       tclass_declared ? "declared by the testee" : "no class declared", nrun);
 	if (nxfail)
 		printf("conformance: %d expected failures (listed in %s)\n", nxfail, failing);
+	printf("conformance: revision %s (%s)%s", trev11 ? "1.1" : "1.0",
+	       trev11 ? "declared by the testee" : "no revision 1.1 declared", nna_rev ? "" : "\n");
+	if (nna_rev)
+		printf(": %d revision 1.1 cases not applicable (not run, not counted as passed)\n",
+		       nna_rev);
 	printf("conformance: %d passed, %d failed\n", npass, nfail);
 	return nfail ? 1 : 0;
 }
