@@ -6,8 +6,13 @@
  * AF_UNIX socket on fd 3 as one-byte messages carrying SCM_RIGHTS.
  * Values in requests are in the text form of SPEC.md §12 (own small JSON reader).
  *
- * CHAN_TESTEE_BREAK=leak|order|swapfd|noread|hide makes it deliberately wrong, for the
- * runner's self-test (conformance/conformance.mk); =opennull makes it open /dev/null
+ * Revision 1.1 (hello answers "revision 1.1"): decode with CHAN_DECODE_REVISION_1_1
+ * when asked, {"$channel":ID} in text, received channel handles become endpoints
+ * ("channels" line), send "last 1" sends with END, an epitaph is reported as such.
+ *
+ * CHAN_TESTEE_BREAK=leak|order|swapfd|noread|hide|hello makes it deliberately wrong, for the
+ * runner's self-test (conformance/conformance.mk; hello: sends a HELLO unprompted on
+ * every attached connection); =opennull makes it open /dev/null
  * before every request and keep it (not wrong: descriptors of its own are its business).
  */
 #include <errno.h>
@@ -29,6 +34,33 @@ static const char *break_mode = "";
 static chan_msg *held;                 /* released at the next request */
 static chan_conn *conns[MAXCONNS];     /* id = index */
 static struct chan_limits climits[MAXCONNS];
+static int epitaph_told[MAXCONNS];      /* the peer's epitaph was reported once */
+static chan_msg *stash[MAXCONNS];       /* a receive made by the probe below */
+static int stash_rc[MAXCONNS];
+
+/* UNSUPPORTED_FEATURE and CHANNEL_LIMIT_EXCEEDED are frame scope in the
+ * registry but fatal in some cases (SPEC.md §16.2 rule 6, §18.6 rule 3), and
+ * chan.h has no call that says which one a receive met: a fatal receive error
+ * sticks, so a receive that does not wait tells (its result, if it read a
+ * frame after all, is kept for the next recv request). */
+static int recv_was_fatal(chan_conn *c, int id, int rc)
+{
+	if (chan_error_scope(rc) == CHAN_SCOPE_FATAL)
+		return 1;
+	if (rc != CHAN_E_UNSUPPORTED_FEATURE && rc != CHAN_E_CHANNEL_LIMIT_EXCEEDED)
+		return 0;
+	chan_msg *m = NULL;
+	int r2 = chan_conn_recv(c, 0, &m);
+	/* libchan 0.3 answers CONNECTION_CLOSED here after a fatal unmet require,
+	 * not the same error (SPEC.md §9.2): either way the connection is dead */
+	if (r2 == rc || r2 == CHAN_E_CONNECTION_CLOSED)
+		return 1;
+	if (r2 != CHAN_E_WOULD_BLOCK) {
+		stash[id] = m;
+		stash_rc[id] = r2;
+	}
+	return 0;
+}
 
 /* ---- output ---------------------------------------------------------- */
 
@@ -365,6 +397,18 @@ static chan_value *marker(struct rd *r, const char *key)
 	char *s = NULL;
 	size_t n = 0;
 	chan_value *v = NULL;
+	if (!strcmp(key, "$channel")) { /* SPEC.md §18.2 rule 3: 1..2^31-1 as for $fd */
+		const char *q = r->p;
+		unsigned long id = 0;
+		if (q >= r->end || !(*q >= '1' && *q <= '9'))
+			return bad_text(r), NULL;
+		while (q < r->end && *q >= '0' && *q <= '9' && id <= 0x7fffffffUL)
+			id = id * 10 + (unsigned long)(*q++ - '0');
+		r->p = q;
+		if (id > 0x7fffffffUL || (q < r->end && (*q == '.' || *q == 'e' || *q == 'E')))
+			return bad_text(r), NULL;
+		return chan_channel_ref(r->m, (uint32_t)id);
+	}
 	if (!strcmp(key, "$fd") || !strcmp(key, "$conn")) {
 		const char *q = r->p;
 		long idx = 0;
@@ -407,7 +451,7 @@ static chan_value *marker(struct rd *r, const char *key)
 static int is_marker(const char *k)
 {
 	return !strcmp(k, "$int") || !strcmp(k, "$float") || !strcmp(k, "$bytes") ||
-	       !strcmp(k, "$fd") || !strcmp(k, "$conn");
+	       !strcmp(k, "$fd") || !strcmp(k, "$conn") || !strcmp(k, "$channel");
 }
 
 static chan_value *jobject(struct rd *r, int depth)
@@ -614,6 +658,24 @@ static void walk_conns(chan_value *v, chan_value **list, int *n)
 	}
 }
 
+/* Channel handles of a value in walk order (revision 1.1). */
+static void walk_channels(chan_value *v, chan_value **list, int *n)
+{
+	switch (chan_value_type(v)) {
+	case CHAN_LIST:
+	case CHAN_MAP:
+		for (size_t i = 0; i < chan_value_count(v); i++)
+			walk_channels(chan_value_at(v, i), list, n);
+		break;
+	case CHAN_CHANNEL:
+		if (*n < MAXFDS)
+			list[(*n)++] = v;
+		break;
+	default:
+		break;
+	}
+}
+
 static int new_conn_id(void)
 {
 	for (int i = 1; i < MAXCONNS; i++)
@@ -630,6 +692,8 @@ struct req {
 	size_t framelen;
 	char *value;
 	int nfds, conn;
+	int rev11, last;
+	uint32_t max_channels;
 	struct chan_limits lim;
 };
 
@@ -656,6 +720,12 @@ static void parse_req(char *body, struct req *r)
 			r->lim.max_handles = (uint32_t)strtoul(v, NULL, 10);
 		else if (!strcmp(l, "max_depth"))
 			r->lim.max_depth = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(l, "max_channels"))
+			r->max_channels = (uint32_t)strtoul(v, NULL, 10);
+		else if (!strcmp(l, "revision"))
+			r->rev11 = !strcmp(v, "1.1");
+		else if (!strcmp(l, "last"))
+			r->last = atoi(v);
 		else if (!strcmp(l, "frame")) {
 			size_t n = strlen(v) / 2;
 			r->frame = malloc(n + 1);
@@ -679,15 +749,18 @@ static void handle(struct req *r, int *fds)
 	int rc;
 	chan_msg *m = NULL;
 	if (!strcmp(r->op, "hello")) {
-		putf("ok\nbinding c-libchan %s\n", chan_version());
+		putf("ok\nbinding c-libchan %s\nrevision 1.1\n", chan_version());
 	} else if (!strcmp(r->op, "reset")) {
-		for (int i = 0; i < MAXCONNS; i++)
+		for (int i = 0; i < MAXCONNS; i++) {
 			conns[i] = chan_conn_free(conns[i]);
+			stash[i] = chan_msg_free(stash[i]);
+			stash_rc[i] = epitaph_told[i] = 0;
+		}
 		putf("ok\n");
 	} else if (!strcmp(r->op, "decode")) {
 		size_t used = 0;
-		rc = chan_decode(r->frame, r->framelen, fds, (size_t)r->nfds, 0, &r->lim, NULL, &m,
-				 &used);
+		rc = chan_decode(r->frame, r->framelen, fds, (size_t)r->nfds,
+				 r->rev11 ? CHAN_DECODE_REVISION_1_1 : 0, &r->lim, NULL, &m, &used);
 		if (rc == CHAN_E_HANDLE_INDEX_OUT_OF_ORDER && !strcmp(break_mode, "order")) {
 			putf("ok\nframe ");
 			puthex(r->frame, r->framelen);
@@ -750,6 +823,10 @@ static void handle(struct req *r, int *fds)
 		rc = r->nfds == 1 && id > 0 ? chan_conn_move_from_fd(fds[0], &c) : CHAN_E_INVALID_ARGUMENT;
 		if (!rc)
 			rc = chan_conn_set_limits(c, &r->lim);
+		if (!rc && r->max_channels)
+			rc = chan_conn_set_channel_limits(c, r->max_channels, 0);
+		if (!rc && !strcmp(break_mode, "hello"))
+			rc = chan_conn_hello(c, 0, -1); /* wrong: the runner may be a 1.0 peer */
 		if (rc) {
 			if (c)
 				chan_conn_free(c);
@@ -761,15 +838,32 @@ static void handle(struct req *r, int *fds)
 		}
 		conns[id] = c;
 		climits[id] = r->lim;
+		epitaph_told[id] = 0;
 		putf("ok\nconn %d\n", id);
 	} else if (!strcmp(r->op, "recv")) {
 		chan_conn *c = get_conn(r->conn);
-		rc = c ? chan_conn_recv(c, -1, &m) : CHAN_E_INVALID_ARGUMENT;
+		if (c && (stash[r->conn] || stash_rc[r->conn])) {
+			m = stash[r->conn];
+			rc = stash_rc[r->conn];
+			stash[r->conn] = NULL;
+			stash_rc[r->conn] = 0;
+		} else {
+			rc = c ? chan_conn_recv(c, -1, &m) : CHAN_E_INVALID_ARGUMENT;
+		}
 		if (rc) {
-			if (chan_error_scope(rc) == CHAN_SCOPE_FATAL) {
+			int code = 0;
+			const char *epi = c ? chan_conn_epitaph(c, &code) : NULL;
+			error_response(rc);
+			if (epi && rc == code && !epitaph_told[r->conn]) {
+				epitaph_told[r->conn] = 1;
+				/* the peer's epitaph: reported once; the next receive on the
+				 * connection says CONNECTION_CLOSED (spec/vectors.md §4.2) */
+				putf("epitaph 1\n");
+				if (!strchr(epi, '\n'))
+					putf("message %s\n", epi);
+			} else if (c && recv_was_fatal(c, r->conn, rc)) {
 				conns[r->conn] = chan_conn_free(c);
 			}
-			error_response(rc);
 			return;
 		}
 		rc = respond_frame(m);
@@ -794,12 +888,27 @@ static void handle(struct req *r, int *fds)
 			}
 		}
 		putf("\n");
+		n = 0;
+		walk_channels(chan_msg_root(m), list, &n);
+		if (n) {
+			putf("channels");
+			for (int i = 0; i < n; i++) {
+				chan_conn *nc = NULL;
+				int id = new_conn_id();
+				if (id > 0 && chan_conn_move_from_value(list[i], &nc) == 0) {
+					conns[id] = nc;
+					putf(" %d", id);
+				}
+			}
+			putf("\n");
+		}
 		held = m;
 	} else if (!strcmp(r->op, "send")) {
 		chan_conn *c = get_conn(r->conn);
 		rc = text_to_msg(r->value ? r->value : "", fds, r->nfds, &m);
 		if (!rc)
-			rc = c ? chan_conn_send(c, m, -1) : CHAN_E_INVALID_ARGUMENT;
+			rc = !c ? CHAN_E_INVALID_ARGUMENT
+			     : r->last ? chan_conn_send_last(c, m, -1) : chan_conn_send(c, m, -1);
 		chan_msg_free(m);
 		if (rc)
 			error_response(rc);
