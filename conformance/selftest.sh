@@ -38,6 +38,22 @@ expect swapfd 'handles.fd.memfd' 'handles.fd.memfd' 'is not the object #0 sent'
 expect noread 'handles.table.three' 'handles.table.three' 'without reading the 3 descriptor'
 expect hide 'handles.table.three' 'handles.table.three' 'a pipe_read sent to the testee is still open somewhere'
 
+# revision 1.1: a testee that sends a HELLO to a peer it knows nothing about (a 1.0
+# peer), one that answers nothing to the runner's HELLO, one that gives read-ahead
+# descriptors to the first frame of its read instead of the frame that owns them
+expect hello 'revision11.peer10.*' 'revision11.peer10.echo' 'right after attach (a HELLO unprompted?)'
+cmd=$PYTESTEE
+expect nohello 'revision11.hello.answered' 'revision11.hello.answered' 'is not its HELLO'
+expect readahead 'revision11.readahead.*' 'revision11.readahead.second_frame' 'receive of frame 1: error TOO_MANY_HANDLES'
+cmd=$TESTEE
+# a testee that declares no revision is a 1.0 testee: no 1.1 case is run, none fails
+if CHAN_TESTEE_REVISION=1.0 "$RUNNER" --only 'revision11.*' -- "$TESTEE" >"$tmp/out.r10" 2>&1 &&
+   grep -q '^conformance: revision 1.0 .* [1-9][0-9]* revision 1.1 cases not applicable' "$tmp/out.r10"; then
+	echo "selftest: a 1.0 testee is not asked revision 1.1 cases"
+else
+	echo "selftest: a 1.0 testee was asked revision 1.1 cases:"; sed 's/^/  /' "$tmp/out.r10"; bad=1
+fi
+
 # a testee that opens /dev/null before every request and keeps it is not leaking
 # anything of the runner's: it passes (the check is by identity, not by count)
 if CHAN_TESTEE_BREAK=opennull "$RUNNER" --only 'handles.*' -- "$TESTEE" >"$tmp/out.null" 2>&1; then

@@ -14,9 +14,16 @@ descriptors and no connections; handle tables arrive as kinds and ids
 layer below the descriptors) decodes and encodes with :class:`chan.Handle`
 placeholders.  Without it the testee declares class transport.
 
+Revision 1.1 (spec/vectors.md §4.5): the hello answer says ``revision 1.1``; a
+``decode`` with ``revision 1.1`` accepts what a receiver that has the peer's HELLO
+accepts; received channel handles become endpoints (``channels``), ``send`` with
+``last 1`` sends END, an epitaph is reported with ``epitaph 1``.
+
 CHAN_TESTEE_BREAK=kindlie|idswap (codec class) makes it lie, for the runner's
 self-test: kindlie accepts a conn handle on a table entry of kind fd, idswap
-returns the handle table in reverse order.
+returns the handle table in reverse order.  Transport class: nohello never
+answers a HELLO; readahead reads a connection in one large recvmsg and gives
+the descriptors to the first frame of what it read.
 """
 
 from __future__ import annotations
@@ -37,6 +44,31 @@ from chan import _codec, _handles  # noqa: E402
 from chan._errors import error as chan_error  # noqa: E402
 
 BREAK = os.environ.get("CHAN_TESTEE_BREAK", "")
+if BREAK == "nohello":  # wrong on purpose: takes the peer's HELLO, answers nothing
+    def _hello_silently(self: Any, features: Any, require: Any) -> None:
+        x = self._ext()
+        x.peer_features = features
+        x.peer_required = frozenset(require)
+        x.hello_sent = True
+    chan.Connection._hello_received = _hello_silently  # type: ignore[method-assign]
+
+MAX_CHANNEL_ID = (1 << 31) - 1
+
+
+def check_header11(frame: bytes) -> None:
+    """The header checks of a decoder told of the peer's HELLO (SPEC.md §9.3 note:
+    §17.1 rule 1, then §18.1 rule 2).  chan.decode has no revision option for them
+    (its ``channels=True`` still wants flags and channel 0), so they are made here
+    after the fatal header checks, which parse_header makes."""
+    h = chan.parse_header(frame)
+    if len(frame) - chan.HEADER_SIZE < h.payload_length:
+        raise chan_error("TRUNCATED", "short payload")
+    if h.flags & 0x0C:
+        raise chan_error("RESERVED_FIELD_NONZERO", f"flags {h.flags:#x}: a critical reserved bit")
+    if h.flags & chan.END and not h.channel:
+        raise chan_error("RESERVED_FIELD_NONZERO", "END on channel 0")
+    if h.channel == 0x80000000:
+        raise chan_error("UNKNOWN_CHANNEL", "channel 0x80000000")
 
 FDSOCK = socket.socket(fileno=3)
 ANCBUF = socket.CMSG_SPACE(253 * 4)
@@ -105,8 +137,9 @@ class Testee:
 
     def __init__(self) -> None:
         self.held: Any = None
-        self.conns: Dict[int, chan.Connection] = {}
+        self.conns: Dict[int, Any] = {}  # chan.Connection or chan.ChannelEndpoint
         self.next_id = 1
+        self.epitaph_told: set = set()
 
     # -- helpers -------------------------------------------------------------
 
@@ -154,7 +187,7 @@ class Testee:
         return v
 
     def ok_frame(self, value: Any, extra: List[str]) -> List[str]:
-        frame, table = chan.encode(value)
+        frame, table = chan.encode(as_channels(value))
         send_fds(table)
         return ["ok", "frame " + frame.hex(), f"fds {len(table)}", "value " + chan.text.dumps(value)] + extra
 
@@ -167,12 +200,20 @@ class Testee:
     # -- operations -----------------------------------------------------------
 
     def op_hello(self, req: Dict[str, str], fds: List[int]) -> List[str]:
-        return ["ok", "binding python", "chan " + chan.__version__, "class " + self.cls]
+        return ["ok", "binding python", "chan " + chan.__version__, "class " + self.cls, "revision 1.1"]
 
     def op_decode(self, req: Dict[str, str], fds: List[int]) -> List[str]:
-        value, consumed = _handles.decode_frame(bytes.fromhex(req.get("frame", "")), fds,
-                                                limits=self.limits(req).resolved(),
-                                                conn_factory=chan.Connection._from_socket)
+        frame = bytes.fromhex(req.get("frame", ""))
+        r11 = req.get("revision") == "1.1"
+        if r11:
+            try:
+                check_header11(frame)
+            except chan.ChanError:
+                close_quietly(fds)
+                raise
+        value, consumed = _handles.decode_frame(frame, fds, limits=self.limits(req).resolved(),
+                                                conn_factory=chan.Connection._from_socket,
+                                                channels=r11, check_reserved=not r11)
         self.held = value
         return self.ok_frame(value, [f"consumed {consumed}"])
 
@@ -197,6 +238,8 @@ class Testee:
             close_quietly(fds)
             raise
         c.set_limits(*self.limits(req))
+        if "max_channels" in req:
+            c.set_channel_limits(max_channels=int(req["max_channels"]))
         cid = self.next_id
         self.next_id += 1
         self.conns[cid] = c
@@ -207,22 +250,33 @@ class Testee:
         cid = int(req.get("conn", "0"))
         c = self.conn(req)
         try:
-            value = c.recv()
+            value = recv_readahead_wrongly(c) if BREAK == "readahead" else c.recv()
         except chan.ChanError as exc:
+            if getattr(exc, "from_peer", False) and cid not in self.epitaph_told:
+                # the peer's epitaph: reported once, the connection is kept until
+                # the next receive says CONNECTION_CLOSED (spec/vectors.md §4.2)
+                self.epitaph_told.add(cid)
+                msg = exc.peer_message or ""
+                raise TesteeAnswer(["error " + exc.name, "epitaph 1"] +
+                                   (["message " + msg] if "\n" not in msg else []))
             if exc.scope == "fatal":
                 c.close()
                 del self.conns[cid]
             raise
         self.held = value
-        ids = []
+        ids, chans = [], []
         for obj in walk_handles(value):
+            nid = self.next_id
             if isinstance(obj, chan.Connection):
                 obj.set_limits(*c.limits)
-                nid = self.next_id
                 self.next_id += 1
                 self.conns[nid] = obj
                 ids.append(str(nid))
-        return self.ok_frame(value, ["conns " + " ".join(ids)])
+            elif isinstance(obj, chan.ChannelEndpoint):
+                self.next_id += 1
+                self.conns[nid] = obj
+                chans.append(str(nid))
+        return self.ok_frame(value, ["conns " + " ".join(ids)] + (["channels " + " ".join(chans)] if chans else []))
 
     def op_send(self, req: Dict[str, str], fds: List[int]) -> List[str]:
         try:
@@ -232,7 +286,12 @@ class Testee:
             raise
         value = self.build(req.get("value", ""), fds)
         try:
-            c.send(value)
+            if req.get("last") == "1":
+                if not isinstance(c, chan.ChannelEndpoint):
+                    raise chan.InvalidArgument("last 1 is for a channel endpoint")
+                c.send(value, last=True)
+            else:
+                c.send(value)
         finally:
             for obj in walk_handles(value):
                 obj.close()
@@ -252,6 +311,7 @@ class Testee:
         for c in self.conns.values():
             c.close()
         self.conns.clear()
+        self.epitaph_told.clear()
         return ["ok"]
 
     def serve(self) -> int:
@@ -268,6 +328,8 @@ class Testee:
                 continue
             try:
                 lines = handler(req, fds)
+            except TesteeAnswer as ans:
+                lines = ans.lines
             except chan.ChanError as exc:
                 lines = ["error " + exc.name, "message " + str(exc).replace("\n", " ")]
             except Exception as exc:  # a bug in the testee or the binding: say so loudly
@@ -314,8 +376,12 @@ class CodecTestee(Testee):
         close_quietly(fds)  # never sent to a codec-class testee
         kinds, ids = self.table(req)
         # TOO_FEW / TOO_MANY against the table's length, every index rule, the walk
-        value, consumed, slots = _codec.decode_payload(bytes.fromhex(req.get("frame", "")), len(kinds),
-                                                       limits=self.limits(req).resolved())
+        frame = bytes.fromhex(req.get("frame", ""))
+        r11 = req.get("revision") == "1.1"
+        if r11:
+            check_header11(frame)
+        value, consumed, slots = _codec.decode_payload(frame, len(kinds), limits=self.limits(req).resolved(),
+                                                       channels=r11, check_reserved=not r11)
         for _c, _k, hd in sorted(slots, key=lambda s: s[2].index):  # kind checks in index order
             self.check_kind(hd.kind, hd.index, kinds)
         self.held = value
@@ -350,6 +416,37 @@ class CodecTestee(Testee):
     op_attach = op_recv = op_send = op_close = op_reset = unsupported
 
 
+class TesteeAnswer(Exception):
+    """A response other than ok that is not a plain error (an epitaph)."""
+
+    def __init__(self, lines: List[str]) -> None:
+        Exception.__init__(self, lines[0])
+        self.lines = lines
+
+
+def as_channels(v: Any) -> Any:
+    """A received value with each channel endpoint written as the channel handle
+    it arrived as (chan.Channel with its id), for the re-encoding of a recv."""
+    t = type(v)
+    if t is list:
+        return [as_channels(x) for x in v]
+    if t is dict:
+        return {k: as_channels(x) for k, x in v.items()}
+    if isinstance(v, chan.ChannelEndpoint):
+        return chan.Channel(v.id)
+    return v
+
+
+def recv_readahead_wrongly(c: chan.Connection) -> Any:
+    """CHAN_TESTEE_BREAK=readahead: one recvmsg of up to 4 KiB, its descriptors
+    given to the first frame it returned (the wrong one when a later frame of the
+    read owns them, SPEC.md §10.3 rule 1)."""
+    data, anc, _fl, _a = c._sock.recvmsg(4096, socket.CMSG_SPACE(253 * 4), CLOEXEC)
+    fds = _handles.fds_from_ancillary(anc)
+    size = chan.HEADER_SIZE + struct.unpack_from("<I", data, 12)[0]
+    return chan.decode(data[:size], fds)
+
+
 def walk_handles(v: Any) -> List[Any]:
     """Handle objects of a value in table (depth-first) order."""
     out: List[Any] = []
@@ -361,7 +458,7 @@ def walk_handles(v: Any) -> List[Any]:
             stack.extend(reversed(x))
         elif t is dict:
             stack.extend(reversed(list(x.values())))
-        elif isinstance(x, (chan.Fd, chan.Connection)):
+        elif isinstance(x, (chan.Fd, chan.Connection, chan.ChannelEndpoint)):
             out.append(x)
     return out
 
