@@ -371,68 +371,6 @@ epitaph_add(chan_conn *c, int code, const char *message)
 	return r;
 }
 
-/* The name of a feature, or 0 if libchan does not implement it. */
-static unsigned
-feature_bit(const char *name, size_t len)
-{
-	if (len == 7 && !memcmp(name, "epitaph", 7))
-		return CHAN_FEATURE_EPITAPH;
-	if (len == 8 && !memcmp(name, "channels", 8))
-		return CHAN_FEATURE_CHANNELS;
-	return 0;
-}
-
-/* A control message's operation: root is a map whose first key is "op"
- * with a string value (SPEC.md §17.2 rule 1). */
-static const char *
-control_op(chan_msg *msg, size_t *ret_len)
-{
-	chan_value *root = chan_msg_root(msg);
-	const char *op;
-
-	if (chan_value_type(root) != CHAN_MAP || !chan_value_count(root))
-		return NULL;
-	if (strcmp(chan_map_key_at(root, 0, NULL), "op") != 0 ||
-	    chan_value_get_string(chan_value_at(root, 0), &op, ret_len) < 0)
-		return NULL;
-	return op;
-}
-
-/* SPEC.md §16.2 rules 1 and 5: a well-formed HELLO's features and require
- * lists; -1 if it is not well formed. */
-static int
-hello_parse(chan_msg *msg, unsigned *ret_features, bool *ret_unmet)
-{
-	chan_value *root = chan_msg_root(msg), *f = NULL, *req = NULL;
-	unsigned features = 0;
-	bool unmet = false;
-
-	if (chan_map_get_value(root, "features", &f) < 0 || chan_value_type(f) != CHAN_MAP)
-		return -1;
-	for (size_t i = 0; i < chan_value_count(f); i++) {
-		size_t n;
-		const char *k = chan_map_key_at(f, i, &n);
-
-		features |= feature_bit(k, n);
-	}
-	if (chan_map_get_value(root, "require", &req) == 0) {
-		if (chan_value_type(req) != CHAN_LIST)
-			return -1;
-		for (size_t i = 0; i < chan_value_count(req); i++) {
-			const char *s;
-			size_t n;
-
-			if (chan_value_get_string(chan_value_at(req, i), &s, &n) < 0)
-				return -1;
-			if (!feature_bit(s, n))
-				unmet = true;
-		}
-	}
-	*ret_features = features;
-	*ret_unmet = unmet;
-	return 0;
-}
-
 /* An error of ours that the peer caused, worth an epitaph (§17.3 rule 2). */
 static bool
 epitaph_worthy(int err)
@@ -456,8 +394,18 @@ epitaph_worthy(int err)
 static void
 conn_die(chan_conn *c, int err)
 {
-	if (!c->dead)
-		c->dead = err;
+	if (!c->dead) {
+		/* An error whose registry scope is not fatal (an unmet require,
+		 * the main stream's overflow) is reported once, by the next
+		 * receive; every later one says CONNECTION_CLOSED, which no event
+		 * loop mistakes for "keep reading" (SPEC.md §9.4). */
+		if (chan_error_scope(err) != CHAN_SCOPE_FATAL) {
+			c->dead_once = err;
+			c->dead = CHAN_E_CONNECTION_CLOSED;
+		} else {
+			c->dead = err;
+		}
+	}
 	if ((c->peer_features & CHAN_FEATURE_EPITAPH) && epitaph_worthy(err) &&
 	    !c->send_sealed && epitaph_add(c, err, chan_strerror(err)) == 0)
 		c->send_sealed = true;
@@ -621,28 +569,25 @@ static int
 control(chan_conn *c, const struct chan_header *h, chan_msg *msg, bool agreed)
 {
 	size_t n;
-	const char *op = control_op(msg, &n);
-	chan_value *root = chan_msg_root(msg), *cv;
-	bool crit = false;
+	const char *op = chan__control_op(msg, &n);
+	chan_value *root = chan_msg_root(msg);
+	int r;
 
 	if (!agreed) { /* only a well-formed HELLO may come before agreement */
 		unsigned f;
 		bool unmet;
 
 		if (!op || n != 5 || memcmp(op, "hello", 5) || h->handle_count ||
-		    hello_parse(msg, &f, &unmet) < 0)
+		    chan__hello_parse(msg, &f, &unmet) < 0)
 			return CHAN_E_RESERVED_FIELD_NONZERO;
 	}
-	if (h->handle_count || !op)
-		return CHAN_E_UNSUPPORTED_FEATURE;
-	if ((h->flags & CHAN__FLAG_END) && !(n == 5 && !memcmp(op, "close", 5)))
-		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if ((r = chan__control_check(h, msg)) < 0)
+		return r;
 	if (n == 5 && !memcmp(op, "hello", 5)) {
 		unsigned f;
 		bool unmet;
 
-		if (h->channel || hello_parse(msg, &f, &unmet) < 0)
-			return CHAN_E_UNSUPPORTED_FEATURE;
+		chan__hello_parse(msg, &f, &unmet); /* well formed: checked above */
 		if (c->hello_recv)
 			return 0; /* §16.2 rule 5: a second HELLO is ignored */
 		c->hello_recv = true;
@@ -662,8 +607,6 @@ control(chan_conn *c, const struct chan_header *h, chan_msg *msg, bool agreed)
 		const char *m = "";
 		size_t mlen = 0;
 
-		if (h->channel)
-			return CHAN_E_UNSUPPORTED_FEATURE;
 		if (chan_map_get_int(root, "code", &code) < 0 || code < 1 || code > 255)
 			code = -CHAN_E_CONNECTION_CLOSED;
 		chan_map_get_string(root, "message", &m, &mlen);
@@ -672,14 +615,17 @@ control(chan_conn *c, const struct chan_header *h, chan_msg *msg, bool agreed)
 		c->dead = CHAN_E_CONNECTION_CLOSED; /* every later receive */
 		c->send_sealed = true;
 		pthread_cond_broadcast(&c->mux_cond);
+		/* A code of local scope means something only where it was raised
+		 * (WOULD_BLOCK from a blocking receive would lie): chan_conn_epitaph
+		 * has it (SPEC.md §17.3 rule 3). */
+		if (chan_error_scope(-(int)code) == CHAN_SCOPE_LOCAL)
+			return CHAN_E_CONNECTION_CLOSED;
 		return -(int)code;
 	}
 	if (n == 5 && !memcmp(op, "close", 5)) {
 		struct chan__chan *ch;
 		int64_t code = 0;
 
-		if (!h->channel || !(h->flags & CHAN__FLAG_END))
-			return CHAN_E_UNSUPPORTED_FEATURE;
 		if (!(ch = tab_find(c, h->channel)))
 			return 0; /* closed here already, or handled as unknown below */
 		chan_map_get_int(root, "code", &code);
@@ -688,9 +634,7 @@ control(chan_conn *c, const struct chan_header *h, chan_msg *msg, bool agreed)
 			ch->report = -(int)code;
 		return 0;
 	}
-	if (chan_map_get_value(root, "critical", &cv) == 0)
-		chan_value_get_bool(cv, &crit);
-	return crit ? CHAN_E_UNSUPPORTED_FEATURE : 0; /* unknown: ignored */
+	return 0; /* an unknown operation that is not critical: ignored */
 }
 
 /* Is a frame on this channel field one that §18.4 rule 2 discards (a
@@ -730,11 +674,19 @@ dispatch(chan_conn *c, struct chan__chan *want, int r, const struct chan_header 
 		r = control(c, h, *ret_free, agreed);
 		if (r == 0)
 			return 0;
-		if (chan_error_scope(r) != CHAN_SCOPE_FRAME || c->dead)
+		if (chan_error_scope(r) != CHAN_SCOPE_FRAME || c->dead) {
+			if (c->dead_once == r)
+				c->dead_once = 0; /* this receive reports it */
 			return r; /* an unmet require, or the peer's epitaph */
+		}
 	}
 	if (h->channel)
 		to = tab_find(c, h->channel);
+	if (to && to->end_recv) { /* sent after its sender's END (§18.5 rule 1) */
+		if (msg)
+			*ret_free = msg;
+		return 0;
+	}
 	if (h->channel && !to && r == 0) {
 		if (closed_here(c, h->channel))
 			discard = true; /* §18.4: sent before the peer learnt of the close */
@@ -774,6 +726,13 @@ endpoint_state(chan_conn *c, struct chan__chan *ch)
 	}
 	if (ch && (ch->end_recv || ch->end_sent))
 		return CHAN_E_CHANNEL_CLOSED;
+	if (ch && ch->mine && !ch->given)
+		return CHAN_E_INVALID_ARGUMENT; /* nothing can arrive before its handle left */
+	if (c->dead_once) {
+		r = c->dead_once;
+		c->dead_once = 0;
+		return r;
+	}
 	return c->dead;
 }
 

@@ -109,6 +109,19 @@ CHAN_HIDDEN const struct chan__wire_handle *chan__writer_handles(const chan_writ
 CHAN_HIDDEN int chan__writer_handle(chan_writer *w, const char *caller, enum chan_kind kind,
 				    int fd, uint64_t socket_id);
 
+/* ---- control messages (control.c; SPEC.md §16.2, §17) ---- */
+/* A feature's bit (enum chan_feature), 0 if libchan does not implement it. */
+CHAN_HIDDEN unsigned chan__feature_bit(const char *name, size_t len);
+/* The operation of a control message: its root is a map whose first key is
+ * "op" with a string value; NULL otherwise. */
+CHAN_HIDDEN const char *chan__control_op(chan_msg *msg, size_t *ret_len);
+/* A well-formed HELLO's announced features (bits) and whether it requires
+ * one libchan lacks; -1 if it is not well formed (§16.2 rules 1, 5). */
+CHAN_HIDDEN int chan__hello_parse(chan_msg *msg, unsigned *ret_features, bool *ret_unmet);
+/* The rules a decoded control frame (CONTROL set) must meet once its peer is
+ * agreed: 0, UNSUPPORTED_FEATURE or RESERVED_FIELD_NONZERO (§17.1, §17.2). */
+CHAN_HIDDEN int chan__control_check(const struct chan_header *h, chan_msg *msg);
+
 /* Poison w with err and a message (for checks made outside writer.c). */
 CHAN_HIDDEN int chan__writer_fail(chan_writer *w, int err, const char *what);
 

@@ -102,6 +102,7 @@ struct chan_conn {
 	unsigned peer_features;    /* announced by the peer's HELLO */
 	unsigned required;         /* our HELLO's require */
 	int dead;                  /* the connection's fatal error, for endpoints */
+	int dead_once;             /* a non-fatal-scope code that killed it, reported once */
 	uint32_t next_id;          /* the last id this side assigned */
 	uint32_t peer_max;         /* the highest id the peer opened */
 	uint32_t nchans;           /* channel records */

@@ -213,6 +213,13 @@ chan_decode(const void *buf, size_t len, int *fds, size_t nfds, unsigned flags,
 		goto fail;
 	if ((r = chan__handles_attach(msg, detached ? NULL : fds, nfds, 0)) < 0)
 		return r; /* msg freed, fds closed */
+	/* A control frame's value must be a control message (SPEC.md §17.2),
+	 * checked after every rule of §9.3. */
+	if ((flags & CHAN_DECODE_REVISION_1_1) && (h.flags & CHAN__FLAG_CONTROL) &&
+	    (r = chan__control_check(&h, msg)) < 0) {
+		chan_msg_free(msg);
+		return r;
+	}
 	*ret_msg = msg;
 	if (ret_consumed)
 		*ret_consumed = CHAN_HEADER_SIZE + h.payload_length;

@@ -167,7 +167,7 @@ test_require_unmet_is_fatal_with_epitaph(void)
 	len = raw_hello(buf, sizeof(buf), "epitaph", "x_teleport");
 	CU_ASSERT_EQUAL(write(sv[0], buf, len), (ssize_t)len);
 	CU_ASSERT_EQUAL(chan_conn_recv(c, LONG_MS, &m), CHAN_E_UNSUPPORTED_FEATURE);
-	CU_ASSERT_EQUAL(chan_conn_recv(c, 0, &m), CHAN_E_UNSUPPORTED_FEATURE); /* sticky */
+	CU_ASSERT_EQUAL(chan_conn_recv(c, 0, &m), CHAN_E_CONNECTION_CLOSED); /* then over */
 	/* The raw peer got our HELLO answer, then the epitaph. */
 	n = drain(sv[0], buf, sizeof(buf));
 	CU_ASSERT_FATAL(n > 32);
@@ -463,6 +463,7 @@ test_ids_follow_send_order(void)
 		chan_msg *x = int_msg("x", 1);
 
 		CU_ASSERT_EQUAL(chan_conn_send(c1, x, 0), CHAN_E_INVALID_ARGUMENT);
+		CU_ASSERT_EQUAL(recv_int(c1, "x", 0), ERR(CHAN_E_INVALID_ARGUMENT));
 		chan_msg_free(x);
 	}
 	CU_ASSERT_EQUAL(chan_conn_send(a, m2, LONG_MS), 0);
@@ -616,7 +617,9 @@ test_main_overflow_is_fatal(void)
 	for (int i = 0; i < 100; i++)
 		CU_ASSERT_EQUAL(send_int(b, "flood", i), 0);
 	CU_ASSERT_EQUAL(recv_int(ca, "r", LONG_MS), ERR(CHAN_E_CHANNEL_LIMIT_EXCEEDED));
-	CU_ASSERT_EQUAL(recv_int(a, "flood", 0), ERR(CHAN_E_CHANNEL_LIMIT_EXCEEDED));
+	/* reported once; then the connection is plainly over (no event loop
+	 * reads a frame-scope code for ever) */
+	CU_ASSERT_EQUAL(recv_int(a, "flood", 0), ERR(CHAN_E_CONNECTION_CLOSED));
 	/* and the peer is told */
 	for (;;) {
 		int64_t got = recv_int(b, "x", LONG_MS);
@@ -779,9 +782,73 @@ test_channel_value_codec(void)
 	CU_ASSERT_EQUAL(chan_decode(buf, 20, NULL, 0, CHAN_DECODE_REVISION_1_1, NULL, NULL, &d, NULL), CHAN_E_NONCANONICAL);
 	CU_ASSERT_PTR_NULL(chan_channel_ref(m, 0));
 	chan_msg_free(m);
+	/* A control frame in a buffer read as 1.1 meets §17.2 too. */
+	m = chan_msg_new(NULL);
+	chan_msg_set_root(m, chan_int(m, 5)); /* not a control message */
+	CU_ASSERT_EQUAL(chan_encode(m, buf, sizeof(buf), &len), 0);
+	buf[5] = 0x01;
+	CU_ASSERT_EQUAL(chan_decode(buf, len, NULL, 0, CHAN_DECODE_REVISION_1_1, NULL, NULL, &d, NULL), CHAN_E_UNSUPPORTED_FEATURE);
+	CU_ASSERT_EQUAL(chan_decode(buf, len, NULL, 0, 0, NULL, NULL, &d, NULL), CHAN_E_RESERVED_FIELD_NONZERO);
+	chan_msg_free(m);
+	m = chan_msg_new(NULL);
+	{
+		chan_value *r = chan_map(m);
+
+		chan_map_put(r, "op", chan_string(m, "hello"));
+		chan_map_put(r, "features", chan_map(m));
+		chan_msg_set_root(m, r);
+	}
+	CU_ASSERT_EQUAL(chan_encode(m, buf, sizeof(buf), &len), 0);
+	buf[5] = 0x01;
+	CU_ASSERT_EQUAL(chan_decode(buf, len, NULL, 0, CHAN_DECODE_REVISION_1_1, NULL, NULL, &d, NULL), 0);
+	chan_msg_free(d);
+	buf[5] = 0x03; /* CONTROL and END on a HELLO */
+	buf[8] = 1;
+	CU_ASSERT_EQUAL(chan_decode(buf, len, NULL, 0, CHAN_DECODE_REVISION_1_1, NULL, NULL, &d, NULL), CHAN_E_RESERVED_FIELD_NONZERO);
+	buf[5] = 0x01; /* a HELLO on a channel */
+	CU_ASSERT_EQUAL(chan_decode(buf, len, NULL, 0, CHAN_DECODE_REVISION_1_1, NULL, NULL, &d, NULL), CHAN_E_UNSUPPORTED_FEATURE);
+	chan_msg_free(m);
+}
+
+/* A frame on a channel after its sender's END is discarded (§18.5 rule 1;
+ * found by stream_fuzz), and an epitaph's local-scope code does not make a
+ * blocking receive say WOULD_BLOCK (§17.3 rule 3). */
+static void
+test_after_end_and_local_epitaph(void)
+{
+	chan_conn *a, *b, *ca, *cb;
+	chan_msg *m = int_msg("r", 1);
+	uint8_t buf[64];
+	size_t len;
+	int64_t n;
+	int code = 0;
+
+	pair11(&a, &b);
+	ca = request(a, 1);
+	cb = take_request(b, &n);
+	CU_ASSERT_EQUAL(chan_conn_send_last(cb, m, LONG_MS), 0);
+	/* a peer that breaks the rule: one more frame on channel 1 */
+	chan_encode(m, buf, sizeof(buf), &len);
+	buf[8] = 1;
+	buf[11] = 0x80;
+	CU_ASSERT(chan_sock_send(chan_conn_borrow_fd(b), buf, len, NULL, 0, false) == (ssize_t)len);
+	CU_ASSERT_EQUAL(send_int(b, "m", 2), 0);
+	CU_ASSERT_EQUAL(recv_int(ca, "r", LONG_MS), 1);
+	CU_ASSERT_EQUAL(recv_int(a, "m", LONG_MS), 2); /* reads past the stray frame */
+	CU_ASSERT_EQUAL(recv_int(ca, "r", 0), ERR(CHAN_E_CHANNEL_CLOSED));
+	CU_ASSERT_EQUAL(chan_conn_send_epitaph(b, CHAN_E_WOULD_BLOCK, "odd", LONG_MS), 0);
+	CU_ASSERT_EQUAL(recv_int(a, "m", -1), ERR(CHAN_E_CONNECTION_CLOSED));
+	CU_ASSERT_PTR_NOT_NULL(chan_conn_epitaph(a, &code));
+	CU_ASSERT_EQUAL(code, CHAN_E_WOULD_BLOCK);
+	chan_msg_free(m);
+	chan_conn_free(ca);
+	chan_conn_free(cb);
+	chan_conn_free(a);
+	chan_conn_free(b);
 }
 
 CU_TestInfo channel_tests[] = {
+	{"after_end_and_local_epitaph", test_after_end_and_local_epitaph},
 	{"no_hello_unprompted", test_no_hello_unprompted},
 	{"hello_both_ways", test_hello_both_ways},
 	{"require_unmet_is_fatal_with_epitaph", test_require_unmet_is_fatal_with_epitaph},
