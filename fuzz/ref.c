@@ -12,10 +12,9 @@
  * the channel checks of §18.4.  A buffer decoder knows no connection state,
  * so of §18.1/§18.4 only `channel` 0x80000000 (§18.1 rule 2: bit 31 with id
  * 0) is decidable; of §17.1 rule 1, the critical bits and END on channel 0
- * (`channels` is implemented).  "CONTROL with END on a control message other
- * than close" needs the payload's operation, which a buffer decoder does not
- * interpret (control frames are consumed by a connection, §17.2 rule 1):
- * not checked here.
+ * (`channels` is implemented).  A control frame (CONTROL set) of a valid
+ * payload then meets §17.2 rules 1-3 and the last clause of §17.1 rule 1
+ * (control_rules below, read from the payload bytes).
  */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -464,6 +463,130 @@ reserved_fields(const struct ref_input *in, uint8_t flags, uint32_t channel)
 	return 0;
 }
 
+/* One LEN or varint field of a canonical body: its tag's number and wire
+ * type, and its data (LEN) or value (varint). */
+struct rfield {
+	uint64_t number, wt, value;
+	const uint8_t *data;
+};
+
+static bool
+next_rfield(const uint8_t **p, const uint8_t *end, struct rfield *f)
+{
+	uint64_t tag;
+	size_t n;
+
+	if (*p >= end || varint(*p, end, &tag, &n) < 0)
+		return false;
+	*p += n;
+	f->number = tag >> 3;
+	f->wt = tag & 7;
+	if (f->wt == 1) {
+		*p += 8;
+		return *p <= end;
+	}
+	if (varint(*p, end, &f->value, &n) < 0)
+		return false;
+	*p += n;
+	if (f->wt == 2) {
+		f->data = *p;
+		*p += f->value;
+	}
+	return *p <= end;
+}
+
+/* The Value of a map entry named key (a valid map body), or NULL. */
+static bool
+map_entry(const uint8_t *map, const uint8_t *end, const char *key, const uint8_t **ret_v,
+	  const uint8_t **ret_vend, bool *ret_first)
+{
+	struct rfield e, f;
+	bool first = true;
+
+	while (next_rfield(&map, end, &e)) {
+		const uint8_t *q = e.data, *qe = e.data + e.value;
+		const uint8_t *k = (const uint8_t *)"";
+		size_t kl = 0;
+
+		while (next_rfield(&q, qe, &f)) {
+			if (f.number == 1) {
+				k = f.data;
+				kl = (size_t)f.value;
+			} else if (strlen(key) == kl && !memcmp(k, key, kl)) {
+				*ret_v = f.data;
+				*ret_vend = f.data + f.value;
+				*ret_first = first;
+				return true;
+			}
+		}
+		first = false;
+	}
+	return false;
+}
+
+/* A Value body's single member: its field number and data. */
+static uint64_t
+value_member(const uint8_t *v, const uint8_t *end, struct rfield *f)
+{
+	return next_rfield(&v, end, f) ? f->number : 0;
+}
+
+/* SPEC.md §17.2 rules 1-3, §17.1 rule 1 (last clause), §16.2 rule 5: what a
+ * control frame's value must be.  payload is valid (§7.3 passed). */
+static int
+control_rules(const uint8_t *payload, uint32_t plen, uint8_t flags, uint32_t channel,
+	      uint16_t count)
+{
+	const uint8_t *end = payload + plen, *v, *ve;
+	struct rfield root, m;
+	bool first;
+	char op[16];
+	size_t opn;
+
+	if (count)
+		return CHAN_E_UNSUPPORTED_FEATURE;
+	if (value_member(payload, end, &root) != 8) /* map_value */
+		return CHAN_E_UNSUPPORTED_FEATURE;
+	if (!map_entry(root.data, root.data + root.value, "op", &v, &ve, &first) || !first ||
+	    value_member(v, ve, &m) != 5) /* string_value */
+		return CHAN_E_UNSUPPORTED_FEATURE;
+	opn = m.value < sizeof(op) - 1 ? (size_t)m.value : sizeof(op) - 1;
+	memcpy(op, m.data, opn);
+	op[opn] = 0;
+	if (m.value >= sizeof(op))
+		op[0] = 0; /* not a known operation */
+	if ((flags & 0x02) && strcmp(op, "close") != 0)
+		return CHAN_E_RESERVED_FIELD_NONZERO;
+	if (!strcmp(op, "hello")) {
+		if (channel)
+			return CHAN_E_UNSUPPORTED_FEATURE;
+		if (!map_entry(root.data, root.data + root.value, "features", &v, &ve, &first) ||
+		    value_member(v, ve, &m) != 8)
+			return CHAN_E_UNSUPPORTED_FEATURE;
+		if (map_entry(root.data, root.data + root.value, "require", &v, &ve, &first)) {
+			const uint8_t *q;
+			struct rfield it, s;
+
+			if (value_member(v, ve, &m) != 7) /* list_value */
+				return CHAN_E_UNSUPPORTED_FEATURE;
+			q = m.data;
+			while (next_rfield(&q, m.data + m.value, &it))
+				if (value_member(it.data, it.data + it.value, &s) != 5)
+					return CHAN_E_UNSUPPORTED_FEATURE;
+		}
+		return 0;
+	}
+	if (!strcmp(op, "epitaph"))
+		return channel ? CHAN_E_UNSUPPORTED_FEATURE : 0;
+	if (!strcmp(op, "close"))
+		return !channel || !(flags & 0x02) ? CHAN_E_UNSUPPORTED_FEATURE : 0;
+	/* unknown: ignored unless "critical": true */
+	if (map_entry(root.data, root.data + root.value, "critical", &v, &ve, &first) &&
+	    value_member(v, ve, &m) == 2 && m.value == 1)
+		return CHAN_E_UNSUPPORTED_FEATURE;
+	return 0;
+}
+
 int
 ref_decode_ex(const struct ref_input *in, size_t *ret_frame_len, struct ref_result *out)
 {
@@ -517,6 +640,8 @@ ref_decode_ex(const struct ref_input *in, size_t *ret_frame_len, struct ref_resu
 		for (size_t i = 0; i < r.nkinds && !e; i++)
 			if (r.kinds[i] == 2 && !in->is_conn_ok(in->ctx, i))
 				e = CHAN_E_WRONG_HANDLE_KIND;
+	if (!e && in->rev11 && (b[5] & 0x01))
+		e = control_rules(b + 16, plen, b[5], channel, count);
 	if (r.oom)
 		abort(); /* the oracle itself must not guess */
 	if (!e && out) {

@@ -333,6 +333,8 @@ struct r11 {
 	uint8_t codes[256];      /* codes the peer put in a close or epitaph */
 	int raw;                 /* raw bytes were sent: any code may have been */
 	int dead;                /* the first fatal error any receive saw */
+	int ep_dead[MAX_EP];     /* this endpoint reported the fatal error */
+	int main_dead;           /* the main stream did */
 	size_t max_queued, max_frame;
 	/* what the receiver sent, as the peer reads it */
 	uint8_t in[1 << 16];
@@ -341,8 +343,8 @@ struct r11 {
 	int rx_epitaph;
 };
 
-static long after_end; /* frames delivered after CHANNEL_CLOSED (lenient) */
-static long after_dead; /* frames delivered after a fatal error (lenient) */
+static long after_end;  /* kept for the report: always 0 now */
+static long after_dead; /* frames delivered after another endpoint saw the error */
 
 __attribute__((destructor)) static void
 report_after_end(void)
@@ -550,6 +552,7 @@ take_channels(struct r11 *x, chan_value *v)
 			CHECK(chan_conn_borrow_fd(e) == -1);
 			add_key(x, chan_conn_channel_id(e) ^ THEIRS);
 			x->ep_closed[x->nep] = 0;
+			x->ep_dead[x->nep] = 0;
 			x->ep[x->nep++] = e;
 		}
 		break;
@@ -575,27 +578,16 @@ r11_result(struct r11 *x, int ep, int r, chan_msg *m, size_t *bytes)
 		size_t len = 0;
 
 		CHECK(m != NULL);
-		/* nothing is delivered once the connection has died of a
-		 * fatal error other than its end of stream (SPEC.md §9.2:
-		 * every later receive reports it; §18.5 rule 5) */
-		if (x->dead && x->dead != CHAN_E_CONNECTION_CLOSED &&
-		    x->dead != CHAN_E_TRUNCATED) {
-			CHECK(getenv("STREAM_FUZZ_LENIENT_END") != NULL);
+		/* Frames accepted before the connection died are still
+		 * delivered, each endpoint's before it reports the error
+		 * (SPEC.md §18.5 rule 5); never one after it reported it. */
+		if (x->dead)
 			after_dead++;
-		}
+		CHECK(ep >= 0 ? !x->ep_dead[ep] : !x->main_dead);
 		/* an endpoint that reported CHANNEL_CLOSED stays closed: a
 		 * frame the peer sent after its END is not delivered (§18.5
-		 * rules 1-2).  STREAM_FUZZ_LENIENT_END=1 only counts it, and
-		 * a delivery after a fatal error (to fuzz on past these two
-		 * libchan findings, fuzz/CAMPAIGN.md). */
-		if (ep >= 0 && x->ep_closed[ep]) {
-			static int lenient = -1;
-
-			if (lenient < 0)
-				lenient = getenv("STREAM_FUZZ_LENIENT_END") != NULL;
-			CHECK(lenient);
-			after_end++;
-		}
+		 * rules 1-2) */
+		CHECK(ep < 0 || !x->ep_closed[ep]);
 		check_msg(m);
 		CHECK(chan_encoded_size(m, &len) == 0);
 		if (bytes)
@@ -617,16 +609,17 @@ r11_result(struct r11 *x, int ep, int r, chan_msg *m, size_t *bytes)
 		st->epitaph_seen = 1;
 		if (!x->dead)
 			x->dead = CHAN_E_CONNECTION_CLOSED;
-		if (ep < 0)
+		if (ep < 0) {
 			st->fatal = CHAN_E_CONNECTION_CLOSED;
+			x->main_dead = 1;
+		} else {
+			x->ep_dead[ep] = 1;
+		}
 		return 0;
 	}
 	if (ep >= 0) {
-		if (x->ep_closed[ep] && r != CHAN_E_CHANNEL_CLOSED) {
-			/* a queued error of a frame sent after END: as above */
-			CHECK(getenv("STREAM_FUZZ_LENIENT_END") != NULL);
-			after_end++;
-		}
+		/* no queued error of a frame sent after END either */
+		CHECK(!x->ep_closed[ep] || r == CHAN_E_CHANNEL_CLOSED);
 		if (r == CHAN_E_CHANNEL_CLOSED) {
 			x->ep_closed[ep] = 1;
 			return 0;
@@ -650,8 +643,12 @@ r11_result(struct r11 *x, int ep, int r, chan_msg *m, size_t *bytes)
 			x->dead = r;
 		else if (ep < 0)
 			CHECK(r == x->dead);
-		if (ep < 0)
+		if (ep < 0) {
 			st->fatal = r;
+			x->main_dead = 1;
+		} else {
+			x->ep_dead[ep] = 1;
+		}
 		return 0;
 	}
 	if (bytes)
@@ -693,6 +690,7 @@ ep_free(struct r11 *x, size_t i)
 	chan_conn_free(x->ep[i]);
 	x->ep[i] = x->ep[--x->nep];
 	x->ep_closed[i] = x->ep_closed[x->nep];
+	x->ep_dead[i] = x->ep_dead[x->nep];
 }
 
 /* SPEC.md §18.6: with the main stream drained (no whole frame in the
@@ -742,6 +740,7 @@ rx_action(struct r11 *x, uint8_t a)
 			if (r == 0 && x->nep < MAX_EP) {
 				add_key(x, chan_conn_channel_id(e) ^ THEIRS);
 				x->ep_closed[x->nep] = 0;
+				x->ep_dead[x->nep] = 0;
 				x->ep[x->nep++] = e;
 				e = NULL;
 			}
