@@ -626,8 +626,8 @@ control(chan_conn *c, const struct chan_header *h, chan_msg *msg, bool agreed)
 		struct chan__chan *ch;
 		int64_t code = 0;
 
-		if (!(ch = tab_find(c, h->channel)))
-			return 0; /* closed here already, or handled as unknown below */
+		if (!(ch = tab_find(c, h->channel)) || ch->end_recv || ch->end_sent)
+			return 0; /* closed already: only the first END counts (§18.5) */
 		chan_map_get_int(root, "code", &code);
 		ch->end_recv = true;
 		if (code > 0 && code <= 255)
