@@ -619,6 +619,8 @@ r11_result(struct r11 *x, int ep, int r, chan_msg *m, size_t *bytes)
 	}
 	if (ep >= 0) {
 		/* no queued error of a frame sent after END either */
+		if (x->ep_closed[ep] && r != CHAN_E_CHANNEL_CLOSED)
+			fprintf(stderr, "after CHANNEL_CLOSED: %s\n", chan_errname(r));
 		CHECK(!x->ep_closed[ep] || r == CHAN_E_CHANNEL_CLOSED);
 		if (r == CHAN_E_CHANNEL_CLOSED) {
 			x->ep_closed[ep] = 1;
