@@ -13,6 +13,15 @@
  *                                 and one {"op":"write","fd":pipe,"text":...}; check replies
  *   interop_peer origin FD TEXT   make a connection pair, send one end in {"conn":end}, then
  *                                 wait on the other end for {"hello":TEXT}, answer {"ack":TEXT}
+ * Revision 1.1 (SPEC.md §16-§18):
+ *   consumer                      also answers a reply_to that is a channel (the Python side
+ *                                 sent HELLO; libchan answered it), with END
+ *   interop_peer producer11 FD N  send HELLO (channels required), N requests
+ *                                 {"op":"add","args":[i,2i],"reply_to":<channel>}, check each
+ *                                 reply {"sum":3i,"by":"python"} and that its channel is then
+ *                                 closed; then an epitaph MALFORMED "bye from c"
+ *   interop_peer victim FD        receive until an error; exit 0 if it is BAD_MAGIC (the Python
+ *                                 side sent HELLO, then garbage; libchan answers with an epitaph)
  *
  * Exit status 0 when every check passed; otherwise a message on stderr and 1.
  */
@@ -90,6 +99,8 @@ copy_value(chan_msg *dst, chan_value *v)
 	case CHAN_HANDLE:
 		OK(chan_value_borrow_fd(v, &fd));
 		return chan_handle_copy(dst, chan_value_kind(v), fd);
+	case CHAN_CHANNEL: /* an endpoint stays on its connection (SPEC.md §18.7) */
+		CHECK(!"a channel handle cannot be echoed");
 	}
 	return NULL;
 }
@@ -109,7 +120,8 @@ take_conn(chan_value *map, const char *key)
 	chan_value *v = chan_map_get(map, key);
 	chan_conn *c;
 
-	CHECK(v && chan_value_type(v) == CHAN_HANDLE && chan_value_kind(v) == CHAN_KIND_CONN);
+	CHECK(v && ((chan_value_type(v) == CHAN_HANDLE && chan_value_kind(v) == CHAN_KIND_CONN) ||
+		    chan_value_type(v) == CHAN_CHANNEL));
 	OK(chan_conn_move_from_value(v, &c));
 	return c;
 }
@@ -191,10 +203,68 @@ consumer(chan_conn *c)
 		{
 			chan_conn *reply_to = take_conn(root, "reply_to");
 
-			send_and_free(reply_to, rep, out);
+			if (chan_conn_channel_id(reply_to)) { /* a channel: one frame, END */
+				OK(chan_msg_set_root(rep, out));
+				OK(chan_conn_send_last(reply_to, rep, -1));
+				chan_msg_free(rep);
+			} else {
+				send_and_free(reply_to, rep, out);
+			}
 			chan_conn_free(reply_to);
 		}
 		chan_msg_free(req);
+	}
+}
+
+static int
+producer11(chan_conn *c, int n)
+{
+	OK(chan_conn_hello(c, CHAN_FEATURE_CHANNELS, -1));
+	for (int i = 0; i < n; i++) {
+		chan_msg *m = chan_msg_new(NULL), *rep = NULL;
+		chan_value *root = chan_map(m), *args = chan_list(m);
+		chan_conn *ch = NULL;
+		const char *by = NULL;
+		int64_t sum = 0;
+		size_t bl;
+
+		OK(chan_list_append(args, chan_int(m, i)));
+		OK(chan_list_append(args, chan_int(m, 2 * i)));
+		OK(chan_map_put(root, "op", chan_string(m, "add")));
+		OK(chan_map_put(root, "args", args));
+		OK(chan_map_put(root, "reply_to", chan_channel_open(m, c, &ch)));
+		OK(chan_msg_set_root(m, root));
+		OK(chan_conn_send(c, m, -1));
+		chan_msg_free(m);
+		OK(chan_conn_recv(ch, 10000, &rep));
+		OK(chan_map_get_int(chan_msg_root(rep), "sum", &sum));
+		OK(chan_map_get_string(chan_msg_root(rep), "by", &by, &bl));
+		CHECK(sum == 3 * i && !strcmp(by, "python"));
+		chan_msg_free(rep);
+		rep = NULL;
+		CHECK(chan_conn_recv(ch, 10000, &rep) == CHAN_E_CHANNEL_CLOSED);
+		chan_conn_free(ch);
+	}
+	CHECK(chan_conn_features(c) == (CHAN_FEATURE_EPITAPH | CHAN_FEATURE_CHANNELS));
+	OK(chan_conn_send_epitaph(c, CHAN_E_MALFORMED, "bye from c", -1));
+	return 0;
+}
+
+static int
+victim(chan_conn *c)
+{
+	for (;;) {
+		chan_msg *m = NULL;
+		int r = chan_conn_recv(c, 10000, &m);
+
+		if (r == 0) {
+			chan_msg_free(m);
+			continue;
+		}
+		if (chan_error_scope(r) == CHAN_SCOPE_FRAME)
+			continue;
+		CHECK(r == CHAN_E_BAD_MAGIC);
+		return 0;
 	}
 }
 
@@ -292,7 +362,7 @@ main(int argc, char **argv)
 	int r;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: interop_peer consumer|producer|origin FD [ARG]\n");
+		fprintf(stderr, "usage: interop_peer consumer|producer|origin|producer11|victim FD [ARG]\n");
 		return 2;
 	}
 	OK(chan_conn_move_from_fd(atoi(argv[2]), &c));
@@ -302,6 +372,10 @@ main(int argc, char **argv)
 		r = producer(c, atoi(argv[3]));
 	else if (!strcmp(argv[1], "origin") && argc > 3)
 		r = origin(c, argv[3]);
+	else if (!strcmp(argv[1], "producer11") && argc > 3)
+		r = producer11(c, atoi(argv[3]));
+	else if (!strcmp(argv[1], "victim"))
+		r = victim(c);
 	else
 		r = 2;
 	chan_conn_free(c);

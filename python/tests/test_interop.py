@@ -120,3 +120,85 @@ class InteropTests(FdTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Revision11InteropTests(FdTestCase):
+    """Revision 1.1 between the Python binding and libchan, and the 1.0 mode of
+    the Python binding against libchan 0.3 (SPEC.md §16: a 1.0 peer keeps working
+    with a 1.1 peer on everything 1.0 has, with no error on either side)."""
+
+    def test_python_10_mode_with_libchan_11(self) -> None:
+        a, b = socket.socketpair()
+        proc = subprocess.Popen([helpers.c_bin("interop_peer"), "consumer", str(b.fileno())],
+                                pass_fds=[b.fileno()], stderr=subprocess.PIPE, text=True)
+        b.close()
+        conn = chan.Connection.from_fd(a.detach(), revision="1.0")
+        try:
+            for i in range(20):
+                reply, reply_peer = chan.Pipe(revision="1.0")
+                conn.send({"op": "add", "args": [i, 1], "reply_to": reply_peer})
+                reply_peer.close()
+                self.assertEqual(reply.recv(timeout=10), {"sum": i + 1, "by": "c"})
+                reply.close()
+        finally:
+            conn.close()
+        finish(self, proc)
+
+    def test_channels_python_requests_libchan_answers(self) -> None:
+        proc, conn = spawn("consumer")
+        try:
+            conn.hello(require=["channels"])
+            for i in range(30):
+                ep = conn.open_channel()
+                conn.send({"op": "add", "args": [i, 5], "reply_to": ep})
+                self.assertEqual(ep.recv(timeout=10), {"sum": i + 5, "by": "c"})
+                with self.assertRaises(chan.ChannelClosed):
+                    ep.recv(timeout=10)  # libchan answered with END
+                ep.close()
+            self.assertEqual(set(conn.usable_features), {"epitaph", "channels"})
+        finally:
+            conn.close()
+        finish(self, proc)
+
+    def test_channels_libchan_requests_python_answers(self) -> None:
+        proc, conn = spawn("producer11", "25")
+        try:
+            for i in range(25):
+                req = conn.recv(timeout=10)
+                self.assertEqual(req["op"], "add")
+                ep = req["reply_to"]
+                self.assertIsInstance(ep, chan.ChannelEndpoint)
+                ep.send({"sum": sum(req["args"]), "by": "python"}, last=True)
+                ep.close()
+            with self.assertRaises(chan.ChanError) as cm:
+                conn.recv(timeout=10)  # the C side's epitaph
+            self.assertEqual(cm.exception.name, "MALFORMED")
+            self.assertTrue(cm.exception.from_peer)
+            self.assertEqual(cm.exception.peer_message, "bye from c")
+            with self.assertRaises(chan.ConnectionClosed):
+                conn.recv(timeout=10)
+        finally:
+            conn.close()
+        finish(self, proc)
+
+    def test_libchan_epitaph_for_garbage(self) -> None:
+        a, b = socket.socketpair()
+        proc = subprocess.Popen([helpers.c_bin("interop_peer"), "victim", str(b.fileno())],
+                                pass_fds=[b.fileno()], stderr=subprocess.PIPE, text=True)
+        b.close()
+        raw = a.dup()
+        conn = chan.Connection.from_fd(a.detach())
+        try:
+            conn.hello()
+            conn.send({"op": "noise"})  # libchan answers the HELLO while reading it
+            raw.sendall(b"JUNKJUNKJUNKJUNK")
+            with self.assertRaises(chan.ChanError) as cm:
+                while True:
+                    conn.recv(timeout=10)
+            self.assertEqual(cm.exception.name, "BAD_MAGIC")
+            self.assertTrue(cm.exception.from_peer)
+        finally:
+            raw.close()
+            conn.close()
+        finish(self, proc)
+

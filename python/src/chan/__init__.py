@@ -34,7 +34,7 @@ from ._errors import (BY_CODE, BY_NAME, REGISTRY, BadMagic, BufferTooSmall, Chan
                       UnsupportedVersion, WouldBlock, WrongHandleKind, WrongType, UnsupportedFeature, ChannelClosed,
                       UnknownChannel, ChannelLimitExceeded, ChannelNotTransferable, UnknownError)
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def decode(frame: bytes, fds: Optional[Sequence[int]] = None, *, limits: Optional[Limits] = None,

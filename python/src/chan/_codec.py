@@ -903,7 +903,16 @@ def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LI
     plen = h.payload_length
     if len(buf) - HEADER_SIZE < plen:
         raise _err("TRUNCATED", f"payload has {len(buf) - HEADER_SIZE} of {plen} bytes")
-    if check_reserved:
+    if check_reserved and channels:
+        # A buffer read as revision 1.1, as a receiver that has the peer's
+        # HELLO (SPEC.md §9.3 note: §17.1 rule 1, then §18.1 rule 2).
+        if h.flags & 0x0C:
+            raise _err("RESERVED_FIELD_NONZERO", f"flags = {h.flags:#x}: a critical reserved bit")
+        if h.flags & 0x02 and not h.channel:
+            raise _err("RESERVED_FIELD_NONZERO", "END on channel 0")
+        if h.channel == 0x80000000:
+            raise _err("UNKNOWN_CHANNEL", "channel 0x80000000 (bit 31 with id 0)")
+    elif check_reserved:
         if h.flags:
             raise _err("RESERVED_FIELD_NONZERO", f"flags = {h.flags:#x}")
         if h.channel:
@@ -941,3 +950,30 @@ def decode_payload(buf: bytes, fd_count: int = 0, *, limits: Limits = DEFAULT_LI
 
 def is_canonical_nan(x: float) -> bool:
     return math.isnan(x) and _F64.pack(x) == _CANONICAL_NAN
+
+
+def control_check(flags: int, channel: int, handle_count: int, value: Any) -> Optional[Tuple[str, str]]:
+    """What a control frame's value must be once the peer is agreed (SPEC.md
+    §17.1 rule 1, last clause; §17.2 rules 1-3; §16.2 rule 5): None, or (NAME,
+    why).  Shared by the buffer decoder read as 1.1 and the connection."""
+    if handle_count:
+        return "UNSUPPORTED_FEATURE", "a control frame carries no handles"
+    if type(value) is not dict or not value or next(iter(value)) != "op" or type(value["op"]) is not str:
+        return "UNSUPPORTED_FEATURE", "a control message is a map whose first key is 'op'"
+    op = value["op"]
+    if flags & 0x02 and op != "close":
+        return "RESERVED_FIELD_NONZERO", f"END on the control operation {op!r}"
+    if op == "hello":
+        req = value.get("require", [])
+        if channel or type(value.get("features")) is not dict or type(req) is not list or \
+                any(type(r) is not str for r in req):
+            return "UNSUPPORTED_FEATURE", "not a well-formed HELLO"
+        return None
+    if op == "epitaph":
+        return ("UNSUPPORTED_FEATURE", "an epitaph on a channel") if channel else None
+    if op == "close":
+        return None if channel and flags & 0x02 else ("UNSUPPORTED_FEATURE", "close needs a channel and END")
+    if value.get("critical") is True:
+        return "UNSUPPORTED_FEATURE", f"unknown critical control operation {op!r}"
+    return None
+

@@ -26,7 +26,7 @@ from . import _codec
 from ._codec import (HEADER_SIZE, KIND_CONN, MAX_CHANNEL_ID, Channel, Header, Limits, decode_payload, encode_payload,
                      handle_fd, parse_header)
 from ._handles import close_all, decode_frame, fds_from_ancillary, release_value, verify_conn
-from ._errors import ChanError, error, error_for_code, system_error
+from ._errors import BY_CODE, ChanError, error, error_for_code, system_error
 
 # Room for the most descriptors one frame may carry (SPEC.md §10.4).
 # msg_controllen is CMSG_LEN, not CMSG_SPACE: no descriptor can land in padding (§10.4 rule 3).
@@ -467,7 +467,15 @@ class Connection:
         peer announced ``epitaph`` (§17.3 rule 2)."""
         if self._x is not None and exc.name in _PEER_CAUSED:
             self._auto_epitaph(exc)
-        self._fatal = exc
+        cls = BY_CODE.get(exc.code) if exc.code is not None else None
+        if cls is not None and cls.scope != "fatal":
+            # An error whose registry scope is not fatal (an unmet require,
+            # the main stream's overflow) is raised once; every later call
+            # says CONNECTION_CLOSED, so no loop mistakes it for "keep
+            # reading" (SPEC.md §9.4, as libchan).
+            self._fatal = error("CONNECTION_CLOSED", f"the connection ended with {exc.name}")
+        else:
+            self._fatal = exc
         self.close()
         return exc
 
@@ -1119,6 +1127,15 @@ class Connection:
         exc.from_peer = True
         exc.peer_message = msg
         x.epitaph = exc
+        cls = BY_CODE.get(exc.code) if exc.code is not None else None
+        if cls is not None and cls.scope == "local":
+            # A local-scope code means something only where it was raised
+            # (a blocking receive must not say WOULD_BLOCK): the receive
+            # reports CONNECTION_CLOSED; conn.epitaph has the code (§17.3 r3).
+            closed = error("CONNECTION_CLOSED", text + f" ({exc.name})")
+            closed.from_peer = True
+            closed.peer_message = msg
+            exc = closed
         self._fatal = error("CONNECTION_CLOSED", "the peer sent an epitaph and closed the connection")
         self.close()
         raise exc
@@ -1291,9 +1308,10 @@ class Connection:
                 self._flush(deadline, timeout, committed=True)
 
     def _end_sent(self, st: "_ChanState") -> None:
+        # Frames that arrived before this END are still delivered; those
+        # that arrive after it are discarded (SPEC.md §18.5 rule 1).
         self._unregister_open(st)
         st.closed = True
-        self._drop_queue(st)
 
     def _close_channel(self, st: "_ChanState", code: Optional[int], blocking: bool) -> None:
         """Release an endpoint (SPEC.md §18.5 rules 1, 3): send close when the

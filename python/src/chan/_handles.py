@@ -18,7 +18,8 @@ import socket
 from array import array
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ._codec import (DEFAULT_LIMITS, KIND_CONN, Channel, Fd, Handle, Header, Limits, _err, decode_payload)
+from ._codec import (DEFAULT_LIMITS, KIND_CONN, Channel, Fd, Handle, Header, Limits, _err, control_check,
+                     decode_payload, parse_header)
 from ._errors import error
 
 _SOL_SOCKET = int(socket.SOL_SOCKET)
@@ -126,9 +127,18 @@ def decode_frame(buf: bytes, fds: Optional[Sequence[int]] = None, *, limits: Lim
     except BaseException:
         close_all(fd_list)
         raise
-    if detached or not slots:
-        return value, size
-    return attach(value, slots, fd_list, self_ino=self_ino, conn_factory=conn_factory), size
+    if not (detached or not slots):
+        value = attach(value, slots, fd_list, self_ino=self_ino, conn_factory=conn_factory)
+    if channels and check_reserved and header_checked is None:
+        # a buffer read as revision 1.1: a control frame's value must be a
+        # control message (SPEC.md §17.2), after every check of §9.3
+        h = parse_header(buf, limits)
+        if h.flags & 0x01:
+            bad = control_check(h.flags, h.channel, h.handle_count, value)
+            if bad is not None:
+                release_value(value)
+                raise error(bad[0], bad[1], scope="frame")
+    return value, size
 
 
 def release_value(value: Any) -> None:
