@@ -78,13 +78,13 @@ $(BENCH_DIR)/proxy_rtt: $(BENCH_DIR)/obj/proxy_rtt.o $(BENCH_LIBCHAN)
 
 # valgrind cannot run sanitizer builds: no callgrind figures under SANITIZE=1.
 BENCH_RUN = $(BENCH_PY) bench/run.py --build $(BENCH_DIR) --loop $(BUILD)/examples \
-	--proxy $(BUILD)/chancodec \
+	--proxy $(BUILD)/chancodec --demo $(BUILD)/chan-demo \
 	$(if $(filter 1,$(SANITIZE)),--no-callgrind)
 # the event-loop load test's programs (c/loop.mk)
 BENCH_LOOP_BINS := $(BUILD)/examples/epoll_server $(BUILD)/examples/loop_load
 
 .PHONY: bench bench-smoke bench-callgrind bench-render
-bench: $(BENCH_BINS) $(BENCH_LOOP_BINS) $(BENCH_DIR)/proxy_rtt $(BUILD)/chancodec $(DEPS_STAMP)
+bench: $(BENCH_BINS) $(BENCH_LOOP_BINS) $(BENCH_DIR)/proxy_rtt $(BUILD)/chancodec $(BUILD)/chan-demo $(DEPS_STAMP)
 	@if [ "$(SANITIZE)" = 1 ]; then echo "bench: WARNING: sanitizer build, figures are meaningless"; fi
 	$(BENCH_RUN)
 
@@ -95,6 +95,6 @@ bench-callgrind: $(BENCH_BINS) $(DEPS_STAMP)
 bench-render:
 	$(BENCH_RUN) --render-only
 
-bench-smoke: $(BENCH_BINS) $(DEPS_STAMP)
+bench-smoke: $(BENCH_BINS) $(BUILD)/chan-demo $(DEPS_STAMP)
 	$(BENCH_RUN) --smoke
 TEST_TARGETS += bench-smoke

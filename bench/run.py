@@ -700,7 +700,7 @@ def run_outstanding(build, smoke, demo=None):
             name, x["n"], x["client_fds_before"], x["client_fds_peak"], x["server_fds_before"],
             x["server_fds_peak"], x["requests_per_s"]))
     if demo and os.path.exists(demo):
-        q = subprocess.run([demo, "--bench-actor", "--json"] + (["--smoke"] if smoke else []), cwd=ROOT,
+        q = subprocess.run([demo, "--bench-actor", "--json"] + (["--requests", "500"] if smoke else []), cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
         if q.returncode != 0:
             sys.exit("bench: %s --bench-actor failed (exit %d): %s" % (demo, q.returncode, q.stderr.strip()))
@@ -816,8 +816,11 @@ def render(a, saved):
         if outst.get("actor"):
             act = outst["actor"]
             for name in ("channels", "reply_to"):
-                r.append(["demo actor, %s" % name, act.get("n", "-"), "-", act.get("fds_peak_%s" % name, "-"),
-                          "-", "-", fmt_rate(act["%s_rps" % name], "/s")])
+                r.append(["demo actor, %s (%s jobs, %s outstanding)" % (name, format(act.get("requests", 0), ","),
+                                                                   act.get("outstanding", "-")),
+                          act.get("outstanding", "-"), act.get("fds_base", "-"),
+                          act.get("fds_peak_%s" % name, "-"), "-", "-",
+                          fmt_rate(act["%s_rps" % name], "/s")])
         sections.append(("Requests outstanding on one connection (bench/outstanding.c; RLIMIT_NOFILE %s "
                          "bounds the reply_to run)" % outst.get("rlimit_nofile"), (h, r)))
     sections.append(("Targets", targets(res, cg, pins, pybench, outst)))
