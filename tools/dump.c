@@ -554,8 +554,7 @@ walk(FILE *out, const unsigned char *p, const unsigned char *end,
 					      "(NONCANONICAL)"
 				     : v > 0x7fffffffu
 					     ? " ?? above 2^31-1 (UNKNOWN_CHANNEL)"
-					     : " (a channel the sender of this "
-					       "frame opened)",
+					     : "",
 				     nonmin(tn, tag), nonmin(n, v));
 			else
 				line(out, level, tagp, tn + n,

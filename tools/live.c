@@ -345,11 +345,13 @@ serve_peer(struct peer *p, const struct common_opts *o, chan_msg *reply, const c
 	   unsigned long *nmsgs, int *status)
 {
 	int progress = 1, r, ended = 0;
-	char f1[64];
+	char f1[64], endmsg[600] = "";
 
-	while (progress && !ended) {
+	/* The connection's end is shown after the frames its channels still
+	 * have queued (they arrived before it), whatever the timing. */
+	while (progress) {
 		progress = 0;
-		for (;;) {
+		while (!ended) {
 			chan_msg *msg = NULL;
 			const char *epitaph;
 			int code = 0;
@@ -374,11 +376,12 @@ serve_peer(struct peer *p, const struct common_opts *o, chan_msg *reply, const c
 			if ((epitaph = chan_conn_epitaph(p->conn, &code))) {
 				const char *name = chan_errname(code);
 
-				printf("# connection %lu closed by the peer's epitaph: %s (%d)%s%s\n",
-				       p->id, name ? name : "unregistered", code < 0 ? -code : code,
-				       *epitaph ? ": " : "", epitaph);
+				snprintf(endmsg, sizeof(endmsg),
+					 "# connection %lu closed by the peer's epitaph: %s (%d)%s%.400s\n",
+					 p->id, name ? name : "unregistered", code < 0 ? -code : code,
+					 *epitaph ? ": " : "", epitaph);
 			} else if (r == CHAN_E_CONNECTION_CLOSED) {
-				printf("# connection %lu closed\n", p->id);
+				snprintf(endmsg, sizeof(endmsg), "# connection %lu closed\n", p->id);
 			} else {
 				report(path, chan_errname(r), "connection %lu: %s", p->id,
 				       r == CHAN_E_SYSTEM ? strerror(errno) : chan_strerror(r));
@@ -386,10 +389,11 @@ serve_peer(struct peer *p, const struct common_opts *o, chan_msg *reply, const c
 				if (chan_error_scope(r) == CHAN_SCOPE_FRAME)
 					continue;
 			}
-			fflush(stdout);
 			ended = 1;
 			break;
 		}
+		if (ended && !p->neps)
+			break;
 		for (size_t i = 0; i < p->neps; i++) {
 			struct endpoint *e = &p->eps[i];
 			chan_msg *msg = NULL;
@@ -422,6 +426,10 @@ serve_peer(struct peer *p, const struct common_opts *o, chan_msg *reply, const c
 			}
 			fflush(stdout);
 		}
+	}
+	if (ended) {
+		fputs(endmsg, stdout);
+		fflush(stdout);
 	}
 	/* the answer to a HELLO, or a close, may wait in the connection */
 	if (!ended && (chan_conn_events(p->conn) & CHAN_EVENT_WRITE))

@@ -93,8 +93,9 @@ grep -q '^# not decoded: MALFORMED' "$d/hostile.t" || fail "hostile stream: the 
 grep -q 'not chan frames from here on (BAD_MAGIC)' "$d/hostile.t" || fail "hostile stream: the proxy did not report the garbage"
 passed=$((passed + 1))
 
-# 4: the demo through the proxy, following every connection
-CHAN_DEMO_PROXY="$CHANCODEC proxy --follow -o $d/demo.t" "$DEMO" >"$d/demo.out" 2>&1 ||
+# 4: the demo through the proxy, following every connection: its reply_to
+# run (the channel run is checked after it)
+CHAN_DEMO_PROXY="$CHANCODEC proxy --follow -o $d/demo.t" "$DEMO" --reply-to >"$d/demo.out" 2>&1 ||
 	{ tail -5 "$d/demo.out"; fail "the demo failed through the proxy"; }
 requests=$(grep -c '"op":"square"\|"op":"fib"' "$d/demo.t" || true)
 answers=$(grep -c '^{"value":' "$d/demo.t" || true)
@@ -102,5 +103,13 @@ futures=$(grep -c '^{"future":' "$d/demo.t" || true)
 resolved=$(grep -A1 -E '^# [0-9]+\.[0-9]+\.[0-9]+ ' "$d/demo.t" | grep -c '^{"value":' || true)
 [ "$requests" = 12 ] && [ "$answers" = 12 ] && [ "$futures" = 4 ] && [ "$resolved" = 4 ] ||
 	fail "demo transcript: $requests requests, $answers answers, $futures futures, $resolved resolved on nested links (want 12, 12, 4, 4)"
+passed=$((passed + 1))
+
+# 5: the demo's channel run (revision 1.1) through the proxy: the proxy reads
+# each direction as 1.1 once a HELLO passed, and every frame on a channel says so
+CHAN_DEMO_PROXY="$CHANCODEC proxy --follow -o $d/demo11.t" "$DEMO" --channels >"$d/demo11.out" 2>&1 ||
+	{ tail -5 "$d/demo11.out"; fail "the demo's channel run failed through the proxy"; }
+onchannels=$(grep -c 'channel [<>]' "$d/demo11.t" || true)
+[ "$onchannels" -ge 12 ] || fail "demo channel transcript: $onchannels frames on channels (want >= 12)"
 passed=$((passed + 1))
 echo "proxy: $passed passed, 0 failed"
