@@ -43,13 +43,9 @@ $(FUZZ_DIR)/obj/%.o: fuzz/%.c c/include/chan.h hardening/util.h fuzz/ref.h fuzz/
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_JANSSON_CFLAGS) -c $< -o $@
 
-# -Wno-switch: hardening/util.c's hu_value_equal has no case for CHAN_CHANNEL
-# (added to enum chan_type by libchan 0.3); the fuzz targets compare channel
-# values themselves (decode_fuzz.c fz_value_equal).  Remove once util.c
-# handles it.
 $(FUZZ_DIR)/obj/util.o: hardening/util.c hardening/util.h c/include/chan.h $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Wno-switch -c $< -o $@
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
 $(FUZZ_DIR)/obj/textform.o: tools/textform.c tools/textform.h c/include/chan.h $(DEPS_STAMP)
 	@mkdir -p $(dir $@)

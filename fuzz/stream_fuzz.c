@@ -443,7 +443,7 @@ peer_read(struct r11 *x)
 					CHECK(f[5] == 0x03 && channel != 0);
 				} else if (!strcmp(op, "epitaph")) {
 					CHECK(f[5] == 0x01 && channel == 0);
-					CHECK(x->announced_epitaph);
+					CHECK(x->announced_epitaph || x->raw); /* raw bytes may hold a HELLO */
 					x->rx_epitaph = 1;
 				} else {
 					CHECK(!strcmp(op, "hello") && f[5] == 0x01 && channel == 0);

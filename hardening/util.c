@@ -186,6 +186,8 @@ hu_value_equal(const chan_value *a, const chan_value *b)
 	case CHAN_HANDLE:
 		/* equal trees put their handles at equal wire positions */
 		return chan_value_kind(a) == chan_value_kind(b);
+	case CHAN_CHANNEL:
+		return chan_value_channel_id(a) == chan_value_channel_id(b);
 	}
 	return 0;
 }
