@@ -641,9 +641,13 @@ r11_result(struct r11 *x, int ep, int r, chan_msg *m, size_t *bytes)
 		abort();
 	}
 	if (dead_error(st->rx, r)) {
+		if (getenv("STREAM_FUZZ_TRACE"))
+			fprintf(stderr, "trace: %s reports %s\n", ep < 0 ? "main" : "endpoint", chan_errname(r));
 		if (!x->dead)
 			x->dead = r;
-		else if (ep < 0)
+		else if (ep < 0 && r != x->dead)
+			fprintf(stderr, "main stream: %s after %s\n", chan_errname(r), chan_errname(x->dead));
+		if (x->dead && ep < 0)
 			CHECK(r == x->dead);
 		if (ep < 0) {
 			st->fatal = r;

@@ -630,7 +630,11 @@ control(chan_conn *c, const struct chan_header *h, chan_msg *msg, bool agreed)
 			return 0; /* closed already: only the first END counts (§18.5) */
 		chan_map_get_int(root, "code", &code);
 		ch->end_recv = true;
-		if (code > 0 && code <= 255)
+		/* A code of fatal or local scope would misstate the connection's
+		 * state on an endpoint: only frame-scope (and unknown) codes are
+		 * reported (SPEC.md §18.5 rule 2). */
+		if (code > 0 && code <= 255 && chan_error_scope(-(int)code) != CHAN_SCOPE_FATAL &&
+		    chan_error_scope(-(int)code) != CHAN_SCOPE_LOCAL)
 			ch->report = -(int)code;
 		return 0;
 	}

@@ -1146,6 +1146,9 @@ class Connection:
             return
         self._unregister_open(st)
         st.end_recv = True
+        cls = BY_CODE.get(code) if code is not None else None
+        if cls is not None and cls.scope in ("fatal", "local"):
+            code = None  # it would misstate the connection's state (SPEC.md §18.5 rule 2)
         if code is not None:
             e = error_for_code(code, "the peer closed the channel with this code", scope="local")
             e.from_peer = True
