@@ -728,7 +728,14 @@ CHAN_EXPORT int chan_conn_set_channel_limits(chan_conn *c, uint32_t max_channels
  *     A call never blocks; a partial frame (a peer that stalls mid-frame) stays
  *     buffered inside c, so a slow peer delays nobody else.  A frame-scope
  *     error rejects one frame (keep reading); a fatal one (and
- *     CHAN_E_CONNECTION_CLOSED) means: stop watching c and free it.
+ *     CHAN_E_CONNECTION_CLOSED) means: stop watching c and free it.  (An
+ *     error that ends the connection although its registry scope is not
+ *     fatal, such as a peer's unmet HELLO require, is reported once and
+ *     followed by CHAN_E_CONNECTION_CLOSED, so "keep reading" ends there.)
+ *     Channel endpoints of c (revision 1.1) have no descriptor of their own:
+ *     when c is readable, also call chan_conn_recv(endpoint, 0, &msg) on each
+ *     endpoint you serve until CHAN_E_WOULD_BLOCK (reading c queues their
+ *     frames; reading an endpoint may read c).
  *  3. Writable: call chan_conn_flush(c, 0).  0: the frame is out.
  *  4. Sending from the loop: chan_conn_send(c, msg, 0).  0 means the frame is
  *     committed: wholly written, or its first bytes written and the rest kept
