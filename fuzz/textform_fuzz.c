@@ -167,7 +167,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(nh <= CHAN_HARD_MAX_HANDLES);
 	for (size_t i = 0; i < nh; i++)
 		CHECK((dups[i] = fcntl(tab[i], F_DUPFD_CLOEXEC, 3)) >= 0);
-	r = chan_decode(buf, len, nh ? dups : NULL, nh, 0, &lim, NULL, &m2, NULL);
+	/* a channel handle ({"$channel":N}) is read back by a 1.1 decoder */
+	r = chan_decode(buf, len, nh ? dups : NULL, nh, CHAN_DECODE_REVISION_1_1, &lim, NULL, &m2,
+			NULL);
 	if (r != 0) {
 		fprintf(stderr, "textform_fuzz: frame of a built value rejected: %s\n",
 			chan_errname(r));

@@ -126,13 +126,13 @@ queue_pop(struct chan__queue *q)
 /* Free a list of entries (and their messages): never under mux_lock, since
  * freeing a message can release channel records. */
 static void
-free_entries(struct chan__qent *e)
+free_entries(chan_conn *c, struct chan__qent *e)
 {
 	while (e) {
 		struct chan__qent *next = e->next;
 
 		chan_msg_free(e->msg);
-		free(e);
+		chan__free(&c->allocator, e);
 		e = next;
 	}
 }
@@ -162,9 +162,9 @@ chain(struct chan__qent **list, struct chan__qent *more)
 void
 chan__mux_fini(chan_conn *c)
 {
-	free_entries(queue_take(c, &c->mainq));
-	free(c->spare);
-	free(c->tab);
+	free_entries(c, queue_take(c, &c->mainq));
+	chan__free(&c->allocator, c->spare);
+	chan__free(&c->allocator, c->tab);
 	chan__free(&c->allocator, c->outbox);
 	pthread_cond_destroy(&c->mux_cond);
 	pthread_mutex_destroy(&c->mux_lock);
@@ -184,7 +184,7 @@ chan__mux_app_free(chan_conn *c)
 	last = --c->refs == 0;
 	pthread_cond_broadcast(&c->mux_cond);
 	pthread_mutex_unlock(&c->mux_lock);
-	free_entries(drop);
+	free_entries(c, drop);
 	return last;
 }
 
@@ -209,10 +209,11 @@ tab_insert(chan_conn *c, struct chan__chan *ch)
 
 	if (c->nchans >= c->tabcap / 2 || !c->tabcap) { /* grow: load <= 1/2 */
 		uint32_t cap = c->tabcap ? c->tabcap * 2 : 64;
-		struct chan__chan **t = calloc(cap, sizeof(*t));
+		struct chan__chan **t = chan__alloc(&c->allocator, cap * sizeof(*t));
 
 		if (!t)
 			return CHAN_E_NO_MEMORY;
+		memset(t, 0, cap * sizeof(*t));
 		for (uint32_t i = 0; i < c->tabcap; i++) {
 			struct chan__chan *e = c->tab[i], *next;
 
@@ -223,7 +224,7 @@ tab_insert(chan_conn *c, struct chan__chan *ch)
 				t[k] = e;
 			}
 		}
-		free(c->tab);
+		chan__free(&c->allocator, c->tab);
 		c->tab = t;
 		c->tabcap = cap;
 	}
@@ -309,7 +310,7 @@ put_str(chan_msg *m, chan_value *map, const char *key, const char *s)
 static int
 hello_add(chan_conn *c, unsigned require)
 {
-	chan_msg *m = chan_msg_new(NULL);
+	chan_msg *m = chan_msg_new(&c->allocator);
 	chan_value *root = chan_map(m), *f = chan_map(m);
 	int r;
 
@@ -336,7 +337,7 @@ hello_add(chan_conn *c, unsigned require)
 static int
 close_add(chan_conn *c, uint32_t key, int code)
 {
-	chan_msg *m = chan_msg_new(NULL);
+	chan_msg *m = chan_msg_new(&c->allocator);
 	chan_value *root = chan_map(m);
 	int r;
 
@@ -354,7 +355,7 @@ close_add(chan_conn *c, uint32_t key, int code)
 static int
 epitaph_add(chan_conn *c, int code, const char *message)
 {
-	chan_msg *m = chan_msg_new(NULL);
+	chan_msg *m = chan_msg_new(&c->allocator);
 	chan_value *root = chan_map(m);
 	int r;
 
@@ -417,10 +418,11 @@ conn_die(chan_conn *c, int err)
 static struct chan__chan *
 chan_new(chan_conn *c, bool mine, uint32_t id)
 {
-	struct chan__chan *ch = calloc(1, sizeof(*ch));
+	struct chan__chan *ch = chan__alloc(&c->allocator, sizeof(*ch));
 
 	if (!ch)
 		return NULL;
+	memset(ch, 0, sizeof(*ch));
 	ch->obj = CHAN__OBJ_CHANNEL;
 	ch->mine = mine;
 	ch->id = id;
@@ -446,7 +448,7 @@ chan_unref(chan_conn *c, struct chan__chan *ch, struct chan__qent **ret_drop,
 	chain(ret_drop, queue_take(c, &ch->q));
 	c->nchans--;
 	*ret_conn_last = --c->refs == 0 && c->app_freed;
-	free(ch);
+	chan__free(&c->allocator, ch);
 }
 
 static void
@@ -461,7 +463,7 @@ release(struct chan__chan *ch, bool app)
 		ch->app = false;
 	chan_unref(c, ch, &drop, &last);
 	pthread_mutex_unlock(&c->mux_lock);
-	free_entries(drop);
+	free_entries(c, drop);
 	if (c->outlen)
 		outbox_kick(c);
 	if (last) {
@@ -539,7 +541,7 @@ open_received(chan_conn *c, chan_msg *msg)
 				if (ch) {
 					c->nchans--;
 					c->refs--;
-					free(ch);
+					chan__free(&c->allocator, ch);
 				}
 				r = CHAN_E_NO_MEMORY;
 				break;
@@ -779,7 +781,7 @@ chan__recv(chan_conn *c, struct chan__chan *ch, int timeout_ms, chan_msg **ret_m
 		 * first: NO_MEMORY must lose nothing (§9.4). */
 		if (!spare && (spare = c->spare))
 			c->spare = NULL;
-		if (!spare && !(spare = malloc(sizeof(*spare)))) {
+		if (!spare && !(spare = chan__alloc(&c->allocator, sizeof(*spare)))) {
 			r = CHAN_E_NO_MEMORY;
 			goto out;
 		}
@@ -803,7 +805,7 @@ chan__recv(chan_conn *c, struct chan__chan *ch, int timeout_ms, chan_msg **ret_m
 		if (trash || drop || c->outlen) {
 			pthread_mutex_unlock(&c->mux_lock);
 			chan_msg_free(trash);
-			free_entries(drop);
+			free_entries(c, drop);
 			outbox_kick(c);
 			pthread_mutex_lock(&c->mux_lock);
 		}
@@ -827,8 +829,8 @@ chan__recv(chan_conn *c, struct chan__chan *ch, int timeout_ms, chan_msg **ret_m
 		spare = NULL;
 	}
 	pthread_mutex_unlock(&c->mux_lock);
-	free(spare);
-	free(e);
+	chan__free(&c->allocator, spare);
+	chan__free(&c->allocator, e);
 	return r;
 out:
 	if (spare && !c->spare) {
@@ -836,7 +838,7 @@ out:
 		spare = NULL;
 	}
 	pthread_mutex_unlock(&c->mux_lock);
-	free(spare);
+	chan__free(&c->allocator, spare);
 	if (c->outlen)
 		outbox_kick(c);
 	return r;

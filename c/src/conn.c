@@ -280,9 +280,20 @@ chan_conn_set_allocator(chan_conn *c, const struct chan_allocator *a)
 		return CHAN_E_INVALID_ARGUMENT;
 	pthread_mutex_lock(&c->send_lock);
 	pthread_mutex_lock(&c->recv_lock);
-	if (atomic_load(&c->pending) || c->rgot || c->nfds || c->npfds) {
+	pthread_mutex_lock(&c->mux_lock);
+	if (atomic_load(&c->pending) || c->rgot || c->nfds || c->npfds || c->nchans ||
+	    c->mainq.head || c->outlen) {
 		r = CHAN_E_INVALID_ARGUMENT; /* buffers in use came from the old one */
 	} else {
+		/* the channel table and the spare entry go back as well */
+		chan__free(&c->allocator, c->tab);
+		chan__free(&c->allocator, c->spare);
+		chan__free(&c->allocator, c->outbox);
+		c->tab = NULL;
+		c->tabcap = 0;
+		c->spare = NULL;
+		c->outbox = NULL;
+		c->outcap = 0;
 		/* The idle buffers go back to the allocator they came from. */
 		chan__free(&c->allocator, c->sbuf);
 		chan__free(&c->allocator, c->rbuf);
@@ -293,6 +304,7 @@ chan_conn_set_allocator(chan_conn *c, const struct chan_allocator *a)
 		if (a)
 			c->allocator = *a;
 	}
+	pthread_mutex_unlock(&c->mux_lock);
 	pthread_mutex_unlock(&c->recv_lock);
 	pthread_mutex_unlock(&c->send_lock);
 	return r;
