@@ -108,6 +108,8 @@ class Objects:
             return socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).detach()
         if n == "tcp":
             return socket.socket(socket.AF_INET, socket.SOCK_STREAM).detach()
+        if n == "unconnected":  # a stream socket that was never connected
+            return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).detach()
         if n == "listener":
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.bind("")
