@@ -260,8 +260,8 @@ outbox_add(chan_conn *c, uint8_t flags, uint32_t channel, const chan_msg *msg)
 	size_t len;
 	int r;
 
-	if (c->app_freed)
-		return 0; /* the socket is closed */
+	if (c->app_freed || c->send_sealed)
+		return 0; /* the socket is closed, or an epitaph was the last frame */
 	if ((r = chan_encoded_size(msg, &len)) < 0)
 		return r;
 	if (c->outlen + len > c->outcap) {
