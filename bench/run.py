@@ -890,7 +890,7 @@ def write_md(path, sections, mach, started, load_before, load_after, elapsed, pn
         L.append("")
     tgt = [s for s in sections if s[0] == "Targets"][0][1]
     L.insert(L.index("![scaling](bench/%s)" % os.path.basename(png)),
-             "## Targets (issue 6), measured\n\n" + render_md(*tgt) + "\n")
+             "## Targets (issues 6, 13, 15), measured\n\n" + render_md(*tgt) + "\n")
     if pybench:
         L.append("## The Python binding (python/bench.py, run by make bench)")
         L.append("")
