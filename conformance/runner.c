@@ -225,11 +225,11 @@ static const char *const kind_names[] = {"success", "decode_success",
 
 enum obj {
 	O_CONN, O_PIPE_READ, O_PIPE_WRITE, O_MEMFD, O_EVENTFD, O_FILE,
-	O_DGRAM, O_SEQPACKET, O_TCP, O_LISTENER, O_NONE
+	O_DGRAM, O_SEQPACKET, O_TCP, O_LISTENER, O_UNCONNECTED, O_NONE
 };
 static const char *const obj_names[] = {"conn", "pipe_read", "pipe_write", "memfd",
 					"eventfd", "file", "dgram", "seqpacket",
-					"tcp", "listener"};
+					"tcp", "listener", "unconnected"};
 
 struct vcase {
 	char *name;
@@ -570,10 +570,16 @@ static int make_object(enum obj o, struct object *ob)
 		break;
 	case O_LISTENER:
 		ob->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (ob->fd >= 0 && listen(ob->fd, 1)) {
+		/* an autobound abstract address (only sun_family given), then listen */
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		if (ob->fd >= 0 && (bind(ob->fd, (struct sockaddr *)&sa, sizeof(sa_family_t)) ||
+				    listen(ob->fd, 1))) {
 			close(ob->fd);
 			ob->fd = -1;
 		}
+		break;
+	case O_UNCONNECTED:
+		ob->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		break;
 	case O_NONE:
 		break;
@@ -859,13 +865,38 @@ static int testee_send(struct buf *req)
 	return 0;
 }
 
+/* Why the testee gave no response: it died (of which signal), or it hangs. */
+static const char *testee_death(void)
+{
+	static char why[128];
+	for (int i = 0; tpid > 0 && i < 100; i++) {
+		int st;
+		pid_t w = waitpid(tpid, &st, WNOHANG);
+		if (w == tpid) {
+			tpid = -1;
+			if (WIFSIGNALED(st))
+				snprintf(why, sizeof why, "the testee died of signal %d (%s)", WTERMSIG(st),
+					 WTERMSIG(st) == SIGPIPE ? "SIGPIPE" : strsignal(WTERMSIG(st)));
+			else
+				snprintf(why, sizeof why, "the testee exited with status %d",
+					 WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+			return why;
+		}
+		if (w < 0)
+			break;
+		struct timespec ts = {0, 5 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return "exited, closed stdout or hung";
+}
+
 static int testee_read(struct resp *r)
 {
 	memset(r, 0, sizeof *r);
 	r->consumed = -1;
 	unsigned char len[4];
 	if (read_all(tout, len, 4)) {
-		fail("testee: no response (exited, closed stdout or hung)");
+		fail("testee: no response (%s)", testee_death());
 		return -1;
 	}
 	size_t n = len[0] | (size_t)len[1] << 8 | (size_t)len[2] << 16 | (size_t)len[3] << 24;
@@ -985,6 +1016,9 @@ static int testee_start(void)
 		/* dup2 clears FD_CLOEXEC on the new numbers */
 		if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(sv[1], 3) < 0)
 			_exit(127);
+		/* the runner ignores SIGPIPE; the testee must not inherit that, or a
+		 * send without MSG_NOSIGNAL could not be told apart (SPEC.md §10.2 r3) */
+		signal(SIGPIPE, SIG_DFL);
 		execvp(testee_argv[0], testee_argv);
 		fprintf(stderr, "runner: exec %s: %s\n", testee_argv[0], strerror(errno));
 		_exit(127);
@@ -1441,7 +1475,8 @@ static const char *codec_not_applicable(const struct vcase *c)
 	if (c->error && !strcmp(c->error, "WRONG_HANDLE_KIND"))
 		for (int i = 0; i < c->nobjs; i++)
 			if (c->objs[i] == O_DGRAM || c->objs[i] == O_SEQPACKET ||
-			    c->objs[i] == O_TCP || c->objs[i] == O_LISTENER)
+			    c->objs[i] == O_TCP || c->objs[i] == O_LISTENER ||
+			    c->objs[i] == O_UNCONNECTED)
 				return "its verdict needs a check of a real socket (SPEC.md 4.2 rule 2)";
 	return NULL;
 }
@@ -1609,12 +1644,31 @@ struct tconn {
 	int keep; /* runner's copy of the testee's end, or -1 */
 };
 
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76
+#endif
+/* Set by the delivery passcred: the testee's end gets SO_PASSCRED and, where
+ * the kernel has it, SO_PASSPIDFD before it is handed over (the options belong
+ * to the socket, SPEC.md §10.4 rule 4). */
+static int attach_passcred, passpidfd_set;
+
 static int attach(const struct vcase *c, struct tconn *tc, int keep_copy)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
 		fail("socketpair: %s", strerror(errno));
 		return -1;
+	}
+	passpidfd_set = 0;
+	if (attach_passcred) {
+		int one = 1;
+		if (setsockopt(sv[1], SOL_SOCKET, SO_PASSCRED, &one, sizeof one)) {
+			fail("SO_PASSCRED: %s", strerror(errno));
+			close(sv[0]);
+			close(sv[1]);
+			return -1;
+		}
+		passpidfd_set = setsockopt(sv[1], SOL_SOCKET, SO_PASSPIDFD, &one, sizeof one) == 0;
 	}
 	struct stat st;
 	fstat(sv[1], &st);
@@ -1716,6 +1770,10 @@ static int send_with_fds(int sock, const unsigned char *p, size_t n, const int *
 	return 0;
 }
 
+/* Set by the delivery slow_read: read_frame reads at most 16 KiB a call and
+ * pauses between calls, so that a testee's sendmsg of a large frame is partial. */
+static int read_slowly;
+
 /* Read one frame the testee sent on sock; fds received into *fds. */
 static int read_frame(int sock, struct buf *out, int *fds, int *nfds)
 {
@@ -1732,6 +1790,12 @@ static int read_frame(int sock, struct buf *out, int *fds, int *nfds)
 		size_t want = need - out->len;
 		if (want > sizeof tmp)
 			want = sizeof tmp;
+		if (read_slowly && want > 16384)
+			want = 16384;
+		if (read_slowly) {
+			struct timespec ts = {0, 200 * 1000};
+			nanosleep(&ts, NULL);
+		}
 		struct iovec iov = {tmp, want};
 		union {
 			char buf[CMSG_SPACE(256 * sizeof(int))];
@@ -1755,8 +1819,9 @@ static int read_frame(int sock, struct buf *out, int *fds, int *nfds)
 			for (int i = 0; i < m; i++) {
 				int fd;
 				memcpy(&fd, CMSG_DATA(cm) + (size_t)i * sizeof(int), sizeof fd);
-				if (!first)
-					fail("testee attached descriptors to byte %zu of its frame", out->len);
+				if (!first && !failed)
+					fail("testee attached descriptors to byte %zu of its frame (a second "
+					     "write carried them again? SPEC.md §10.2 rules 1-2)", out->len);
 				if (*nfds < MAX_OBJS)
 					fds[(*nfds)++] = fd;
 				else
@@ -2445,6 +2510,120 @@ out:
 	resp_free(&r);
 }
 
+/* Descriptors the testee holds that are pidfds of the runner (SCM_PIDFD of a
+ * receive on a socket with SO_PASSPIDFD, which the receiver must close). */
+static int runner_pidfds(void)
+{
+	int *v;
+	int n = list_fds(tpid, &v), k = 0;
+	for (int i = 0; i < n; i++) {
+		char path[64], link[64], line[128];
+		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)tpid, v[i]);
+		ssize_t m = readlink(path, link, sizeof link - 1);
+		if (m <= 0)
+			continue;
+		link[m] = 0;
+		if (strcmp(link, "anon_inode:[pidfd]"))
+			continue;
+		snprintf(path, sizeof path, "/proc/%d/fdinfo/%d", (int)tpid, v[i]);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof line, f))
+			if (!strncmp(line, "Pid:", 4) && atoi(line + 4) == (int)getpid())
+				k++;
+		fclose(f);
+	}
+	if (n > 0)
+		free(v);
+	return k;
+}
+
+static void check_pidfds(const char *when)
+{
+	if (failed || !passpidfd_set)
+		return;
+	int k = runner_pidfds();
+	if (k)
+		fail("%s: the testee holds %d pidfd(s) of the runner: an SCM_PIDFD it received "
+		     "(SO_PASSPIDFD) was not closed (SPEC.md §10.4 rule 4)", when, k);
+}
+
+/* peer_closed: the runner shuts its end down (both directions), then asks the
+ * testee to send: EPIPE -> CONNECTION_CLOSED, and the testee must still answer
+ * (MSG_NOSIGNAL, SPEC.md §10.2 rule 3). */
+static void run_peer_closed(const struct vcase *c, struct tconn *tc, const int *fds, struct resp *r)
+{
+	shutdown(tc->peer, SHUT_RDWR);
+	struct buf req = {0};
+	buf_printf(&req, "op send\nconn %d\nfds %d\nvalue %s\n", tc->id, c->nobjs, vtext(c));
+	int rc = transact(&req, fds, c->nobjs, r);
+	free(req.p);
+	if (rc)
+		return;
+	check_error(r, c->error, "send to a peer that closed");
+	/* the reset that ends every case run must be answered too */
+}
+
+/* slow_read: a frame of several MiB both ways.  The runner asks recv first and
+ * writes (its blocking write completes as the testee reads); then asks send and
+ * reads the testee's frame slowly before the response: the testee's first
+ * sendmsg is partial, and its descriptors must come once, with byte 0. */
+static void run_slow_read(const struct vcase *c, struct tconn *tc, struct object *objs, const int *fds,
+			  struct resp *r)
+{
+	const struct buf *bytes = &c->bytes;
+	if (do_recv_req(tc->id) || send_with_fds(tc->peer, bytes->p, bytes->len, fds, c->nobjs) ||
+	    testee_read(r))
+		return;
+	check_recv_ok("receive", r, bytes, vtext(c), objs, c->nobjs);
+	resp_free(r);
+	if (failed)
+		return;
+	struct object back[MAX_OBJS];
+	int bfds[MAX_OBJS];
+	if (make_objects(c, back)) {
+		fail("cannot create the case's objects");
+		return;
+	}
+	obj_fds(back, c->nobjs, bfds);
+	struct buf req = {0};
+	buf_printf(&req, "op send\nconn %d\nfds %d\nvalue %s\n", tc->id, c->nobjs, vtext(c));
+	struct buf got = {0};
+	int rfds[MAX_OBJS], nr = 0;
+	if (send_fd_batches(tsock, bfds, c->nobjs)) {
+		fail("cannot pass descriptors to the testee: %s", strerror(errno));
+	} else if (testee_send(&req) == 0) {
+		/* let the testee fill the socket buffer: its first sendmsg is partial */
+		struct timespec ts = {0, 50 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+		read_slowly = 1;
+		int rc = read_frame(tc->peer, &got, rfds, &nr);
+		read_slowly = 0;
+		int frame_failed = failed;
+		if (rc == 0 && testee_read(r) == 0) {
+			if (strcmp(r->status, "ok"))
+				fail("send: send failed with %s", r->error);
+			else if (!frame_failed) {
+				if (got.len != bytes->len || memcmp(got.p, bytes->p, bytes->len))
+					frame_diff("send", bytes, &got);
+				else if (nr != c->nobjs)
+					fail("send: %d descriptors came with the frame, expected %d once", nr,
+					     c->nobjs);
+				for (int i = 0; i < nr && !failed; i++)
+					if (i < c->nobjs && !same_object(rfds[i], back[i].dev, back[i].ino))
+						fail("send: descriptor %d on the wire is not object #%d", i, i);
+				check_holdings(sheld, nsheld, "send");
+			}
+		}
+		for (int i = 0; i < nr; i++)
+			close(rfds[i]);
+	}
+	free(req.p);
+	free(got.p);
+	free_objects(back, c->nobjs);
+}
+
 static void run_stream(const struct vcase *c)
 {
 	const char *tr = c->transport ? c->transport : "whole";
@@ -2458,7 +2637,10 @@ static void run_stream(const struct vcase *c)
 		return;
 	}
 	int self = !strcmp(tr, "self_send") || !strcmp(tr, "peer_send");
-	if (attach(c, &tc, self))
+	attach_passcred = !strcmp(tr, "passcred");
+	int arc = attach(c, &tc, self);
+	attach_passcred = 0;
+	if (arc)
 		goto out;
 	if (!strcmp(tr, "self_send")) {
 		/* replace object #last conn by a copy of the testee's own endpoint */
@@ -2491,6 +2673,15 @@ static void run_stream(const struct vcase *c)
 		goto out;
 	}
 
+	if (!strcmp(tr, "peer_closed")) {
+		run_peer_closed(c, &tc, fds, &r);
+		goto out;
+	}
+	if (!strcmp(tr, "slow_read")) {
+		run_slow_read(c, &tc, objs, fds, &r);
+		goto out;
+	}
+
 	if (c->kind == K_ENCODE_FAILURE) {
 		struct buf req = {0};
 		buf_printf(&req, "op send\nconn %d\nfds %d\nvalue %s\n", tc.id, c->nobjs, vtext(c));
@@ -2507,12 +2698,17 @@ static void run_stream(const struct vcase *c)
 
 	const struct buf *bytes = &c->bytes;
 	if (!strcmp(tr, "whole") || !strcmp(tr, "echo") || !strcmp(tr, "max_handles") ||
-	    !strcmp(tr, "self_send") || !strcmp(tr, "closed_at_boundary")) {
+	    !strcmp(tr, "self_send") || !strcmp(tr, "closed_at_boundary") || !strcmp(tr, "passcred")) {
+		/* a frame larger than a socket buffer: the testee must be reading
+		 * before the runner's blocking write can complete */
+		int big = bytes->len > 65536;
+		if (big && do_recv_req(tc.id))
+			goto out;
 		if (send_with_fds(tc.peer, bytes->p, bytes->len, fds, c->nobjs))
 			goto out;
 		if (c->kind == K_DECODE_FAILURE && !strcmp(c->error, "TRUNCATED"))
 			shutdown(tc.peer, SHUT_WR);
-		if (do_recv_req(tc.id) || testee_read(&r))
+		if ((!big && do_recv_req(tc.id)) || testee_read(&r))
 			goto out;
 	} else if (!strcmp(tr, "bytewise")) {
 		if (do_recv_req(tc.id))
@@ -2638,6 +2834,7 @@ static void run_stream(const struct vcase *c)
 		after_error(&tc, c->error);
 	} else {
 		check_recv_ok("receive", &r, bytes, vtext(c), objs, c->nobjs);
+		check_pidfds("receive");
 		/* and back: the testee sends the value it was given */
 		struct object back[MAX_OBJS];
 		if (!failed && make_objects(c, back) == 0) {

@@ -38,6 +38,22 @@ expect swapfd 'handles.fd.memfd' 'handles.fd.memfd' 'is not the object #0 sent'
 expect noread 'handles.table.three' 'handles.table.three' 'without reading the 3 descriptor'
 expect hide 'handles.table.three' 'handles.table.three' 'a pipe_read sent to the testee is still open somewhere'
 
+# issue 14 §5: vectors that fail for the violation they name.  A testee whose
+# own send loop attaches the descriptors to every write of a partial send; one
+# that sends without MSG_NOSIGNAL to a closed peer (dies of SIGPIPE); one that
+# walks 100,000 nested lists recursively with no depth check (stack overflow);
+# one that leaves the SCM_PIDFD of a read on a socket with SO_PASSPIDFD open; one
+# that takes a listening or never-connected AF_UNIX stream socket for a conn;
+# a lenient base64 decoder (unused bits) and a lenient JSON reader (trailing comma)
+expect reattach 'large.echo.*' 'large.echo.bytes_4mib_two_fds' 'attached descriptors to byte [1-9]'
+expect sigpipe 'transport.peer_closed.*' 'transport.peer_closed.send' 'died of signal 13 (SIGPIPE)'
+expect recurse 'large.depth.*' 'large.depth.lists_100000' 'the testee died of signal'
+expect pidfd 'transport.passcred.*' 'transport.passcred.handles' 'pidfd(s) of the runner'
+expect typeonly 'handles.wrong_kind.*' 'handles.wrong_kind.listener' 'expected error WRONG_HANDLE_KIND, testee accepted'
+expect typeonly 'handles.wrong_kind.*' 'handles.wrong_kind.unconnected' 'expected error WRONG_HANDLE_KIND, testee accepted'
+expect lenientb64 'strings.text.bytes_*' 'strings.text.bytes_unused_bits_two_pad' 'expected error INVALID_TEXT, testee encoded'
+expect lenientjson 'containers.text.*' 'containers.text.trailing_comma_list' 'expected error INVALID_JSON, testee encoded'
+
 # revision 1.1: a testee that sends a HELLO to a peer it knows nothing about (a 1.0
 # peer), one that answers nothing to the runner's HELLO, one that gives read-ahead
 # descriptors to the first frame of its read instead of the frame that owns them

@@ -12,7 +12,13 @@
  *
  * CHAN_TESTEE_BREAK=leak|order|swapfd|noread|hide|hello makes it deliberately wrong, for the
  * runner's self-test (conformance/conformance.mk; hello: sends a HELLO unprompted on
- * every attached connection); =opennull makes it open /dev/null
+ * every attached connection); issue 14 §5: reattach (its own send loop attaches the
+ * descriptors to every write of a partial send), sigpipe (sends without MSG_NOSIGNAL),
+ * recurse (walks a payload recursively before decoding, with no depth check), pidfd
+ * (peeks at a received frame without closing the SCM_PIDFD), typeonly (a conn handle
+ * passes when it is an AF_UNIX stream socket, connected or not), lenientb64 (ignores
+ * the unused bits of base64), lenientjson (accepts a trailing comma in a list);
+ * =opennull makes it open /dev/null
  * before every request and keep it (not wrong: descriptors of its own are its business).
  */
 #include <errno.h>
@@ -22,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -192,6 +199,13 @@ static chan_value *from_bytes(chan_msg *m, const char *s, size_t n, int *err)
 			v[k] = s[i + k] == '=' && i + 4 == n && k >= 2 ? 0 : b64val(s[i + k]);
 		int pad = (s[i + 2] == '=') + (s[i + 3] == '=');
 		if (v[0] < 0 || v[1] < 0 || v[2] < 0 || v[3] < 0 || (s[i + 2] == '=' && s[i + 3] != '=')) {
+			free(b);
+			*err = CHAN_E_INVALID_TEXT;
+			return NULL;
+		}
+		/* SPEC.md §12.1 rule 4: the unused bits of the last symbol are zero */
+		if (((pad == 2 && (v[1] & 15)) || (pad == 1 && (v[2] & 3))) &&
+		    strcmp(break_mode, "lenientb64")) {
 			free(b);
 			*err = CHAN_E_INVALID_TEXT;
 			return NULL;
@@ -384,8 +398,12 @@ static chan_value *jnumber(struct rd *r)
 	buf[n] = 0;
 	r->p = q;
 	errno = 0;
-	if (isfloat)
-		return chan_float(r->m, strtod(buf, NULL));
+	if (isfloat) {
+		double d = strtod(buf, NULL);
+		if (isinf(d)) /* SPEC.md §12.1 rule 3: rounds to infinity */
+			return bad_text(r), NULL;
+		return chan_float(r->m, d);
+	}
 	long long v = strtoll(buf, NULL, 10);
 	if (errno)
 		return bad(r), NULL;
@@ -426,8 +444,13 @@ static chan_value *marker(struct rd *r, const char *key)
 	if (!strcmp(key, "$int")) {
 		char *e;
 		errno = 0;
-		long long i = strtoll(s, &e, 10);
-		if (!errno && n && !*e && (s[0] != '0' || n == 1) && strcmp(s, "-0"))
+		/* SPEC.md §12.1 rule 2: -?(0|[1-9][0-9]*), not -0, read whole (§12.3 rule 4) */
+		const char *d = s + (s[0] == '-');
+		size_t nd = n - (size_t)(d - s);
+		int ok = nd > 0 && strspn(d, "0123456789") == nd && (d[0] != '0' || nd == 1) &&
+			 strcmp(s, "-0");
+		long long i = ok ? strtoll(s, &e, 10) : 0;
+		if (ok && !errno && e == s + n)
 			v = chan_int(r->m, i);
 	} else if (!strcmp(key, "$float")) {
 		if (!strcmp(s, "NaN"))
@@ -516,8 +539,15 @@ static chan_value *jobject(struct rd *r, int depth)
 static chan_value *jvalue(struct rd *r, int depth)
 {
 	ws(r);
-	if (r->p >= r->end || depth > 1000)
+	if (r->p >= r->end)
 		return bad(r), NULL;
+	if (depth >= (int)CHAN_HARD_MAX_DEPTH) {
+		/* a value deeper than the hard maximum (SPEC.md §12.4 rule 3); the
+		 * syntax of the whole document was checked first */
+		if (!r->err)
+			r->err = CHAN_E_DEPTH_EXCEEDED;
+		return NULL;
+	}
 	size_t left = (size_t)(r->end - r->p);
 	switch (*r->p) {
 	case 'n':
@@ -556,6 +586,11 @@ static chan_value *jvalue(struct rd *r, int depth)
 			ws(r);
 			if (r->p < r->end && *r->p == ',') {
 				r->p++;
+				ws(r);
+				if (!strcmp(break_mode, "lenientjson") && r->p < r->end && *r->p == ']') {
+					r->p++; /* wrong on purpose: a trailing comma */
+					return l;
+				}
 				continue;
 			}
 			if (r->p < r->end && *r->p == ']') {
@@ -573,15 +608,153 @@ static chan_value *jvalue(struct rd *r, int depth)
 	return bad(r), NULL;
 }
 
+/* JSON syntax (RFC 8259), without recursion: a stack of one byte per open
+ * container.  SPEC.md §12.4 rule 4: the document is parsed as JSON first, so
+ * INVALID_JSON wins over every other fault, at any depth. */
+static int skip_string(const char **pp, const char *end)
+{
+	const char *p = *pp + 1;
+	while (p < end) {
+		unsigned char c = (unsigned char)*p++;
+		if (c == '"') {
+			*pp = p;
+			return 1;
+		}
+		if (c < 0x20)
+			return 0;
+		if (c == '\\') {
+			if (p >= end)
+				return 0;
+			c = (unsigned char)*p++;
+			if (c == 'u') {
+				for (int i = 0; i < 4; i++, p++)
+					if (p >= end || !strchr("0123456789abcdefABCDEF", *p) || !*p)
+						return 0;
+			} else if (!c || !strchr("\"\\/bfnrt", c)) {
+				return 0;
+			}
+		}
+	}
+	return 0;
+}
+
+static int skip_scalar(const char **pp, const char *end)
+{
+	const char *p = *pp;
+	size_t left = (size_t)(end - p);
+	static const char *const words[] = {"true", "false", "null"};
+	for (int i = 0; i < 3; i++)
+		if (left >= strlen(words[i]) && !memcmp(p, words[i], strlen(words[i]))) {
+			*pp = p + strlen(words[i]);
+			return 1;
+		}
+	if (p < end && *p == '-')
+		p++;
+	if (p >= end || *p < '0' || *p > '9')
+		return 0;
+	if (*p == '0')
+		p++;
+	else
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	if (p < end && *p == '.') {
+		p++;
+		if (p >= end || *p < '0' || *p > '9')
+			return 0;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p >= end || *p < '0' || *p > '9')
+			return 0;
+		while (p < end && *p >= '0' && *p <= '9')
+			p++;
+	}
+	*pp = p;
+	return 1;
+}
+
+static int json_syntax_ok(const char *p, const char *end)
+{
+	enum { W_VALUE, W_VALUE_OR_CLOSE, W_KEY, W_KEY_OR_CLOSE, W_COLON, W_COMMA_OR_CLOSE } want = W_VALUE;
+	size_t cap = 64, sp = 0;
+	char *st = malloc(cap);
+	int ok = 0;
+	for (;;) {
+		while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+			p++;
+		if (p >= end || !st)
+			break;
+		char c = *p;
+		if (want == W_COLON) {
+			if (c != ':')
+				break;
+			p++;
+			want = W_VALUE;
+			continue;
+		}
+		if (want == W_COMMA_OR_CLOSE && c == ',') {
+			p++;
+			want = st[sp - 1] == '[' ? W_VALUE : W_KEY;
+			continue;
+		}
+		if ((want == W_COMMA_OR_CLOSE || want == W_VALUE_OR_CLOSE || want == W_KEY_OR_CLOSE) &&
+		    c == (st[sp - 1] == '[' ? ']' : '}') &&
+		    (want == W_COMMA_OR_CLOSE || (want == W_VALUE_OR_CLOSE) == (c == ']'))) {
+			p++;
+			sp--;
+		} else if (want == W_KEY || want == W_KEY_OR_CLOSE) {
+			if (c != '"' || !skip_string(&p, end))
+				break;
+			want = W_COLON;
+			continue;
+		} else if (want == W_VALUE || want == W_VALUE_OR_CLOSE) {
+			if (c == '[' || c == '{') {
+				if (sp == cap) {
+					cap *= 2;
+					char *n2 = realloc(st, cap);
+					if (!n2)
+						break;
+					st = n2;
+				}
+				st[sp++] = c;
+				p++;
+				want = c == '[' ? W_VALUE_OR_CLOSE : W_KEY_OR_CLOSE;
+				continue;
+			}
+			if (!(c == '"' ? skip_string(&p, end) : skip_scalar(&p, end)))
+				break;
+		} else {
+			break;
+		}
+		/* a value or a container ended */
+		if (sp == 0) {
+			while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+				p++;
+			ok = p == end;
+			break;
+		}
+		want = W_COMMA_OR_CLOSE;
+	}
+	free(st);
+	return ok;
+}
+
 /* Build a message from text; closes the request's fds (chan_handle dups). */
 static int text_to_msg(const char *text, int *fds, int nfds, chan_msg **ret)
 {
 	int err = 0;
 	chan_msg *m = chan_msg_new(NULL);
+	size_t tlen = strlen(text);
 	if (!m) {
 		err = CHAN_E_NO_MEMORY;
+	} else if (!json_syntax_ok(text, text + tlen) && strcmp(break_mode, "lenientjson")) {
+		err = CHAN_E_INVALID_JSON;
 	} else {
-		struct rd r = {text, text + strlen(text), m, fds, nfds, 0};
+		struct rd r = {text, text + tlen, m, fds, nfds, 0};
 		chan_value *v = jvalue(&r, 0);
 		ws(&r);
 		if (v && r.p != r.end)
@@ -589,6 +762,10 @@ static int text_to_msg(const char *text, int *fds, int nfds, chan_msg **ret)
 		if (!v)
 			bad(&r);
 		err = r.err;
+		/* the document is JSON: what the reader refuses is not the text form
+		 * (a marker with a second member, "$fd":0.0, ...) */
+		if (err == CHAN_E_INVALID_JSON)
+			err = CHAN_E_INVALID_TEXT;
 		if (!err)
 			err = chan_msg_error(m);
 		if (!err)
@@ -739,6 +916,128 @@ static void parse_req(char *body, struct req *r)
 	}
 }
 
+/* ---- deliberately wrong helpers for the runner's self-test ------------- */
+
+/* reattach / sigpipe: the testee's own send of m on c.  reattach: non-blocking
+ * writes that carry the descriptors on every call (SPEC.md §10.2 rule 2 broken);
+ * sigpipe: one blocking sendmsg without MSG_NOSIGNAL (rule 3 broken). */
+static int raw_send(chan_conn *c, chan_msg *m, int reattach)
+{
+	size_t need;
+	int rc = chan_encoded_size(m, &need);
+	if (rc)
+		return rc;
+	unsigned char *buf = malloc(need);
+	rc = chan_encode(m, buf, need, &need);
+	size_t n = 0;
+	int fds[MAXFDS];
+	if (!rc)
+		rc = chan_msg_borrow_handles(m, fds, MAXFDS, &n);
+	int sock = chan_conn_borrow_fd(c);
+	for (size_t off = 0; !rc && off < need;) {
+		struct iovec iov = {buf + off, need - off};
+		union {
+			char b[CMSG_SPACE(253 * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct msghdr mh = {0};
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		if (n && (reattach || off == 0)) {
+			mh.msg_control = u.b;
+			mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
+			struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+			cm->cmsg_level = SOL_SOCKET;
+			cm->cmsg_type = SCM_RIGHTS;
+			cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+			memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+		}
+		ssize_t w = sendmsg(sock, &mh, reattach ? MSG_NOSIGNAL | MSG_DONTWAIT : 0);
+		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+			struct pollfd pf = {sock, POLLOUT, 0};
+			poll(&pf, 1, 1000);
+			continue;
+		}
+		if (w < 0)
+			rc = errno == EPIPE ? CHAN_E_CONNECTION_CLOSED : CHAN_E_SYSTEM;
+		else
+			off += (size_t)w;
+	}
+	free(buf);
+	return rc;
+}
+
+/* recurse: a walk of the payload that follows every LEN field of a Value
+ * (list_value 7, map_value 8) and of a List/Map/Entry, with no depth check and
+ * a frame of some size: 100,000 nested lists overflow the stack. */
+static size_t naive_walk(const unsigned char *p, size_t n)
+{
+	volatile char pad[256];
+	pad[0] = 0;
+	size_t items = 0;
+	while (n >= 2) {
+		unsigned t = p[0];
+		uint64_t len = 0;
+		size_t k = 1;
+		for (int sh = 0; k < n && sh < 63; sh += 7) {
+			len |= (uint64_t)(p[k] & 127) << sh;
+			if (!(p[k++] & 128))
+				break;
+		}
+		if ((t & 7) != 2 || len > n - k)
+			break;
+		items += 1 + naive_walk(p + k, (size_t)len) + (size_t)pad[0];
+		p += k + len;
+		n -= k + len;
+	}
+	return items;
+}
+
+/* pidfd: peek at what is queued on the connection with room for SCM_CREDENTIALS
+ * and SCM_PIDFD only, and never close the pidfd (SPEC.md §10.4 rule 4 broken). */
+static void peek_leaking_pidfd(chan_conn *c)
+{
+	int sock = chan_conn_borrow_fd(c);
+	struct pollfd pf = {sock, POLLIN, 0};
+	poll(&pf, 1, 2000);
+	char b[16];
+	struct iovec iov = {b, sizeof b};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 3) + CMSG_SPACE(sizeof(int)) +
+			 CMSG_SPACE(253 * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = {0};
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof u.buf;
+	if (recvmsg(sock, &mh, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+		return;
+	/* the peeked copies of the frame's descriptors are closed; the pidfd is not */
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+			for (size_t i = 0; i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+				close(fd);
+			}
+}
+
+/* typeonly: every descriptor a conn handle could name is an AF_UNIX stream socket */
+static int all_unix_stream(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int type = 0, dom = 0;
+		socklen_t l = sizeof type, l2 = sizeof dom;
+		if (getsockopt(fds[i], SOL_SOCKET, SO_TYPE, &type, &l) ||
+		    getsockopt(fds[i], SOL_SOCKET, SO_DOMAIN, &dom, &l2) || type != SOCK_STREAM ||
+		    dom != AF_UNIX)
+			return 0;
+	}
+	return n > 0;
+}
+
 static chan_conn *get_conn(int id)
 {
 	return id > 0 && id < MAXCONNS ? conns[id] : NULL;
@@ -764,9 +1063,13 @@ static void handle(struct req *r, int *fds)
 		putf("ok\n");
 	} else if (!strcmp(r->op, "decode")) {
 		size_t used = 0;
+		int unixonly = !strcmp(break_mode, "typeonly") && all_unix_stream(fds, r->nfds);
 		rc = chan_decode(r->frame, r->framelen, fds, (size_t)r->nfds,
 				 r->rev11 ? CHAN_DECODE_REVISION_1_1 : 0, &r->lim, NULL, &m, &used);
-		if (rc == CHAN_E_HANDLE_INDEX_OUT_OF_ORDER && !strcmp(break_mode, "order")) {
+		if (!strcmp(break_mode, "recurse") && r->framelen > 16)
+			(void)naive_walk(r->frame + 16, r->framelen - 16);
+		if ((rc == CHAN_E_HANDLE_INDEX_OUT_OF_ORDER && !strcmp(break_mode, "order")) ||
+		    (rc == CHAN_E_WRONG_HANDLE_KIND && unixonly)) {
 			putf("ok\nframe ");
 			puthex(r->frame, r->framelen);
 			putf("\nfds 0\n");
@@ -853,6 +1156,8 @@ static void handle(struct req *r, int *fds)
 			stash[r->conn] = NULL;
 			stash_rc[r->conn] = 0;
 		} else {
+			if (c && !strcmp(break_mode, "pidfd"))
+				peek_leaking_pidfd(c);
 			rc = c ? chan_conn_recv(c, -1, &m) : CHAN_E_INVALID_ARGUMENT;
 		}
 		if (rc) {
@@ -913,6 +1218,8 @@ static void handle(struct req *r, int *fds)
 		rc = text_to_msg(r->value ? r->value : "", fds, r->nfds, &m);
 		if (!rc)
 			rc = !c ? CHAN_E_INVALID_ARGUMENT
+			     : !strcmp(break_mode, "reattach") ? raw_send(c, m, 1)
+			     : !strcmp(break_mode, "sigpipe") ? raw_send(c, m, 0)
 			     : r->last ? chan_conn_send_last(c, m, -1) : chan_conn_send(c, m, -1);
 		chan_msg_free(m);
 		if (rc)

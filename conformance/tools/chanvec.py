@@ -18,14 +18,19 @@ import struct
 
 KINDS = ("success", "decode_success", "decode_failure", "encode_failure")
 OBJECTS = ("conn", "pipe_read", "pipe_write", "memfd", "eventfd", "file",
-           "dgram", "seqpacket", "tcp", "listener")
+           "dgram", "seqpacket", "tcp", "listener", "unconnected")
+# objects that pass the check of SPEC.md §4.2 rule 2 (a connected AF_UNIX stream socket)
+CONN_OBJECTS = ("conn",)
 LIMIT_KEYS = ("max_payload", "max_handles", "max_depth", "max_channels")
 DELIVERIES = ("whole", "bytewise", "fds_at", "close_after", "fd_limit",
               "echo", "reply", "nested", "self_send", "peer_send",
               "closed_at_boundary", "max_handles",
+              # issue 14 §5: a large frame read slowly, a closed peer, SO_PASSCRED
+              "slow_read", "peer_closed", "passcred",
               # revision 1.1 (spec/vectors.md §3.3)
               "peer10", "hello", "hello_require", "epitaph", "channel_reply", "frames",
               "refused_channels", "readahead")
+R11_FIRST = DELIVERIES.index("peer10")
 REVISIONS = ("1.0", "1.1")
 NAME_RE = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 ERR_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -187,7 +192,7 @@ def _finish(c):
         raise VecError(where + ": decode_success needs canonical")
     if c.kind != "decode_success" and c.canonical is not None:
         raise VecError(where + ": only decode_success has canonical")
-    if c.transport and c.transport[0] in DELIVERIES[12:] and c.revision != "1.1":
+    if c.transport and c.transport[0] in DELIVERIES[R11_FIRST:] and c.revision != "1.1":
         raise VecError(where + ": delivery %s needs revision 1.1" % c.transport[0])
     if "max_channels" in c.limits and c.revision != "1.1":
         raise VecError(where + ": max_channels needs revision 1.1")
@@ -260,17 +265,6 @@ INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 SAFE = (1 << 53) - 1
 
 
-def _pairs(pairs):
-    seen = set()
-    for k, _ in pairs:
-        if k in seen:
-            raise TextError("DUPLICATE_KEY", "duplicate key %r" % k)
-        if "\x00" in k:
-            raise TextError("INVALID_KEY", "map key contains U+0000")
-        seen.add(k)
-    return ("__obj__", pairs)
-
-
 def _utf8(s):
     try:
         s.encode("utf-8")
@@ -279,68 +273,149 @@ def _utf8(s):
     return s
 
 
-def _conv(j):
+def _conv(j, depth=1):
     if isinstance(j, str):
         return _utf8(j)
     if j is None or isinstance(j, bool):
         return j
     if isinstance(j, int):
         if not INT_MIN <= j <= INT_MAX:
-            raise TextError("INVALID_ARGUMENT", "int out of range")
+            raise TextError("INVALID_TEXT", "int out of range")
         return j
     if isinstance(j, float):
+        if math.isinf(j):
+            raise TextError("INVALID_TEXT", "a number that rounds to infinity")
         return j
+    if depth >= HARD_LIMITS["max_depth"] and (j if isinstance(j, list) else isinstance(j, tuple) and j[1]):
+        # a container holding a value deeper than the hard maximum: the encoder's
+        # check (SPEC.md §12.4 rule 3); markers are scalars and do not nest
+        if not (isinstance(j, tuple) and len(j[1]) == 1 and j[1][0][0] in MARKERS):
+            raise TextError("DEPTH_EXCEEDED", "nested deeper than %d" % HARD_LIMITS["max_depth"])
     if isinstance(j, list):
-        return [_conv(x) for x in j]
+        return [_conv(x, depth + 1) for x in j]
     assert isinstance(j, tuple) and j[0] == "__obj__"
     pairs = j[1]
     if len(pairs) == 1 and pairs[0][0] in MARKERS:
         k, v = pairs[0]
         if k == "$int":
-            if not isinstance(v, str) or not re.match(r"^-?(0|[1-9][0-9]*)$", v):
-                raise TextError("INVALID_ARGUMENT", "bad $int")
+            if not isinstance(v, str) or not re.match(r"^-?(0|[1-9][0-9]*)\Z", v) or v == "-0":
+                raise TextError("INVALID_TEXT", "bad $int")
             i = int(v)
             if not INT_MIN <= i <= INT_MAX:
-                raise TextError("INVALID_ARGUMENT", "$int out of range")
+                raise TextError("INVALID_TEXT", "$int out of range")
             return i
         if k == "$float":
             table = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-            if v not in table:
-                raise TextError("INVALID_ARGUMENT", "bad $float")
+            if not isinstance(v, str) or v not in table:
+                raise TextError("INVALID_TEXT", "bad $float")
             return table[v]
         if k == "$bytes":
             import base64
             import binascii
             try:
-                return Bytes(base64.b64decode(v, validate=True))
-            except (binascii.Error, TypeError):
-                raise TextError("INVALID_ARGUMENT", "bad base64")
+                raw = base64.b64decode(v.encode("ascii"), validate=True)
+            except (binascii.Error, TypeError, AttributeError, UnicodeEncodeError, ValueError):
+                raise TextError("INVALID_TEXT", "bad base64")
+            # SPEC.md §12.1 rule 4: padded, unused bits zero: only the canonical spelling
+            if base64.b64encode(raw).decode("ascii") != v:
+                raise TextError("INVALID_TEXT", "bad base64 (padding or unused bits)")
+            return Bytes(raw)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise TextError("INVALID_ARGUMENT", "bad handle index")
+            raise TextError("INVALID_TEXT", "bad handle index")
         if k == "$channel":  # SPEC.md §18.2 rule 3
             if not 1 <= v <= MAX_CHANNEL_ID:
                 raise TextError("INVALID_TEXT", "a channel id is in 1..2^31-1")
             return Channel(v)
         return Handle(1 if k == "$fd" else 2, v)
     items = []
+    seen = set()
     for k, v in pairs:
         _utf8(k)
         if k.startswith("$$"):
             k = k[1:]
         elif k.startswith("$"):
-            raise TextError("INVALID_ARGUMENT", "bad $ key %r" % k)
-        items.append((k, _conv(v)))
+            raise TextError("INVALID_TEXT", "bad $ key %r" % k)
+        if k in seen:
+            raise TextError("DUPLICATE_KEY", "duplicate key %r" % k)
+        if "\x00" in k:
+            raise TextError("INVALID_KEY", "map key contains U+0000")
+        seen.add(k)
+        items.append((k, _conv(v, depth + 1)))
     return Map(items)
 
 
+_JTOK = re.compile(r"""[ \t\n\r]*(?:([\[{])|([\]}])|(,)|(:)|("(?:[^"\\\x00-\x1f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*")"""
+                   r"""|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null))""")
+
+
+def json_syntax_ok(text):
+    """RFC 8259's grammar for one document, without recursion (SPEC.md §12.4
+    rule 4: the document is parsed as JSON first, whatever its depth)."""
+    stack = []
+    pos = 0
+    want = "value"
+    while True:
+        m = _JTOK.match(text, pos)
+        if not m:
+            return False
+        pos = m.end()
+        opened, closed, comma, colon, string, scalar = m.groups()
+        if want in ("value", "value_or_close") and (opened or string or scalar):
+            if opened:
+                stack.append(opened)
+                want = "value_or_close" if opened == "[" else "key_or_close"
+                continue
+        elif want in ("key", "key_or_close") and string:
+            want = "colon"
+            continue
+        elif want == "colon" and colon:
+            want = "value"
+            continue
+        elif want == "comma_or_close" and comma:
+            want = "value" if stack[-1] == "[" else "key"
+            continue
+        elif want in ("value_or_close", "key_or_close", "comma_or_close") and closed \
+                and closed == ("]" if stack[-1] == "[" else "}"):
+            stack.pop()
+        else:
+            return False
+        if not stack:
+            return text[pos:].strip(" \t\n\r") == ""
+        want = "comma_or_close"
+
+
+def _max_depth(text):
+    d = m = 0
+    instr = esc = False
+    for ch in text:
+        if instr:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                instr = False
+        elif ch == '"':
+            instr = True
+        elif ch in "[{":
+            d += 1
+            m = max(m, d)
+        elif ch in "]}":
+            d -= 1
+    return m
+
+
 def parse_text(s):
-    try:
-        j = json.loads(s, object_pairs_hook=_pairs,
-                       parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-    except TextError:
-        raise
-    except ValueError as e:
-        raise TextError("INVALID_ARGUMENT", str(e))
+    """The text form (SPEC.md §12) -> a value; TextError with the NAME of §12.4:
+    INVALID_JSON first (the document is parsed as JSON), then the first fault in
+    document order (INVALID_TEXT, INVALID_UTF8, DUPLICATE_KEY, INVALID_KEY,
+    DEPTH_EXCEEDED)."""
+    if not json_syntax_ok(s):
+        raise TextError("INVALID_JSON", "not RFC 8259 JSON")
+    if _max_depth(s) > 500:
+        # valid JSON too deep for the json module: deeper than any value
+        raise TextError("DEPTH_EXCEEDED", "nested deeper than %d" % HARD_LIMITS["max_depth"])
+    j = json.loads(s, object_pairs_hook=lambda pairs: ("__obj__", pairs))
     return _conv(j)
 
 
@@ -745,7 +820,7 @@ def decode_frame_ex(buf, objects, limits=None, revision="1.0", post_walk=None):
         if len(set(keys)) != len(keys):
             raise DecodeError("DUPLICATE_KEY")
     for h in w.refs:
-        if h.kind == 2 and objects[h.index] not in ("conn", "listener"):
+        if h.kind == 2 and objects[h.index] not in CONN_OBJECTS:
             raise DecodeError("WRONG_HANDLE_KIND")
     return value, 16 + plen, w
 
@@ -906,6 +981,6 @@ def encode_check(value, objects):
     for h in hs:
         if h.index >= len(objects):
             return "INVALID_ARGUMENT"
-        if h.kind == 2 and objects[h.index] not in ("conn", "listener"):
+        if h.kind == 2 and objects[h.index] not in CONN_OBJECTS:
             return "WRONG_HANDLE_KIND"
     return None

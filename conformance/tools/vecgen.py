@@ -183,7 +183,7 @@ def R(hexstr, comment, ind=0):
 
 FILES = {}
 ORDER = ["framing", "versions", "scalars", "strings", "floats", "containers",
-         "handles", "limits", "canonical", "unknown_fields", "transport", "revision11"]
+         "handles", "limits", "canonical", "unknown_fields", "transport", "revision11", "large"]
 TITLES = {
     "framing": "frame header, boundaries, truncation, trailing bytes, error precedence (SPEC.md §5, §9.3)",
     "versions": "the version byte and reserved header fields (SPEC.md §5.2, §14)",
@@ -196,6 +196,8 @@ TITLES = {
     "canonical": "the canonical encoding and the decoding algorithm step by step (SPEC.md §7.2, §7.3)",
     "unknown_fields": "field numbers the schema does not define (SPEC.md §7.3 step 3)",
     "transport": "frames over a real AF_UNIX stream connection (SPEC.md §10)",
+    "large": "frames of several hundred KiB or MiB: a partial send with descriptors, nesting far past the limit "
+             "(SPEC.md §7.3, §10.2, §15)",
     "revision11": "revision 1.1: HELLO, control frames, epitaphs, channels, read-ahead (SPEC.md §10.3, §16-§18)",
 }
 
@@ -435,6 +437,21 @@ def build():
         payload=[R("10 ff 01", "Value.bool_value = 255")])
     add(S, "scalars.bool.nonminimal_zero", "decode_failure", ["7.2", "7.3"], error="NONCANONICAL",
         payload=[R("10 80 00", "Value.bool_value = 0 in two bytes")])
+    # $int and bare ints that are JSON but not the text form (SPEC.md §12.1 rule 2) -> INVALID_TEXT
+    for nm, txt in (("dollar_int_above_max", '{"$int":"9223372036854775808"}'),
+                    ("dollar_int_below_min", '{"$int":"-9223372036854775809"}'),
+                    ("dollar_int_minus_zero", '{"$int":"-0"}'),
+                    ("dollar_int_plus", '{"$int":"+1"}'),
+                    ("dollar_int_leading_zero", '{"$int":"01"}'),
+                    ("dollar_int_negative_leading_zero", '{"$int":"-01"}'),
+                    ("dollar_int_space", '{"$int":" 1"}'),
+                    ("dollar_int_empty", '{"$int":""}'),
+                    ("dollar_int_hex", '{"$int":"0x10"}'),
+                    ("dollar_int_number", '{"$int":1}'),
+                    ("bare_above_max", "9223372036854775808"),
+                    ("bare_below_min", "-9223372036854775809")):
+        add(S, "scalars.text." + nm, "encode_failure", ["12"], error="INVALID_TEXT", value="", raw_text=txt,
+            note="JSON, but not the text form of an int (SPEC.md §12.1 rule 2, §12.4 rule 4)")
     add(S, "scalars.int.nonminimal_zero", "decode_failure", ["7.2", "7.3"], error="NONCANONICAL",
         payload=[R("18 80 00", "Value.int_value = 0 in two bytes")])
     add(S, "scalars.int.nonminimal_padded", "decode_failure", ["7.2", "7.3"], error="NONCANONICAL",
@@ -490,6 +507,29 @@ def build():
         value="", raw_text='"\\ud800"', note="text input: a \\u escape that yields a lone surrogate")
     add(T, "strings.text.lone_low_surrogate_key", "encode_failure", ["12", "4.1"], error="INVALID_UTF8",
         value="", raw_text='{"a\\udc00":1}', note="text input: a lone surrogate in a key")
+    # $bytes that is not base64 as SPEC.md §12.1 rule 4 says (INVALID_TEXT): a
+    # lenient base64 decoder accepts every one of these
+    for nm, b64, why in (("no_padding", "QQ", "padding missing"),
+                         ("short_padding", "QQ=", "padded to 3, not 4"),
+                         ("pad_inside", "QQ=A", "= then a symbol"),
+                         ("pad_first", "=QQA", "= first"),
+                         ("extra_padding", "QUJD====", "a quantum of padding only"),
+                         ("urlsafe", "-_-_", "the URL-safe alphabet (RFC 4648 §5)"),
+                         ("whitespace", "QU JD", "a space inside"),
+                         ("newline", "QUJD\\nQUJD", "an escaped line feed inside (MIME style)"),
+                         ("unused_bits_two_pad", "QR==", "the 4 unused bits of R are 0001"),
+                         ("unused_bits_one_pad", "QUJ=", "the 2 unused bits of J are 01"),
+                         ("non_ascii", "QUJ\u00e9", "a non-ASCII symbol")):
+        add(T, "strings.text.bytes_" + nm, "encode_failure", ["12"], error="INVALID_TEXT", value="",
+            raw_text='{"$bytes":"%s"}' % b64, note="not canonical base64: " + why)
+    add(T, "strings.text.lone_surrogate_in_invalid_json", "encode_failure", ["12"], error="INVALID_JSON",
+        value="", raw_text='["\\ud800",]', note="INVALID_JSON wins over INVALID_UTF8 (SPEC.md §12.4 rule 4)")
+    add(T, "strings.text.control_character", "encode_failure", ["12"], error="INVALID_JSON",
+        value="", raw_text='"a\tb"', note="an unescaped U+0009 inside a string (RFC 8259 §7)")
+    add(T, "strings.text.single_quotes", "encode_failure", ["12"], error="INVALID_JSON",
+        value="", raw_text="'a'")
+    add(T, "strings.text.bad_escape", "encode_failure", ["12"], error="INVALID_JSON",
+        value="", raw_text='"\\x41"')
     add(T, "strings.string.len_past_end", "decode_failure", ["7.3"], error="MALFORMED",
         payload=[R("2a 05 61", "Value.string_value len 5, one byte present")])
     add(T, "strings.string.len_nonminimal", "decode_failure", ["7.2", "7.3"], error="NONCANONICAL",
@@ -561,6 +601,36 @@ def build():
         value=M(), raw_text='{"a\\u0000b":1}', note="text input: U+0000 in an object key")
     add(C, "containers.text.duplicate_key", "encode_failure", ["12", "4.1"], error="DUPLICATE_KEY",
         value=M(), raw_text='{"a":1,"b":2,"a":3}', note="text input: a key twice in one object")
+    for nm, txt, why in (("trailing_comma_list", "[1,2,]", ""),
+                         ("trailing_comma_map", '{"a":1,}', ""),
+                         ("nan_literal", "[NaN]", "write {\"$float\":\"NaN\"}"),
+                         ("infinity_literal", "-Infinity", ""),
+                         ("comment", "[1/*x*/]", ""),
+                         ("bytes_after_value", "[] []", "two documents"),
+                         ("unclosed", '{"a":[1,2}', ""),
+                         ("leading_zero", "[01]", ""),
+                         ("plus_sign", "[+1]", ""),
+                         ("bare_key", "{a:1}", ""),
+                         ("duplicate_key_then_trailing_comma", '[{"a":1,"a":2},]',
+                          "INVALID_JSON wins over DUPLICATE_KEY"),
+                         ("huge_number_then_trailing_comma", "[1e400,]", "INVALID_JSON wins over INVALID_TEXT"),
+                         ("marker_then_trailing_comma", '[{"$int":"-0"},]', "INVALID_JSON wins over INVALID_TEXT"),
+                         ("deep_then_trailing_comma", "[" * 40 + "1," + "]" * 40,
+                          "40 levels, past the depth limit: INVALID_JSON wins over DEPTH_EXCEEDED"),
+                         ("deep_unclosed", "[" * 5000, "5,000 [ and no ]: INVALID_JSON, whatever the reader's recursion")):
+        add(C, "containers.text." + nm, "encode_failure", ["12"], error="INVALID_JSON", value="",
+            raw_text=txt, note=("not RFC 8259 JSON" + (": " + why if why else "")))
+    add(C, "containers.text.deep_closed", "encode_failure", ["12", "8.3"], error="DEPTH_EXCEEDED", value="",
+        raw_text="[" * 5000 + "]" * 5000,
+        note="5,000 [ closed by 5,000 ]: JSON, too deep (SPEC.md §12.4 rules 3-4): not INVALID_JSON")
+    for nm, txt, why in (("unknown_marker", '{"$foo":1}', "an unknown $ marker"),
+                         ("marker_two_members", '{"$int":"1","a":2}', "a marker with a second member"),
+                         ("marker_second_member_first", '{"a":2,"$int":"1"}', "a $ key that is not a marker's"),
+                         ("float_marker_lowercase", '{"$float":"nan"}', "$float takes NaN, Infinity, -Infinity"),
+                         ("float_marker_number", '{"$float":1.5}', "$float takes a string"),
+                         ("number_infinite", "[1e400]", "a number that rounds to infinity")):
+        add(C, "containers.text." + nm, "encode_failure", ["12"], error="INVALID_TEXT", value="",
+            raw_text=txt, note="JSON, but not the text form: " + why)
     add(C, "containers.text.duplicate_key_nested", "encode_failure", ["12", "4.1"], error="DUPLICATE_KEY",
         value=M(), raw_text='[{"x":{"k":1,"k":1}}]')
     add(C, "containers.list.empty_item", "decode_failure", ["7.3"], error="EMPTY_VALUE",
@@ -676,6 +746,11 @@ def build():
     for obj in ("pipe_read", "memfd", "eventfd", "file", "dgram", "seqpacket", "tcp"):
         add(H, "handles.wrong_kind." + obj, "decode_failure", ["4.2"], error="WRONG_HANDLE_KIND",
             handles=[obj], payload=enc_value(conn(0)))
+    for obj, what in (("listener", "a listening AF_UNIX stream socket"),
+                      ("unconnected", "an AF_UNIX stream socket that was never connected")):
+        add(H, "handles.wrong_kind." + obj, "decode_failure", ["4.2"], error="WRONG_HANDLE_KIND",
+            handles=[obj], payload=enc_value(conn(0)),
+            note=what + ": family and type pass, it is not connected (SPEC.md §4.2 rule 2)")
     add(H, "handles.wrong_kind.second", "decode_failure", ["4.2"], error="WRONG_HANDLE_KIND",
         handles=["conn", "pipe_write"], payload=enc_value([conn(0), conn(1)]))
     add(H, "handles.field.kind_before_index", "decode_failure", ["7.2", "7.3"], error="NONCANONICAL",
@@ -698,6 +773,20 @@ def build():
         value=conn(0), handles=["pipe_read"], note="a conn handle must be an AF_UNIX stream socket")
     add(H, "handles.encode.wrong_kind_dgram", "encode_failure", ["4.2"], error="WRONG_HANDLE_KIND",
         value=[fd(0), conn(1)], handles=["memfd", "dgram"])
+    for obj in ("listener", "unconnected"):
+        add(H, "handles.encode.wrong_kind_" + obj, "encode_failure", ["4.2"], error="WRONG_HANDLE_KIND",
+            value=[fd(0), conn(1)], handles=["memfd", obj],
+            note="not connected: a conn handle cannot be made of it (SPEC.md §4.2 rule 3)")
+    # text form (SPEC.md §12.1 rule 5, §12.3 rule 1): JSON, but not a handle marker
+    for nm, txt, hs_ in (("fd_float", '{"$fd":0.0}', ["pipe_read"]),
+                         ("fd_float_one", '[{"$fd":0},{"$fd":1.0}]', ["pipe_read", "pipe_write"]),
+                         ("fd_exponent", '{"$fd":0e0}', ["pipe_read"]),
+                         ("fd_negative", '{"$fd":-1}', ["pipe_read"]),
+                         ("fd_string", '{"$fd":"0"}', ["pipe_read"]),
+                         ("conn_float", '{"$conn":0.0}', ["conn"]),
+                         ("fd_two_members", '{"$fd":0,"x":1}', ["pipe_read"])):
+        add(H, "handles.text." + nm, "encode_failure", ["12"], error="INVALID_TEXT", value="",
+            raw_text=txt, handles=hs_, note="JSON, but not the text form of a value (SPEC.md §12.4 rule 4)")
 
     # ---------------------------------------------------------------- limits
     L = "limits"
@@ -903,7 +992,69 @@ def build():
     add(X, "transport.self_send.send_peer", "encode_failure", ["10.6"], error="SELF_SEND",
         value=[fd(0), conn(1)], handles=["pipe_read", "conn"], transport=("peer_send", []),
         note="#1 is the runner's end of the connection, i.e. the peer of the testee's endpoint")
+    add(X, "transport.peer_closed.send", "encode_failure", ["10.2", "9.2"], error="CONNECTION_CLOSED",
+        value=[fd(0), "after the peer closed"], handles=["pipe_read"], transport=("peer_closed", []),
+        note="the runner closes its end first; the send must fail with EPIPE -> CONNECTION_CLOSED, "
+             "MSG_NOSIGNAL: the testee must not die of SIGPIPE (SPEC.md §10.2 rule 3)")
+    add(X, "transport.passcred.handles", "success", ["10.4"],
+        value=[fd(0), "creds", conn(1)], handles=["pipe_read", "conn"], transport=("passcred", []),
+        note="the testee's socket has SO_PASSCRED (and SO_PASSPIDFD where the kernel has it) set "
+             "by the runner: SCM_CREDENTIALS/SCM_PIDFD come with every read (SPEC.md §10.4 rule 4)")
+    add(X, "transport.passcred.max_handles", "success", ["10.4", "8.2"],
+        value=[fd(i) for i in range(253)], handles=["eventfd"] * 253, limits={"max_handles": 253},
+        transport=("passcred", []),
+        note="253 descriptors with SCM_CREDENTIALS and SCM_PIDFD in the same read: a control "
+             "buffer without room for them truncates (MSG_CTRUNC, a spurious HANDLES_TRUNCATED)")
     build_revision11()
+    build_large()
+
+
+def build_large():
+    """issue 14 §5: frames too large to annotate line by line."""
+    G = "large"
+    # 1. a 4 MiB bytes value and two descriptors, sent by the testee to a runner
+    # that reads slowly: the testee's first sendmsg is partial (SPEC.md §10.2 r1-2)
+    n = 4 << 20
+    data = bytes(i % 251 for i in range(n))
+    value = [fd(0), fd(1), Bytes(data)]
+    h0 = enc_value(fd(0))
+    h1 = enc_value(fd(1))
+    blob_hdr = tag(6, 2) + vint(n)
+    item2 = len(blob_hdr) + n
+    body = (2 + blen(h0)) + (2 + blen(h1)) + len(tag(1, 2)) + len(vint(item2)) + item2
+    lines = [(tag(7, 2) + vint(body), "Value.list_value (7:LEN) len %d" % body, 0),
+             (tag(1, 2) + vint(blen(h0)), "List.items[0] len %d" % blen(h0), 1)] + indent(h0, 2) + \
+            [(tag(1, 2) + vint(blen(h1)), "List.items[1] len %d" % blen(h1), 1)] + indent(h1, 2) + \
+            [(tag(1, 2) + vint(item2), "List.items[2] len %d" % item2, 1),
+             (blob_hdr, "Value.bytes_value (6:LEN) len %d: bytes i %% 251 for i in 0..%d, 64 a line"
+              % (n, n - 1), 2)]
+    lines += [(data[o:o + 64], "", 3) for o in range(0, n, 64)]
+    add(G, "large.echo.bytes_4mib_two_fds", "success", ["10.2", "10.3", "10.4"], value=value,
+        handles=["pipe_read", "memfd"], payload=lines, transport=("slow_read", []),
+        note="the runner reads the testee's frame slowly: its first sendmsg is partial; the two "
+             "descriptors must arrive once, with the frame's first byte (SPEC.md §10.2 rules 1-2)")
+    # 2. 100,000 nested lists (about 790 KiB): DEPTH_EXCEEDED at depth 33, with the
+    # decoder's stack bounded by max_depth (SPEC.md §7.3 notes, §15)
+    levels = 100000
+    inner = tag(7, 2) + vint(0)
+    parts = []
+    size = len(inner)
+    for _ in range(levels - 1):
+        item = tag(1, 2) + vint(size)
+        lst = tag(7, 2) + vint(len(item) + size)
+        parts.append(lst + item)
+        size += len(item) + len(lst)
+    parts.reverse()
+    lines = [(parts[0], "level 1: Value.list_value, List.items[0] (%d payload bytes)" % size, 0),
+             (parts[1], "level 2", 0)]
+    chunk = b"".join(parts[2:])
+    lines += [(chunk[o:o + 64], "", 0) for o in range(0, len(chunk), 64)]
+    lines.append((inner, "level %d: Value.list_value, empty" % levels, 0))
+    assert blen(lines) == size
+    add(G, "large.depth.lists_100000", "decode_failure", ["7.3", "8.3", "15"], error="DEPTH_EXCEEDED",
+        payload=lines,
+        note="100,000 nested lists, %d payload bytes: DEPTH_EXCEEDED before list 33 is walked; "
+             "a decoder that recurses before it checks the depth overflows its stack" % size)
 
 
 def ch(i):

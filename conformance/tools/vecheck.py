@@ -105,7 +105,7 @@ def check_case(pb, c, errs):
     delivery = c.transport[0] if c.transport else None
     rev = c.revision
     limits = {k: v for k, v in c.limits.items() if k != "max_channels"}
-    if delivery in cv.DELIVERIES[12:]:
+    if delivery in cv.DELIVERIES[cv.R11_FIRST:]:
         check_r11_transport(pb, c, value, delivery, limits, bad)
         return
 
@@ -155,6 +155,12 @@ def check_case(pb, c, errs):
             if e.name != c.error:
                 bad("reference decoder says %s, vector says %s" % (e.name, c.error))
     elif c.kind == "encode_failure":
+        if delivery == "peer_closed":
+            if c.error != "CONNECTION_CLOSED":
+                bad("peer_closed cases expect CONNECTION_CLOSED")
+            if cv.encode_check(value, c.handles):
+                bad("value is refused before the send: %s" % cv.encode_check(value, c.handles))
+            return
         if delivery in ("self_send", "peer_send"):
             if c.error != "SELF_SEND":
                 bad("self_send/peer_send cases expect SELF_SEND")
@@ -165,8 +171,10 @@ def check_case(pb, c, errs):
         if e != c.error:
             bad("reference encoder says %s, vector says %s" % (e, c.error))
     check_limits(c, bad)
-    if delivery and os.path.basename(c.path) != "transport.vec":
-        bad("transport lines belong in transport.vec (revision 1.1 deliveries: revision11.vec)")
+    if delivery and os.path.basename(c.path) not in ("transport.vec", "large.vec"):
+        bad("transport lines belong in transport.vec or large.vec (revision 1.1 deliveries: revision11.vec)")
+    if delivery == "slow_read" and (c.kind != "success" or len(c.bytes) < (1 << 20) or not c.handles):
+        bad("slow_read: a success case of at least 1 MiB with descriptors")
 
 
 HARD_MAX_CHANNELS = (1 << 31) - 1
