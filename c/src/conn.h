@@ -13,7 +13,12 @@
  * receive error).  A whole frame is written under the send lock, so frames
  * of concurrent senders never interleave; a whole frame is read under the
  * receive lock, so each receiver gets whole frames.  A send and a receive
- * proceed in parallel.  Waiting for a lock counts against the caller's
+ * proceed in parallel.  Revision 1.1 (channel.c) adds the mux lock, taken
+ * briefly after either of the others (never before, never while a message
+ * is freed): what the peer announced, the channel table, the queues of
+ * frames for endpoints nobody is reading, and the outbox of control frames.
+ * One thread at a time holds the reader role (`reading`); others wait on
+ * mux_cond for the frames it queues for them.  Waiting for a lock counts against the caller's
  * timeout (timeout 0 never waits for it either).  chan_conn_free must not
  * race with any other call on the same connection.  A chan_listener is for
  * one thread at a time.
