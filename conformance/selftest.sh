@@ -45,7 +45,7 @@ expect hide 'handles.table.three' 'handles.table.three' 'a pipe_read sent to the
 # one that leaves the SCM_PIDFD of a read on a socket with SO_PASSPIDFD open; one
 # that takes a listening or never-connected AF_UNIX stream socket for a conn;
 # a lenient base64 decoder (unused bits) and a lenient JSON reader (trailing comma)
-expect reattach 'large.echo.*' 'large.echo.bytes_4mib_two_fds' 'attached descriptors to byte [1-9]'
+expect reattach 'large.echo.*' 'large.echo.bytes_1mib_two_fds' 'attached descriptors to byte [1-9]'
 expect sigpipe 'transport.peer_closed.*' 'transport.peer_closed.send' 'died of signal 13 (SIGPIPE)'
 expect recurse 'large.depth.*' 'large.depth.lists_100000' 'the testee died of signal'
 expect pidfd 'transport.passcred.*' 'transport.passcred.handles' 'pidfd(s) of the runner'

@@ -1012,9 +1012,9 @@ def build():
 def build_large():
     """issue 14 §5: frames too large to annotate line by line."""
     G = "large"
-    # 1. a 4 MiB bytes value and two descriptors, sent by the testee to a runner
+    # 1. a 1 MiB bytes value and two descriptors (five times a socket buffer), sent by the testee to a runner
     # that reads slowly: the testee's first sendmsg is partial (SPEC.md §10.2 r1-2)
-    n = 4 << 20
+    n = 1 << 20
     data = bytes(i % 251 for i in range(n))
     value = [fd(0), fd(1), Bytes(data)]
     h0 = enc_value(fd(0))
@@ -1029,7 +1029,7 @@ def build_large():
              (blob_hdr, "Value.bytes_value (6:LEN) len %d: bytes i %% 251 for i in 0..%d, 64 a line"
               % (n, n - 1), 2)]
     lines += [(data[o:o + 64], "", 3) for o in range(0, n, 64)]
-    add(G, "large.echo.bytes_4mib_two_fds", "success", ["10.2", "10.3", "10.4"], value=value,
+    add(G, "large.echo.bytes_1mib_two_fds", "success", ["10.2", "10.3", "10.4"], value=value,
         handles=["pipe_read", "memfd"], payload=lines, transport=("slow_read", []),
         note="the runner reads the testee's frame slowly: its first sendmsg is partial; the two "
              "descriptors must arrive once, with the frame's first byte (SPEC.md §10.2 rules 1-2)")
