@@ -1272,6 +1272,25 @@ static void frame_diff(const char *what, const struct buf *want, const struct bu
 	     got->len);
 }
 
+/* A decode the case expects to succeed: the testee's answer is ok, its
+ * re-encoded frame is the canonical one, its value the case's text and its
+ * consumed count the frame's size (both classes). */
+static void check_decode_success(const struct vcase *c, const struct resp *r)
+{
+	const struct buf *want = c->kind == K_SUCCESS ? &c->bytes : &c->canonical;
+
+	if (strcmp(r->status, "ok"))
+		fail("decode: expected success, got error %s", r->error);
+	else if (!r->has_frame)
+		fail("decode: response without frame");
+	else if (r->frame.len != want->len || memcmp(r->frame.p, want->p, want->len))
+		frame_diff("decode, re-encoded", want, &r->frame);
+	else if (r->value && strcmp(r->value, vtext(c)))
+		fail("decode: value %s, expected %s", r->value, vtext(c));
+	else if (r->consumed >= 0 && (size_t)r->consumed != want->len)
+		fail("decode: consumed %ld bytes, the frame has %zu", r->consumed, want->len);
+}
+
 /* Receive the fds a response announces and compare them with objs, in order. */
 static void check_returned_fds(const char *what, const struct resp *r, const struct object *objs,
 			       int nobjs)
@@ -1372,17 +1391,7 @@ static void run_decode(const struct vcase *c)
 		else
 			check_holdings(NULL, 0, "after decode error");
 	} else {
-		const struct buf *want = c->kind == K_SUCCESS ? &c->bytes : &c->canonical;
-		if (strcmp(r.status, "ok"))
-			fail("decode: expected success, got error %s", r.error);
-		else if (!r.has_frame)
-			fail("decode: response without frame");
-		else if (r.frame.len != want->len || memcmp(r.frame.p, want->p, want->len))
-			frame_diff("decode, re-encoded", want, &r.frame);
-		else if (r.value && strcmp(r.value, vtext(c)))
-			fail("decode: value %s, expected %s", r.value, vtext(c));
-		else if (r.consumed >= 0 && (size_t)r.consumed != want->len)
-			fail("decode: consumed %ld bytes, the frame has %zu", r.consumed, want->len);
+		check_decode_success(c, &r);
 		check_returned_fds("decode", &r, objs, c->nobjs);
 		struct held h[MAX_OBJS];
 		objs_to_held(objs, c->nobjs, h);
@@ -1526,17 +1535,7 @@ static void run_decode_codec(const struct vcase *c)
 		else if (strcmp(r.error, c->error))
 			fail("decode: expected error %s, got %s", c->error, r.error);
 	} else {
-		const struct buf *want = c->kind == K_SUCCESS ? &c->bytes : &c->canonical;
-		if (strcmp(r.status, "ok"))
-			fail("decode: expected success, got error %s", r.error);
-		else if (!r.has_frame)
-			fail("decode: response without frame");
-		else if (r.frame.len != want->len || memcmp(r.frame.p, want->p, want->len))
-			frame_diff("decode, re-encoded", want, &r.frame);
-		else if (r.value && strcmp(r.value, vtext(c)))
-			fail("decode: value %s, expected %s", r.value, vtext(c));
-		else if (r.consumed >= 0 && (size_t)r.consumed != want->len)
-			fail("decode: consumed %ld bytes, the frame has %zu", r.consumed, want->len);
+		check_decode_success(c, &r);
 		check_returned_ids("decode", &r, ids, c->nobjs);
 	}
 	resp_free(&r);
